@@ -1,0 +1,160 @@
+/**
+ * The only place that reads flags and environment variables. Each flag has an environment twin (`--poll-interval`
+ * and `GRO_POLL_INTERVAL`); a flag wins over its twin. Everything is parsed once, with zod, into one typed config.
+ */
+import { parseArgs } from "node:util";
+import { z } from "zod";
+import { defaultRunnerImage } from "./runner_group/runner_job.ts";
+
+/** Raised for a bad command line; `main.ts` prints the message and exits with code 2. */
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+export const commands = ["run", "crds", "version"] as const;
+export type Command = typeof commands[number];
+
+/** Parses "500ms", "10s", "5m", "1h" into milliseconds. */
+export function parseDuration(text: string): number | undefined {
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(text.trim());
+  if (!match) return undefined;
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[match[2] as "ms" | "s" | "m" | "h"];
+  return Math.round(Number(match[1]) * unit);
+}
+
+const duration = (min: number, max: number) =>
+  z.string().transform((text, context) => {
+    const ms = parseDuration(text);
+    if (ms === undefined || ms < min || ms > max) {
+      context.addIssue({
+        code: "custom",
+        message: `expected a duration such as 10s or 2m, from ${min / 1000}s to ${max / 1000}s`,
+      });
+      return z.NEVER;
+    }
+    return ms;
+  });
+
+const integer = (min: number, max: number) =>
+  z.string().regex(/^\d+$/, `expected a whole number from ${min} to ${max}`).transform(Number).pipe(
+    z.number().min(min, `expected a whole number from ${min} to ${max}`).max(
+      max,
+      `expected a whole number from ${min} to ${max}`,
+    ),
+  );
+
+/** Every setting: flag name, environment twin, default, and the schema of its text. */
+const settings = {
+  kubeconfig: { flag: "kubeconfig", env: "GRO_KUBECONFIG", default: "", schema: z.string() },
+  namespaces: {
+    flag: "namespaces",
+    env: "GRO_NAMESPACES",
+    default: "",
+    schema: z.string().transform((text) => text.split(",").map((item) => item.trim()).filter(Boolean)).pipe(
+      z.array(z.string().regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, "expected namespace names separated by commas")),
+    ),
+  },
+  healthPort: { flag: "health-port", env: "GRO_HEALTH_PORT", default: "8081", schema: integer(0, 65535) },
+  workers: { flag: "workers", env: "GRO_WORKERS", default: "4", schema: integer(1, 64) },
+  pollInterval: { flag: "poll-interval", env: "GRO_POLL_INTERVAL", default: "10s", schema: duration(1000, 3_600_000) },
+  resyncInterval: {
+    flag: "resync-interval",
+    env: "GRO_RESYNC_INTERVAL",
+    default: "60s",
+    schema: duration(5000, 86_400_000),
+  },
+  forgeTimeout: { flag: "forge-timeout", env: "GRO_FORGE_TIMEOUT", default: "10s", schema: duration(100, 300_000) },
+  runnerImage: {
+    flag: "runner-image",
+    env: "GRO_RUNNER_IMAGE",
+    default: defaultRunnerImage,
+    schema: z.string().regex(/^[^\s]+$/, "expected an image reference without spaces").refine(
+      (image) => !/:(nightly|latest)(-|$)/.test(image),
+      "expected a pinned image tag, not nightly or latest",
+    ),
+  },
+  runnerRetryLimit: { flag: "runner-retry-limit", env: "GRO_RUNNER_RETRY_LIMIT", default: "3", schema: integer(1, 20) },
+  logLevel: {
+    flag: "log-level",
+    env: "GRO_LOG_LEVEL",
+    default: "info",
+    schema: z.enum(["debug", "info", "warning", "error"], "expected one of debug, info, warning, error"),
+  },
+  logFormat: {
+    flag: "log-format",
+    env: "GRO_LOG_FORMAT",
+    default: "json",
+    schema: z.enum(["json", "text"], "expected json or text"),
+  },
+} as const;
+
+type Settings = typeof settings;
+export type Config = { [K in keyof Settings]: z.output<Settings[K]["schema"]> } & { command: Command };
+
+/** The environment variables the operator reads: the twins, plus the standard ones of the Kubernetes client. */
+export const environmentVariables: readonly string[] = [
+  ...Object.values(settings).map((setting) => setting.env),
+  "KUBECONFIG",
+  "HOME",
+  "KUBERNETES_SERVICE_HOST",
+  "KUBERNETES_SERVICE_PORT",
+];
+
+export function usage(): string {
+  const lines = [
+    "Usage: gitea-runner-operator [run|crds|version] [flags]",
+    "",
+    "Commands:",
+    "  run       watch RunnerGroups and start runner Jobs for queued Gitea jobs (default)",
+    "  crds      print the RunnerGroup CustomResourceDefinition as YAML",
+    "  version   print the version",
+    "",
+    "Flags (each also read from its environment variable):",
+  ];
+  for (const setting of Object.values(settings)) {
+    lines.push(`  --${setting.flag.padEnd(20)} ${setting.env.padEnd(24)} default ${setting.default || '""'}`);
+  }
+  return lines.join("\n");
+}
+
+/** Parses the command line and environment; throws {@linkcode UsageError} with a one-line message. */
+export function parseConfig(args: readonly string[], env: (name: string) => string | undefined): Config {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: [...args],
+      allowPositionals: true,
+      strict: true,
+      options: Object.fromEntries(
+        Object.values(settings).map((setting) => [setting.flag, { type: "string" as const }]),
+      ),
+    });
+  } catch (error) {
+    throw new UsageError(`${error instanceof Error ? error.message : String(error)} (see --help)`);
+  }
+  const [command = "run", ...extra] = parsed.positionals;
+  if (!(commands as readonly string[]).includes(command)) {
+    throw new UsageError(`Unknown command "${command}": expected one of ${commands.join(", ")}`);
+  }
+  if (extra.length > 0) throw new UsageError(`Unexpected argument "${extra[0]}"`);
+
+  const config: Record<string, unknown> = { command };
+  for (const [key, setting] of Object.entries(settings)) {
+    const flagValue = parsed.values[setting.flag];
+    const text = typeof flagValue === "string" ? flagValue : env(setting.env) ?? setting.default;
+    const result = (setting.schema as z.ZodType).safeParse(text);
+    if (!result.success) {
+      throw new UsageError(
+        `Invalid value ${JSON.stringify(text)} for --${setting.flag} (${setting.env}): ${
+          result.error.issues[0].message
+        }`,
+      );
+    }
+    config[key] = result.data;
+  }
+  if (config.kubeconfig === "") config.kubeconfig = env("KUBECONFIG") ?? "";
+  return config as Config;
+}

@@ -1,0 +1,184 @@
+/**
+ * A typed client for the parts of Gitea's REST API the operator uses (Gitea >= 1.25). Every response is validated
+ * with zod, and every failure becomes a {@linkcode ForgeError} of one kind.
+ */
+import { z } from "zod";
+import { classifyHttpError, ForgeError, quote } from "./errors.ts";
+
+/** Gitea answers at most 50 items a page by default (`[api] MAX_RESPONSE_ITEMS`). */
+export const pageSize = 50;
+export const minimumGiteaVersion = { major: 1, minor: 25 };
+
+/** Where queued jobs are listed: one endpoint per scope. */
+export type JobsEndpoint =
+  | { scope: "global" }
+  | { scope: "org"; org: string }
+  | { scope: "user" }
+  | { scope: "repo"; owner: string; repo: string };
+
+/** A job waiting for a runner. */
+export interface QueuedJob {
+  id: number;
+  runId: number;
+  name: string;
+  /** The job's `runs-on` labels. */
+  runsOn: string[];
+  owner: string;
+  repo: string;
+  createdAt: string;
+  htmlUrl: string;
+}
+
+const jobSchema = z.object({
+  id: z.number().int().positive(),
+  run_id: z.number().int(),
+  name: z.string(),
+  labels: z.array(z.string()).nullable().transform((labels) => labels ?? []),
+  status: z.string(),
+  url: z.string(),
+  html_url: z.string().optional().default(""),
+  created_at: z.string(),
+});
+const jobsPageSchema = z.object({ jobs: z.array(jobSchema).nullable(), total_count: z.number().int().min(0) });
+const versionSchema = z.object({ version: z.string() });
+const userSchema = z.object({ login: z.string(), is_admin: z.boolean().optional() });
+
+const repoFromJobUrl = /\/repos\/([^/]+)\/([^/]+)\/actions\/jobs\/\d+$/;
+
+export interface GiteaClientOptions {
+  baseUrl: string;
+  token: string;
+  timeoutMs?: number;
+  fetch?: typeof fetch;
+}
+
+/** Path of the jobs list for an endpoint, relative to `/api/v1`. */
+export function jobsPath(endpoint: JobsEndpoint): string {
+  const segment = encodeURIComponent;
+  switch (endpoint.scope) {
+    case "global":
+      return "/admin/actions/jobs";
+    case "org":
+      return `/orgs/${segment(endpoint.org)}/actions/jobs`;
+    case "user":
+      return "/user/actions/jobs";
+    case "repo":
+      return `/repos/${segment(endpoint.owner)}/${segment(endpoint.repo)}/actions/jobs`;
+  }
+}
+
+/** Parses Gitea's version string ("1.26.0", "1.26.0+dev-12-g1234") and checks it is supported. */
+export function checkGiteaVersion(version: string): { major: number; minor: number; patch: number } {
+  const match = /^v?(\d+)\.(\d+)\.(\d+)/.exec(version.trim());
+  if (!match) throw new ForgeError("InvalidResponse", `Cannot parse the Gitea version "${version}"`);
+  const [major, minor, patch] = [Number(match[1]), Number(match[2]), Number(match[3])];
+  const { major: needMajor, minor: needMinor } = minimumGiteaVersion;
+  if (major < needMajor || (major === needMajor && minor < needMinor)) {
+    throw new ForgeError(
+      "UnsupportedVersion",
+      `Gitea ${version} is not supported: the jobs API needs Gitea >= ${needMajor}.${needMinor}`,
+    );
+  }
+  return { major, minor, patch };
+}
+
+export class GiteaClient {
+  readonly #baseUrl: string;
+  readonly #token: string;
+  readonly #timeoutMs: number;
+  readonly #fetch: typeof fetch;
+
+  constructor(options: GiteaClientOptions) {
+    this.#baseUrl = options.baseUrl.replace(/\/+$/, "");
+    this.#token = options.token;
+    this.#timeoutMs = options.timeoutMs ?? 10_000;
+    this.#fetch = options.fetch ?? fetch;
+  }
+
+  /** The server's version; throws `UnsupportedVersion` below Gitea 1.25. */
+  async version(): Promise<string> {
+    const body = await this.#get("/version", "Get the Gitea version", versionSchema);
+    checkGiteaVersion(body.value.version);
+    return body.value.version;
+  }
+
+  /** The login of the token's user. */
+  async currentUser(): Promise<{ login: string; isAdmin: boolean }> {
+    const body = await this.#get("/user", "Get the token's user", userSchema);
+    return { login: body.value.login, isAdmin: body.value.is_admin ?? false };
+  }
+
+  /** Every queued job of an endpoint, oldest first, reading all pages. Waiting (blocked) jobs are not included. */
+  async listQueuedJobs(endpoint: JobsEndpoint): Promise<QueuedJob[]> {
+    const jobs = new Map<number, QueuedJob>();
+    const path = jobsPath(endpoint);
+    for (let page = 1;; page++) {
+      const body = await this.#get(
+        `${path}?status=queued&limit=${pageSize}&page=${page}`,
+        `List queued jobs at ${path}`,
+        jobsPageSchema,
+      );
+      const entries = body.value.jobs ?? [];
+      for (const entry of entries) {
+        // Gitea filters by status already; checking again keeps blocked jobs out whatever the server does.
+        if (entry.status !== "queued") continue;
+        const repo = repoFromJobUrl.exec(entry.url);
+        if (!repo) {
+          throw new ForgeError("InvalidResponse", `List queued jobs at ${path}: job ${entry.id} has no repository URL`);
+        }
+        jobs.set(entry.id, {
+          id: entry.id,
+          runId: entry.run_id,
+          name: entry.name,
+          runsOn: entry.labels,
+          owner: decodeURIComponent(repo[1]),
+          repo: decodeURIComponent(repo[2]),
+          createdAt: entry.created_at,
+          htmlUrl: entry.html_url,
+        });
+      }
+      if (entries.length < pageSize || page * pageSize >= body.value.total_count) break;
+    }
+    return [...jobs.values()].sort((a, b) => a.id - b.id);
+  }
+
+  async #get<T>(path: string, what: string, schema: z.ZodType<T>): Promise<{ value: T }> {
+    const url = `${this.#baseUrl}/api/v1${path}`;
+    let response: Response;
+    try {
+      response = await this.#fetch(url, {
+        headers: { authorization: `token ${this.#token}`, accept: "application/json" },
+        signal: AbortSignal.timeout(this.#timeoutMs),
+      });
+    } catch (error) {
+      const reason = error instanceof DOMException && error.name === "TimeoutError"
+        ? `no answer within ${this.#timeoutMs} ms`
+        : error instanceof Error
+        ? error.message
+        : String(error);
+      throw new ForgeError("Unreachable", `${what}: cannot reach ${this.#baseUrl}: ${reason}`, { cause: error });
+    }
+    let text: string;
+    try {
+      text = await response.text();
+    } catch (error) {
+      throw new ForgeError("Unreachable", `${what}: the connection broke while reading the answer`, { cause: error });
+    }
+    if (!response.ok) throw classifyHttpError(response.status, what, response.headers.get("retry-after"), text);
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch (error) {
+      throw new ForgeError("InvalidResponse", `${what}: the answer is not JSON${quote(text)}`, { cause: error });
+    }
+    const parsed = schema.safeParse(json);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      throw new ForgeError(
+        "InvalidResponse",
+        `${what}: unexpected answer (${issue.path.join(".") || "body"}: ${issue.message})${quote(text)}`,
+      );
+    }
+    return { value: parsed.data };
+  }
+}

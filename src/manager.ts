@@ -1,0 +1,164 @@
+/**
+ * Wires the operator together: informer caches over RunnerGroups and runner Jobs, the shared demand pollers, the
+ * RunnerGroup controller with its worker pool, the periodic resync and the HTTP server. `main.ts` builds one and
+ * stops it on SIGTERM.
+ */
+import type { KubernetesListObject, V1Job } from "@kubernetes/client-node";
+import type { Config } from "./config.ts";
+import { DemandPollers } from "./forge/demand_poller.ts";
+import { createApp } from "./http/app.ts";
+import type { KubeClients } from "./kube/client.ts";
+import { EventRecorder } from "./kube/events.ts";
+import { SupervisedInformer } from "./kube/informer.ts";
+import { logger } from "./log.ts";
+import { Controller } from "./runtime/controller.ts";
+import { groupKey, RunnerGroupReconciler } from "./runner_group/reconciler.ts";
+import { labelKeys, runnerJobSelector } from "./runner_group/runner_job.ts";
+import { apiGroup, apiVersion, plural, type RunnerGroup } from "./runner_group/schema.ts";
+
+export const operatorName = "gitea-runner-operator";
+
+export class Manager {
+  readonly #log = logger("manager");
+  readonly groupInformers: SupervisedInformer<RunnerGroup>[] = [];
+  readonly jobInformers: SupervisedInformer<V1Job>[] = [];
+  readonly pollers: DemandPollers;
+  readonly controller: Controller;
+  #resyncTimer?: ReturnType<typeof setInterval>;
+  #server?: Deno.HttpServer;
+  #started = false;
+
+  constructor(readonly config: Config, readonly clients: KubeClients) {
+    const namespaces = config.namespaces.length > 0 ? config.namespaces : [undefined];
+    this.pollers = new DemandPollers({
+      intervalMs: config.pollInterval,
+      timeoutMs: config.forgeTimeout,
+      onChange: (keys) => keys.forEach((key) => this.controller.queue.add(key)),
+    });
+    for (const namespace of namespaces) {
+      const where = namespace === undefined ? "" : `/namespaces/${namespace}`;
+      this.groupInformers.push(
+        new SupervisedInformer<RunnerGroup>({
+          name: `runnergroups${namespace ? `/${namespace}` : ""}`,
+          kubeConfig: clients.kubeConfig,
+          path: `/apis/${apiGroup}/${apiVersion}${where}/${plural}`,
+          list: () => this.#listGroups(namespace),
+          onChange: (group) => this.#onGroupChange(group),
+        }),
+      );
+      this.jobInformers.push(
+        new SupervisedInformer<V1Job>({
+          name: `jobs${namespace ? `/${namespace}` : ""}`,
+          kubeConfig: clients.kubeConfig,
+          path: `/apis/batch/v1${where}/jobs`,
+          labelSelector: runnerJobSelector,
+          list: () =>
+            namespace === undefined
+              ? clients.batch.listJobForAllNamespaces({ labelSelector: runnerJobSelector })
+              : clients.batch.listNamespacedJob({ namespace, labelSelector: runnerJobSelector }),
+          onChange: (job) => this.#onJobChange(job),
+        }),
+      );
+    }
+    const events = new EventRecorder(clients.core, operatorName, Deno.hostname());
+    const reconciler = new RunnerGroupReconciler({
+      clients,
+      cache: {
+        group: (namespace, name) => {
+          for (const informer of this.groupInformers) {
+            const group = informer.cache.get(name, namespace);
+            if (group) return group;
+          }
+          return undefined;
+        },
+        groups: () => this.groupInformers.flatMap((informer) => informer.cache.list()),
+        runnerJobs: () => this.jobInformers.flatMap((informer) => informer.cache.list()),
+      },
+      pollers: this.pollers,
+      events,
+      runnerImage: config.runnerImage,
+      retry: { limit: config.runnerRetryLimit, baseDelayMs: 10_000, maxDelayMs: 5 * 60_000 },
+      resyncIntervalMs: config.resyncInterval,
+    });
+    this.controller = new Controller("runnergroup", reconciler.reconcile);
+  }
+
+  /** Whether every informer has synced. */
+  synced(): boolean {
+    return [...this.groupInformers, ...this.jobInformers].every((informer) => informer.hasSynced());
+  }
+
+  /** Starts serving health, the informers, and once they synced, the workers and the resync timer. */
+  async start(): Promise<void> {
+    this.#server = Deno.serve(
+      { port: this.config.healthPort, hostname: "0.0.0.0", onListen: () => {} },
+      createApp({
+        ready: () =>
+          this.#started && this.synced()
+            ? { ready: true, reason: "ok" }
+            : { ready: false, reason: "informers not synced" },
+      }).fetch,
+    );
+    this.#log.info("Serving health on port {port}", { port: this.healthPort });
+    for (const informer of [...this.groupInformers, ...this.jobInformers]) informer.start();
+    await Promise.all([...this.groupInformers, ...this.jobInformers].map((informer) => informer.waitForSync()));
+    this.controller.start(this.config.workers);
+    this.#started = true;
+    this.#enqueueAll();
+    this.#resyncTimer = setInterval(() => this.#enqueueAll(), this.config.resyncInterval);
+    this.#log.info("Started {workers} workers", { workers: this.config.workers });
+  }
+
+  /** The port the health server listens on (useful with port 0). */
+  get healthPort(): number | undefined {
+    const addr = this.#server?.addr;
+    return addr && "port" in addr ? addr.port : undefined;
+  }
+
+  /** Stops polling, drains the workers, stops the informers and the server. */
+  async stop(): Promise<void> {
+    clearInterval(this.#resyncTimer);
+    await this.pollers.stop();
+    await this.controller.stop();
+    await Promise.all([...this.groupInformers, ...this.jobInformers].map((informer) => informer.stop()));
+    await this.#server?.shutdown();
+    this.#log.info("Stopped");
+  }
+
+  #enqueueAll(): void {
+    for (const informer of this.groupInformers) {
+      for (const group of informer.cache.list()) {
+        this.controller.queue.add(groupKey(group.metadata.namespace, group.metadata.name));
+      }
+    }
+  }
+
+  #onGroupChange(group: RunnerGroup): void {
+    if (!this.#started) return;
+    this.controller.queue.add(groupKey(group.metadata.namespace, group.metadata.name));
+    // A group that appears, changes or goes away can change which group runs a shared job.
+    this.#enqueueAll();
+  }
+
+  #onJobChange(job: V1Job): void {
+    if (!this.#started) return;
+    const namespace = job.metadata?.namespace;
+    const owner = job.metadata?.ownerReferences?.find((reference) => reference.controller);
+    if (namespace && owner) this.controller.queue.add(groupKey(namespace, owner.name));
+    else if (namespace && job.metadata?.labels?.[labelKeys.groupName]) {
+      this.controller.queue.add(groupKey(namespace, job.metadata.labels[labelKeys.groupName]));
+    }
+  }
+
+  async #listGroups(namespace: string | undefined): Promise<KubernetesListObject<RunnerGroup>> {
+    const list = namespace === undefined
+      ? await this.clients.custom.listClusterCustomObject({ group: apiGroup, version: apiVersion, plural })
+      : await this.clients.custom.listNamespacedCustomObject({
+        group: apiGroup,
+        version: apiVersion,
+        namespace,
+        plural,
+      });
+    return list as KubernetesListObject<RunnerGroup>;
+  }
+}

@@ -1,0 +1,65 @@
+/**
+ * Which group runs a queued job when several could: a pure, deterministic rule, so that groups reconciled in
+ * parallel (or by different operator processes) agree without talking to each other.
+ *
+ * Among the groups that can run the job (same Gitea instance, scope covers the job's repository, labels match, spec
+ * valid, not paused), the most specific scope wins (repo, then org or user, then global); a tie goes to the group
+ * whose `namespace/name` sorts first.
+ */
+import type { QueuedJob } from "../forge/gitea_client.ts";
+import { canRunJob, type RunnerLabel } from "../forge/labels.ts";
+import type { RunnerGroupScope } from "./schema.ts";
+
+/** What the rule needs to know of a group. */
+export interface GroupCoverage {
+  key: string;
+  forge: string;
+  scope: RunnerGroupScope;
+  owner?: string;
+  repo?: string;
+  labels: readonly RunnerLabel[];
+  paused: boolean;
+}
+
+const specificity: Record<RunnerGroupScope, number> = { repo: 3, org: 2, user: 2, global: 1 };
+
+/** Normalises a Gitea base URL so that equal instances compare equal. */
+export function forgeKey(giteaUrl: string): string {
+  const url = new URL(giteaUrl);
+  return `${url.protocol}//${url.host.toLowerCase()}${url.pathname.replace(/\/+$/, "")}`;
+}
+
+/** Whether a group's scope includes the job's repository (Gitea owner and repository names ignore case). */
+export function scopeCovers(group: GroupCoverage, job: QueuedJob): boolean {
+  const same = (a: string | undefined, b: string): boolean => a !== undefined && a.toLowerCase() === b.toLowerCase();
+  switch (group.scope) {
+    case "global":
+      return true;
+    case "org":
+    case "user":
+      return same(group.owner, job.owner);
+    case "repo":
+      return same(group.owner, job.owner) && same(group.repo, job.repo);
+  }
+}
+
+/** The key of the group that runs `job` on `forge`, or undefined when none can. */
+export function chooseOwnerGroup(
+  forge: string,
+  job: QueuedJob,
+  groups: readonly GroupCoverage[],
+): string | undefined {
+  let best: GroupCoverage | undefined;
+  for (const group of groups) {
+    if (group.paused || group.forge !== forge || !scopeCovers(group, job) || !canRunJob(group.labels, job.runsOn)) {
+      continue;
+    }
+    if (
+      best === undefined || specificity[group.scope] > specificity[best.scope] ||
+      (specificity[group.scope] === specificity[best.scope] && group.key < best.key)
+    ) {
+      best = group;
+    }
+  }
+  return best?.key;
+}

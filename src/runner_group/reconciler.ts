@@ -1,0 +1,367 @@
+/**
+ * The RunnerGroup reconcile: level-triggered, it reads the group, its runner Jobs and the latest demand from the
+ * caches, creates the runner Jobs that are missing and writes status only when it changed.
+ */
+import { PatchStrategy, setHeaderOptions, type V1Job } from "@kubernetes/client-node";
+import { type DemandPollers, type DemandSnapshot, type ForgeTarget } from "../forge/demand_poller.ts";
+import type { JobsEndpoint } from "../forge/gitea_client.ts";
+import { effectiveRunnerLabels, InvalidLabelError, type RunnerLabel } from "../forge/labels.ts";
+import type { EventRecorder, EventTarget } from "../kube/events.ts";
+import { apiMessage, apiStatus, type KubeClients } from "../kube/client.ts";
+import { describeError, logger, registerSecret } from "../log.ts";
+import type { ReconcileResult } from "../runtime/controller.ts";
+import { chooseOwnerGroup, forgeKey, type GroupCoverage } from "./ownership.ts";
+import { planRunnerJobs, type RetryPolicy, type RunnerJobRecord } from "./planner.ts";
+import { buildRunnerJob, describeRunnerJob, forgeLabel, labelKeys } from "./runner_job.ts";
+import {
+  apiGroup,
+  apiVersion,
+  describeSpecIssues,
+  kind,
+  parseRunnerGroupSpec,
+  plural,
+  type RunnerGroup,
+  type RunnerGroupSpec,
+  type RunnerGroupStatus,
+  type SecretKeySelector,
+} from "./schema.ts";
+import { computeConditions, type Observations, statusNeedsWrite } from "./status.ts";
+
+/** Read access to the informer caches. */
+export interface ClusterCache {
+  group(namespace: string, name: string): RunnerGroup | undefined;
+  groups(): RunnerGroup[];
+  runnerJobs(): V1Job[];
+}
+
+export interface ReconcilerOptions {
+  clients: KubeClients;
+  cache: ClusterCache;
+  pollers: DemandPollers;
+  events: EventRecorder;
+  runnerImage: string;
+  retry: RetryPolicy;
+  resyncIntervalMs: number;
+  /** Time for the forge to show that a finished runner took its job. */
+  settleMs?: number;
+  now?: () => number;
+}
+
+type SecretRead = { ok: true; value: string } | {
+  ok: false;
+  reason: "SecretNotFound" | "KeyNotFound";
+  message: string;
+};
+
+export const groupKey = (namespace: string, name: string): string => `${namespace}/${name}`;
+
+/** The jobs endpoint and expected token owner of a group. */
+export function forgeTargetOf(spec: RunnerGroupSpec, token: string): ForgeTarget {
+  let endpoint: JobsEndpoint;
+  switch (spec.scope) {
+    case "global":
+      endpoint = { scope: "global" };
+      break;
+    case "org":
+      endpoint = { scope: "org", org: spec.org! };
+      break;
+    case "user":
+      endpoint = { scope: "user" };
+      break;
+    case "repo":
+      endpoint = { scope: "repo", owner: (spec.org ?? spec.user)!, repo: spec.repo! };
+      break;
+  }
+  return {
+    baseUrl: spec.giteaURL,
+    endpoint,
+    token,
+    ...(spec.scope === "user" ? { expectedUser: spec.user } : {}),
+  };
+}
+
+export class RunnerGroupReconciler {
+  readonly #options: ReconcilerOptions;
+  readonly #log = logger("reconcile");
+  readonly #coverage = new Map<string, { resourceVersion?: string; coverage?: GroupCoverage }>();
+  #reconcileCount = 0;
+
+  constructor(options: ReconcilerOptions) {
+    this.#options = options;
+  }
+
+  readonly reconcile = async (key: string): Promise<ReconcileResult> => {
+    const [namespace, name] = key.split("/");
+    const group = this.#options.cache.group(namespace, name);
+    if (!group || group.metadata.deletionTimestamp) {
+      // Runner Jobs are owned by the group; the garbage collector removes them.
+      this.#options.pollers.unsubscribe(key);
+      this.#coverage.delete(key);
+      return {};
+    }
+    const reconcileId = ++this.#reconcileCount;
+    const log = this.#log.with({ group: key, reconcileId });
+    const now = this.#options.now?.() ?? Date.now();
+    const target: EventTarget = {
+      apiVersion: `${apiGroup}/${apiVersion}`,
+      kind,
+      name,
+      namespace,
+      uid: group.metadata.uid,
+    };
+
+    const parsed = parseRunnerGroupSpec(group.spec);
+    if (!parsed.success) {
+      this.#options.pollers.unsubscribe(key);
+      const message = describeSpecIssues(parsed.error);
+      await this.#options.events.record(target, "Warning", "InvalidSpec", message);
+      await this.#writeStatus(group, { spec: { ok: false, reason: "InvalidSpec", message } }, {}, now);
+      return {};
+    }
+    const spec = parsed.data;
+    let labels: RunnerLabel[];
+    try {
+      labels = effectiveRunnerLabels(spec.labels ?? [], spec.defaultLabels ?? true);
+    } catch (error) {
+      if (!(error instanceof InvalidLabelError)) throw error;
+      this.#options.pollers.unsubscribe(key);
+      await this.#options.events.record(target, "Warning", "InvalidLabels", error.message);
+      await this.#writeStatus(group, { spec: { ok: false, reason: "InvalidLabels", message: error.message } }, {}, now);
+      return {};
+    }
+
+    const auth = await this.#readSecretKey(namespace, spec.authToken, "authToken");
+    const registration = await this.#readSecretKey(namespace, spec.registrationToken, "registrationToken");
+    const missing = [auth, registration].find((read) => !read.ok);
+    if (missing && !missing.ok) {
+      this.#options.pollers.unsubscribe(key);
+      await this.#options.events.record(target, "Warning", missing.reason, missing.message);
+      await this.#writeStatus(
+        group,
+        { spec: { ok: true }, credentials: { ok: false, reason: missing.reason, message: missing.message } },
+        {},
+        now,
+      );
+      // Secrets are not watched: look again after the resync interval.
+      return { requeueAfterMs: this.#options.resyncIntervalMs };
+    }
+    const token = (auth as { value: string }).value;
+    registerSecret(token);
+    registerSecret((registration as { value: string }).value);
+
+    const targetKey = this.#options.pollers.subscribe(key, forgeTargetOf(spec, token));
+    const snapshot = this.#options.pollers.snapshot(targetKey);
+    const forge = forgeKey(spec.giteaURL);
+
+    const allRunnerJobs = this.#options.cache.runnerJobs();
+    const records: RunnerJobRecord[] = [];
+    const activeElsewhere = new Set<number>();
+    for (const job of allRunnerJobs) {
+      const record = describeRunnerJob(job, now);
+      if (!record) continue;
+      const labelsOfJob = job.metadata?.labels ?? {};
+      if (labelsOfJob[labelKeys.groupUid] === group.metadata.uid) records.push(record);
+      else if (labelsOfJob[labelKeys.forge] === forgeLabel(forge) && record.state === "active") {
+        activeElsewhere.add(record.forgeJobId);
+      }
+    }
+
+    const coverages = this.#coverages();
+    const usable = snapshot && !snapshot.error && snapshot.fetchedAt > 0;
+    const plan = planRunnerJobs({
+      groupKey: key,
+      maxActiveRunners: spec.maxActiveRunners,
+      labels,
+      demand: usable ? { jobs: snapshot.jobs, fetchedAt: snapshot.fetchedAt } : undefined,
+      ownerOf: (job) => chooseOwnerGroup(forge, job, coverages),
+      runnerJobs: records,
+      activeElsewhere,
+      now,
+      retry: this.#options.retry,
+      settleMs: this.#options.settleMs ?? 3000,
+    });
+
+    let created = 0;
+    for (const planned of plan.create) {
+      const job = buildRunnerJob({
+        group: { name, namespace, uid: group.metadata.uid, spec },
+        forge,
+        labels,
+        job: planned.job,
+        attempt: planned.attempt,
+        defaultImage: this.#options.runnerImage,
+      });
+      const jobName = job.metadata!.name!;
+      try {
+        await this.#options.clients.batch.createNamespacedJob({ namespace, body: job });
+        created++;
+        log.info("Created runner Job {jobName} for forge job {forgeJobId} ({repository}, runs-on {runsOn})", {
+          jobName,
+          forgeJobId: planned.job.id,
+          repository: `${planned.job.owner}/${planned.job.repo}`,
+          runsOn: planned.job.runsOn.join(","),
+          attempt: planned.attempt,
+        });
+        const [reason, message] = planned.replaces
+          ? [
+            "RunnerJobReplaced",
+            `Created runner Job ${jobName} for job ${planned.job.id} (${planned.job.name}), replacing failed ${planned.replaces}`,
+          ]
+          : [
+            "RunnerJobCreated",
+            `Created runner Job ${jobName} for job ${planned.job.id} (${planned.job.name}) of ${planned.job.owner}/${planned.job.repo}`,
+          ];
+        await this.#options.events.record(target, "Normal", reason, message);
+      } catch (error) {
+        if (apiStatus(error) === 409) {
+          log.debug("Runner Job {jobName} exists already", { jobName, forgeJobId: planned.job.id });
+          continue;
+        }
+        throw new Error(`Cannot create runner Job ${namespace}/${jobName}: ${apiMessage(error)}`, { cause: error });
+      }
+    }
+    for (const { job, failures } of plan.gaveUp) {
+      await this.#options.events.record(
+        target,
+        "Warning",
+        "RunnerJobFailed",
+        `Job ${job.id} (${job.name}) of ${job.owner}/${job.repo} is still queued after ${failures} failed runner Jobs; ` +
+          "no further runner is started for it",
+      );
+    }
+
+    const observations: Observations = {
+      spec: { ok: true },
+      credentials: { ok: true },
+      forge: forgeObservation(snapshot),
+    };
+    if (snapshot?.error) {
+      await this.#options.events.record(target, "Warning", `Forge${snapshot.error.kind}`, snapshot.error.message);
+    }
+    await this.#writeStatus(group, observations, {
+      activeRunners: plan.active + created,
+      queuedJobs: plan.queued,
+      ...(snapshot && snapshot.checkedAt > 0 ? { lastCheckTime: new Date(snapshot.checkedAt).toISOString() } : {}),
+    }, now);
+
+    return plan.wakeAt !== undefined ? { requeueAfterMs: Math.max(0, plan.wakeAt - now) } : {};
+  };
+
+  /** What the ownership rule needs of every group, re-parsed only when a group changes. */
+  #coverages(): GroupCoverage[] {
+    const result: GroupCoverage[] = [];
+    for (const group of this.#options.cache.groups()) {
+      const key = groupKey(group.metadata.namespace, group.metadata.name);
+      let entry = this.#coverage.get(key);
+      if (!entry || entry.resourceVersion !== group.metadata.resourceVersion) {
+        entry = { resourceVersion: group.metadata.resourceVersion, coverage: coverageOf(key, group) };
+        this.#coverage.set(key, entry);
+      }
+      if (entry.coverage && !group.metadata.deletionTimestamp) result.push(entry.coverage);
+    }
+    return result;
+  }
+
+  async #readSecretKey(namespace: string, selector: SecretKeySelector, field: string): Promise<SecretRead> {
+    try {
+      const secret = await this.#options.clients.core.readNamespacedSecret({ namespace, name: selector.name });
+      const encoded = secret.data?.[selector.key];
+      if (encoded === undefined) {
+        return {
+          ok: false,
+          reason: "KeyNotFound",
+          message: `Secret ${namespace}/${selector.name} has no key "${selector.key}" (spec.${field})`,
+        };
+      }
+      const value = new TextDecoder().decode(Uint8Array.from(atob(encoded), (c) => c.charCodeAt(0))).trim();
+      if (value === "") {
+        return {
+          ok: false,
+          reason: "KeyNotFound",
+          message: `Key "${selector.key}" of Secret ${namespace}/${selector.name} is empty (spec.${field})`,
+        };
+      }
+      return { ok: true, value };
+    } catch (error) {
+      if (apiStatus(error) === 404) {
+        return {
+          ok: false,
+          reason: "SecretNotFound",
+          message: `Secret ${namespace}/${selector.name} does not exist (spec.${field})`,
+        };
+      }
+      throw new Error(`Cannot read Secret ${namespace}/${selector.name}: ${apiMessage(error)}`, { cause: error });
+    }
+  }
+
+  async #writeStatus(
+    group: RunnerGroup,
+    observations: Observations,
+    counts: Pick<RunnerGroupStatus, "activeRunners" | "queuedJobs" | "lastCheckTime">,
+    now: number,
+  ): Promise<void> {
+    const current = group.status;
+    const next: RunnerGroupStatus = {
+      activeRunners: counts.activeRunners ?? current?.activeRunners ?? 0,
+      queuedJobs: counts.queuedJobs ?? current?.queuedJobs ?? 0,
+      ...(counts.lastCheckTime ?? current?.lastCheckTime
+        ? { lastCheckTime: counts.lastCheckTime ?? current?.lastCheckTime }
+        : {}),
+      ...(group.metadata.generation !== undefined ? { observedGeneration: group.metadata.generation } : {}),
+      conditions: computeConditions(observations, current?.conditions, group.metadata.generation, new Date(now)),
+    };
+    if (!statusNeedsWrite(current, next, this.#options.resyncIntervalMs)) return;
+    try {
+      await this.#options.clients.custom.patchNamespacedCustomObjectStatus(
+        {
+          group: apiGroup,
+          version: apiVersion,
+          namespace: group.metadata.namespace,
+          plural,
+          name: group.metadata.name,
+          body: { status: next },
+        },
+        setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+      );
+    } catch (error) {
+      if (apiStatus(error) === 404) return; // deleted meanwhile
+      throw new Error(
+        `Cannot write the status of ${group.metadata.namespace}/${group.metadata.name}: ${apiMessage(error)}`,
+        {
+          cause: error,
+        },
+      );
+    }
+  }
+
+  /** For logs on shutdown and tests. */
+  describe(): string {
+    return `${this.#reconcileCount} reconciles`;
+  }
+}
+
+function forgeObservation(snapshot: DemandSnapshot | undefined): Observations["forge"] {
+  if (!snapshot) return { ok: false, reason: "Pending", message: "Waiting for the first answer from the forge" };
+  if (snapshot.error) return { ok: false, reason: snapshot.error.kind, message: snapshot.error.message };
+  return { ok: true, message: `Gitea ${snapshot.version ?? "(unknown version)"} answered` };
+}
+
+function coverageOf(key: string, group: RunnerGroup): GroupCoverage | undefined {
+  const parsed = parseRunnerGroupSpec(group.spec);
+  if (!parsed.success) return undefined;
+  const spec = parsed.data;
+  try {
+    return {
+      key,
+      forge: forgeKey(spec.giteaURL),
+      scope: spec.scope,
+      owner: spec.scope === "org" ? spec.org : spec.scope === "user" ? spec.user : spec.org ?? spec.user,
+      repo: spec.repo,
+      labels: effectiveRunnerLabels(spec.labels ?? [], spec.defaultLabels ?? true),
+      paused: spec.maxActiveRunners === 0,
+    };
+  } catch (error) {
+    logger("reconcile").debug("Group {group} takes no jobs: {error}", { group: key, error: describeError(error) });
+    return undefined;
+  }
+}

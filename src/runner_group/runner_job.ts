@@ -1,0 +1,198 @@
+/**
+ * Runner Jobs: the pure builder of the Kubernetes Job that runs one ephemeral Gitea runner for one queued job, and
+ * the reader that turns an existing Job back into what the planner needs.
+ */
+import { createHash } from "node:crypto";
+import type { V1Container, V1EnvVar, V1Job, V1PodSpec } from "@kubernetes/client-node";
+import type { QueuedJob } from "../forge/gitea_client.ts";
+import { formatRunnerLabel, type RunnerLabel } from "../forge/labels.ts";
+import type { RunnerJobRecord } from "./planner.ts";
+import { apiGroup, apiVersion, kind, type RunnerGroupSpec } from "./schema.ts";
+
+/** A pinned Gitea runner image with a rootless Docker daemon inside (needs a privileged container). */
+export const defaultRunnerImage = "docker.gitea.com/act_runner:0.2.13-dind-rootless";
+export const defaultTtlSecondsAfterFinished = 300;
+export const managedBy = "gitea-runner-operator";
+
+export const labelKeys = {
+  managedBy: "app.kubernetes.io/managed-by",
+  component: "app.kubernetes.io/component",
+  groupName: `${apiGroup}/runnergroup-name`,
+  groupUid: `${apiGroup}/runnergroup-uid`,
+  jobId: `${apiGroup}/job-id`,
+  attempt: `${apiGroup}/attempt`,
+  forge: `${apiGroup}/forge`,
+} as const;
+
+export const annotationKeys = {
+  runId: `${apiGroup}/run-id`,
+  repository: `${apiGroup}/repository`,
+  jobName: `${apiGroup}/job-name`,
+  runsOn: `${apiGroup}/runs-on`,
+  runnerLabels: `${apiGroup}/runner-labels`,
+  jobUrl: `${apiGroup}/job-url`,
+} as const;
+
+/** The label selector that finds every runner Job this operator made. */
+export const runnerJobSelector = `${labelKeys.managedBy}=${managedBy},${labelKeys.component}=runner`;
+
+const shortHash = (text: string, length = 8): string =>
+  createHash("sha256").update(text).digest("hex").slice(0, length);
+
+/** Label values are at most 63 characters; longer names are cut and suffixed with a hash of the whole. */
+export function labelValue(text: string): string {
+  if (text.length <= 63) return text;
+  return `${text.slice(0, 54).replace(/[^A-Za-z0-9]+$/, "")}-${shortHash(text)}`;
+}
+
+/** Identifies a Gitea instance in a label, so job ids of two instances never collide. */
+export function forgeLabel(forge: string): string {
+  return shortHash(forge, 12);
+}
+
+/**
+ * The runner Job's name: the group's name and the forge job id, plus the attempt for replacements. The same inputs
+ * always give the same name, so a second create is `AlreadyExists`, never a duplicate. Names stay within 63
+ * characters (the Job controller copies them into a pod label).
+ */
+export function runnerJobName(groupName: string, forgeJobId: number, attempt: number): string {
+  const suffix = attempt === 0 ? `-${forgeJobId}` : `-${forgeJobId}-${attempt}`;
+  const room = 63 - suffix.length;
+  let prefix = groupName.toLowerCase().replace(/[^a-z0-9-]+/g, "-");
+  if (prefix.length > room || prefix !== groupName) {
+    // Keep names of distinct groups distinct after cutting or rewriting them.
+    const hash = shortHash(groupName, 5);
+    prefix = `${prefix.slice(0, room - hash.length - 1).replace(/-+$/, "")}-${hash}`;
+  }
+  prefix = prefix.replace(/^-+/, "") || "runner";
+  return `${prefix}${suffix}`;
+}
+
+export interface RunnerJobInput {
+  group: { name: string; namespace: string; uid: string; spec: RunnerGroupSpec };
+  forge: string;
+  labels: readonly RunnerLabel[];
+  job: QueuedJob;
+  attempt: number;
+  defaultImage: string;
+}
+
+/** Builds the Job. Registration tokens are referenced through `secretKeyRef`, never copied into the spec. */
+export function buildRunnerJob(input: RunnerJobInput): V1Job {
+  const { group, job, attempt } = input;
+  const spec = group.spec;
+  const template = spec.template ?? {};
+  const name = runnerJobName(group.name, job.id, attempt);
+  const runnerLabels = input.labels.map(formatRunnerLabel).join(",");
+
+  const identity: Record<string, string> = {
+    [labelKeys.managedBy]: managedBy,
+    [labelKeys.component]: "runner",
+    [labelKeys.groupName]: labelValue(group.name),
+    [labelKeys.groupUid]: group.uid,
+    [labelKeys.jobId]: String(job.id),
+    [labelKeys.attempt]: String(attempt),
+    [labelKeys.forge]: forgeLabel(input.forge),
+  };
+  const annotations: Record<string, string> = {
+    [annotationKeys.runId]: String(job.runId),
+    [annotationKeys.repository]: `${job.owner}/${job.repo}`,
+    [annotationKeys.jobName]: job.name,
+    [annotationKeys.runsOn]: JSON.stringify(job.runsOn),
+    [annotationKeys.runnerLabels]: runnerLabels,
+    ...(job.htmlUrl ? { [annotationKeys.jobUrl]: job.htmlUrl } : {}),
+  };
+
+  const operatorEnv: V1EnvVar[] = [
+    { name: "GITEA_INSTANCE_URL", value: spec.giteaURL },
+    {
+      name: "GITEA_RUNNER_REGISTRATION_TOKEN",
+      valueFrom: { secretKeyRef: { name: spec.registrationToken.name, key: spec.registrationToken.key } },
+    },
+    { name: "GITEA_RUNNER_EPHEMERAL", value: "true" },
+    { name: "GITEA_RUNNER_NAME", value: name },
+    { name: "GITEA_RUNNER_LABELS", value: runnerLabels },
+  ];
+  const reserved = new Set(operatorEnv.map((env) => env.name));
+  const userEnv = (template.env ?? []).filter((env) => !reserved.has(env.name)) as V1EnvVar[];
+
+  const privileged = template.privileged ?? true;
+  const runner: V1Container = {
+    name: "runner",
+    image: template.image ?? input.defaultImage,
+    imagePullPolicy: template.imagePullPolicy ?? "IfNotPresent",
+    env: [...operatorEnv, ...userEnv],
+    securityContext: privileged ? { privileged: true } : { allowPrivilegeEscalation: false },
+    ...(template.resources ? { resources: template.resources as V1Container["resources"] } : {}),
+    ...(template.volumeMounts ? { volumeMounts: template.volumeMounts as unknown as V1Container["volumeMounts"] } : {}),
+  };
+
+  const podSpec: V1PodSpec = {
+    restartPolicy: "Never",
+    automountServiceAccountToken: template.automountServiceAccountToken ?? false,
+    containers: [runner],
+    ...(template.serviceAccountName ? { serviceAccountName: template.serviceAccountName } : {}),
+    ...(template.nodeSelector ? { nodeSelector: template.nodeSelector } : {}),
+    ...(template.tolerations ? { tolerations: template.tolerations as unknown as V1PodSpec["tolerations"] } : {}),
+    ...(template.affinity ? { affinity: template.affinity as V1PodSpec["affinity"] } : {}),
+    ...(template.volumes ? { volumes: template.volumes as unknown as V1PodSpec["volumes"] } : {}),
+    ...(template.priorityClassName ? { priorityClassName: template.priorityClassName } : {}),
+    ...(template.runtimeClassName ? { runtimeClassName: template.runtimeClassName } : {}),
+  };
+
+  return {
+    apiVersion: "batch/v1",
+    kind: "Job",
+    metadata: {
+      name,
+      namespace: group.namespace,
+      labels: identity,
+      annotations,
+      ownerReferences: [{
+        apiVersion: `${apiGroup}/${apiVersion}`,
+        kind,
+        name: group.name,
+        uid: group.uid,
+        controller: true,
+        blockOwnerDeletion: true,
+      }],
+    },
+    spec: {
+      backoffLimit: 0,
+      ttlSecondsAfterFinished: spec.ttlSecondsAfterFinished ?? defaultTtlSecondsAfterFinished,
+      ...(spec.activeDeadlineSeconds !== undefined ? { activeDeadlineSeconds: spec.activeDeadlineSeconds } : {}),
+      template: {
+        metadata: {
+          // User labels first, so the operator's identity labels win.
+          labels: { ...(template.podLabels ?? {}), ...identity },
+          annotations: { ...(template.podAnnotations ?? {}), ...annotations },
+        },
+        spec: podSpec,
+      },
+    },
+  };
+}
+
+/** Reads an existing runner Job back; undefined when it is not one of ours or is malformed. */
+export function describeRunnerJob(job: V1Job, now: number): RunnerJobRecord | undefined {
+  const labels = job.metadata?.labels ?? {};
+  const forgeJobId = Number(labels[labelKeys.jobId]);
+  const attempt = Number(labels[labelKeys.attempt] ?? "0");
+  if (!job.metadata?.name || !Number.isSafeInteger(forgeJobId) || !Number.isSafeInteger(attempt)) return undefined;
+  const conditions = job.status?.conditions ?? [];
+  const finished = (type: string): { at: number } | undefined => {
+    const condition = conditions.find((c) => c.type === type && c.status === "True");
+    if (!condition) return undefined;
+    const at = condition.lastTransitionTime ? new Date(condition.lastTransitionTime).getTime() : now;
+    return { at: Number.isNaN(at) ? now : at };
+  };
+  const failed = finished("Failed");
+  if (failed) return { name: job.metadata.name, forgeJobId, attempt, state: "failed", finishedAt: failed.at };
+  const complete = finished("Complete");
+  if (complete) return { name: job.metadata.name, forgeJobId, attempt, state: "succeeded", finishedAt: complete.at };
+  // A Job being deleted no longer holds capacity: its pod is going away.
+  if (job.metadata.deletionTimestamp) {
+    return { name: job.metadata.name, forgeJobId, attempt, state: "failed", finishedAt: now };
+  }
+  return { name: job.metadata.name, forgeJobId, attempt, state: "active" };
+}

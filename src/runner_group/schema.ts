@@ -1,0 +1,212 @@
+/**
+ * The RunnerGroup resource: one zod schema that validates objects at run time and generates the CRD's OpenAPI schema
+ * (see `crd.ts`), so the two cannot drift apart.
+ */
+import { z } from "zod";
+
+export const apiGroup = "gitea.bpg.pw";
+export const apiVersion = "v1alpha1";
+export const kind = "RunnerGroup";
+export const plural = "runnergroups";
+
+/** Environment variables the operator sets in the runner container; a template may not override them. */
+export const reservedEnvNames = [
+  "GITEA_INSTANCE_URL",
+  "GITEA_RUNNER_REGISTRATION_TOKEN",
+  "GITEA_RUNNER_EPHEMERAL",
+  "GITEA_RUNNER_NAME",
+  "GITEA_RUNNER_LABELS",
+] as const;
+
+const openObject = (description: string) =>
+  z.record(z.string(), z.unknown()).describe(description).meta({ "x-kubernetes-preserve-unknown-fields": true });
+const openList = (description: string) =>
+  z.array(z.record(z.string(), z.unknown()).meta({ "x-kubernetes-preserve-unknown-fields": true })).describe(
+    description,
+  );
+
+export const secretKeySelectorSchema = z.object({
+  name: z.string().min(1).max(253).describe("Name of a Secret in the RunnerGroup's namespace."),
+  key: z.string().min(1).max(253).describe("Key in that Secret."),
+}).describe("Reference to one key of a Secret in the RunnerGroup's namespace.");
+
+const envVarSchema = z.object({
+  name: z.string().min(1).max(256).describe("Environment variable name."),
+  value: z.string().optional().describe("Literal value."),
+  valueFrom: openObject("Source of the value, as in a core/v1 EnvVar (secretKeyRef, configMapKeyRef, ...).")
+    .optional(),
+}).meta({
+  "x-kubernetes-validations": [{
+    rule: `!(self.name in ${JSON.stringify(reservedEnvNames)})`,
+    message: `env may not set ${reservedEnvNames.join(", ")}: the operator sets them`,
+  }],
+});
+
+export const runnerTemplateSchema = z.object({
+  image: z.string().min(1).optional().describe(
+    "Runner image. Defaults to the operator's pinned Gitea runner image (see --runner-image).",
+  ),
+  imagePullPolicy: z.enum(["Always", "IfNotPresent", "Never"]).optional().describe(
+    "Pull policy of the runner image. Defaults to IfNotPresent.",
+  ),
+  privileged: z.boolean().optional().describe(
+    "Run the runner container privileged. Defaults to true, which the Docker-in-Docker images need; set false " +
+      "with an image that needs no Docker daemon.",
+  ),
+  resources: openObject("Resource requests and limits of the runner container (core/v1 ResourceRequirements).")
+    .optional(),
+  nodeSelector: z.record(z.string(), z.string()).optional().describe("Node selector of runner pods."),
+  tolerations: openList("Tolerations of runner pods (core/v1 Toleration).").optional(),
+  affinity: openObject("Affinity of runner pods (core/v1 Affinity).").optional(),
+  serviceAccountName: z.string().min(1).optional().describe(
+    "Service account of runner pods. Its token is not mounted unless automountServiceAccountToken is true.",
+  ),
+  automountServiceAccountToken: z.boolean().optional().describe("Mount the service account token. Default false."),
+  volumes: openList("Extra volumes of runner pods (core/v1 Volume).").optional(),
+  volumeMounts: openList("Extra volume mounts of the runner container (core/v1 VolumeMount).").optional(),
+  env: z.array(envVarSchema).max(100).optional().describe("Extra environment variables of the runner container."),
+  podLabels: z.record(z.string(), z.string()).optional().describe("Extra labels of runner pods."),
+  podAnnotations: z.record(z.string(), z.string()).optional().describe("Extra annotations of runner pods."),
+  priorityClassName: z.string().min(1).optional().describe("Priority class of runner pods."),
+  runtimeClassName: z.string().min(1).optional().describe("Runtime class of runner pods (e.g. a sandboxed runtime)."),
+}).describe("Runner pod settings. The operator keeps the runner's identity and credentials; the rest is yours.");
+
+const scopes = ["global", "org", "user", "repo"] as const;
+export type RunnerGroupScope = typeof scopes[number];
+
+export const runnerGroupSpecSchema = z.object({
+  scope: z.enum(scopes).describe(
+    "Which queued jobs the group serves: global (all repositories, admin token), org, user, or repo.",
+  ),
+  org: z.string().min(1).max(255).optional().describe(
+    "Organization; required for scope org, and the owner for " +
+      "scope repo when the repository belongs to an organization.",
+  ),
+  user: z.string().min(1).max(255).optional().describe(
+    "User; required for scope user, and the owner for scope repo when the repository belongs to a user.",
+  ),
+  repo: z.string().min(1).max(255).optional().describe("Repository name; required for scope repo."),
+  giteaURL: z.string().max(2048).regex(/^https?:\/\/[^\s/?#]+(\/[^\s?#]*)?$/).describe(
+    "Base URL of the Gitea instance, as runners reach it, e.g. https://gitea.example.com.",
+  ),
+  labels: z.array(z.string().min(1).max(512)).max(64).optional().describe(
+    "Runner labels, name[:schema[:arg]] as the Gitea runner takes them, e.g. ubuntu-latest:docker://node:20. " +
+      "A job runs here when each of its runs-on labels is a label name of the group.",
+  ),
+  defaultLabels: z.boolean().optional().describe(
+    "Merge the Gitea runner's default labels (ubuntu-latest, ubuntu-24.04, ubuntu-22.04) into labels; a label of " +
+      "the group overrides a default of the same name. Default true.",
+  ),
+  maxActiveRunners: z.int().min(0).max(10000).describe(
+    "Most runner Jobs of this group that may be active at once; 0 pauses the group.",
+  ),
+  registrationToken: secretKeySelectorSchema.describe(
+    "Secret key holding the runner registration token of the scope (referenced by runner pods, never copied).",
+  ),
+  authToken: secretKeySelectorSchema.describe(
+    "Secret key holding a Gitea API token that can list the scope's Actions jobs.",
+  ),
+  template: runnerTemplateSchema.optional(),
+  ttlSecondsAfterFinished: z.int().min(0).max(604800).optional().describe(
+    "Delete finished runner Jobs after this many seconds. Default 300.",
+  ),
+  activeDeadlineSeconds: z.int().min(1).max(604800).optional().describe(
+    "Fail a runner Job that runs longer than this many seconds. Default none.",
+  ),
+}).meta({
+  "x-kubernetes-validations": [
+    { rule: "self.scope != 'org' || has(self.org)", message: "scope org needs spec.org", fieldPath: ".org" },
+    { rule: "self.scope != 'user' || has(self.user)", message: "scope user needs spec.user", fieldPath: ".user" },
+    { rule: "self.scope != 'repo' || has(self.repo)", message: "scope repo needs spec.repo", fieldPath: ".repo" },
+    {
+      rule: "self.scope != 'repo' || has(self.org) != has(self.user)",
+      message: "scope repo needs exactly one owner: spec.org or spec.user",
+    },
+    {
+      rule: "self.scope == 'repo' || !has(self.repo)",
+      message: "spec.repo is only valid with scope repo",
+      fieldPath: ".repo",
+    },
+  ],
+});
+
+export type RunnerGroupSpec = z.infer<typeof runnerGroupSpecSchema>;
+export type RunnerTemplate = z.infer<typeof runnerTemplateSchema>;
+export type SecretKeySelector = z.infer<typeof secretKeySelectorSchema>;
+
+export const conditionSchema = z.object({
+  type: z.string().describe("Condition type."),
+  status: z.enum(["True", "False", "Unknown"]),
+  reason: z.string().describe("CamelCase reason."),
+  message: z.string().describe("Human-readable detail."),
+  lastTransitionTime: z.string().describe("When the status last changed (RFC 3339)."),
+  observedGeneration: z.int().optional(),
+});
+export type Condition = z.infer<typeof conditionSchema>;
+
+export const runnerGroupStatusSchema = z.object({
+  activeRunners: z.int().optional().describe("Runner Jobs of this group that have not finished."),
+  queuedJobs: z.int().optional().describe("Queued jobs on the forge that this group runs."),
+  lastCheckTime: z.string().optional().describe("When the forge was last asked for queued jobs (RFC 3339)."),
+  observedGeneration: z.int().optional().describe("The spec generation this status describes."),
+  conditions: z.array(conditionSchema).optional().meta({
+    "x-kubernetes-list-type": "map",
+    "x-kubernetes-list-map-keys": ["type"],
+  }),
+});
+export type RunnerGroupStatus = z.infer<typeof runnerGroupStatusSchema>;
+
+/** The object as the API server returns it; the spec is checked separately so a bad spec is a status, not a crash. */
+export interface RunnerGroup {
+  apiVersion?: string;
+  kind?: string;
+  metadata: {
+    name: string;
+    namespace: string;
+    uid: string;
+    generation?: number;
+    resourceVersion?: string;
+    // A string when read from a watch; only its presence matters.
+    deletionTimestamp?: Date;
+  };
+  spec: unknown;
+  status?: RunnerGroupStatus;
+}
+
+/** Describes what is wrong with a spec in one line per problem, naming the field. */
+export function describeSpecIssues(error: z.ZodError): string {
+  return error.issues.map((issue) => {
+    const path = ["spec", ...issue.path.map(String)].join(".");
+    return `${path}: ${issue.message}`;
+  }).join("; ");
+}
+
+/**
+ * Validates a spec beyond what the CRD can say (the CEL rules are repeated here for clusters where the CRD is
+ * older than the operator).
+ */
+export function parseRunnerGroupSpec(spec: unknown): z.ZodSafeParseResult<RunnerGroupSpec> {
+  return runnerGroupSpecSchema.superRefine((value, context) => {
+    const need = (field: "org" | "user" | "repo", when: boolean, message: string): void => {
+      if (when && value[field] === undefined) context.addIssue({ code: "custom", path: [field], message });
+    };
+    need("org", value.scope === "org", "scope org needs spec.org");
+    need("user", value.scope === "user", "scope user needs spec.user");
+    need("repo", value.scope === "repo", "scope repo needs spec.repo");
+    if (value.scope === "repo" && (value.org === undefined) === (value.user === undefined)) {
+      context.addIssue({ code: "custom", path: ["org"], message: "scope repo needs exactly one owner: org or user" });
+    }
+    if (value.scope !== "repo" && value.repo !== undefined) {
+      context.addIssue({ code: "custom", path: ["repo"], message: "spec.repo is only valid with scope repo" });
+    }
+    for (const [index, env] of (value.template?.env ?? []).entries()) {
+      if ((reservedEnvNames as readonly string[]).includes(env.name)) {
+        context.addIssue({
+          code: "custom",
+          path: ["template", "env", index, "name"],
+          message: `env may not set ${env.name}: the operator sets it`,
+        });
+      }
+    }
+  }).safeParse(spec);
+}

@@ -1,0 +1,122 @@
+/** RunnerGroup status: conditions computed from what the reconcile saw, and the rule for when to write it. */
+import type { ForgeErrorKind } from "../forge/errors.ts";
+import type { Condition, RunnerGroupStatus } from "./schema.ts";
+
+export const conditionTypes = {
+  ready: "Ready",
+  specValid: "SpecValid",
+  credentialsAvailable: "CredentialsAvailable",
+  forgeReachable: "ForgeReachable",
+} as const;
+
+/** What one reconcile learned, in the terms of the conditions. */
+export interface Observations {
+  spec: { ok: true } | { ok: false; reason: "InvalidSpec" | "InvalidLabels"; message: string };
+  credentials?: { ok: true } | { ok: false; reason: "SecretNotFound" | "KeyNotFound"; message: string };
+  forge?:
+    | { ok: true; message: string }
+    | { ok: false; reason: ForgeErrorKind | "Pending"; message: string };
+}
+
+type ConditionInput = Omit<Condition, "lastTransitionTime" | "observedGeneration">;
+
+/** Builds the conditions, keeping `lastTransitionTime` of each condition whose status did not change. */
+export function computeConditions(
+  observed: Observations,
+  previous: readonly Condition[] | undefined,
+  generation: number | undefined,
+  now: Date,
+): Condition[] {
+  const wanted: ConditionInput[] = [];
+  const { spec, credentials, forge } = observed;
+  wanted.push(
+    spec.ok
+      ? { type: conditionTypes.specValid, status: "True", reason: "Valid", message: "The spec is valid" }
+      : { type: conditionTypes.specValid, status: "False", reason: spec.reason, message: spec.message },
+  );
+  if (credentials) {
+    wanted.push(
+      credentials.ok
+        ? {
+          type: conditionTypes.credentialsAvailable,
+          status: "True",
+          reason: "Found",
+          message: "Both token Secrets and keys exist",
+        }
+        : {
+          type: conditionTypes.credentialsAvailable,
+          status: "False",
+          reason: credentials.reason,
+          message: credentials.message,
+        },
+    );
+  }
+  if (forge) {
+    wanted.push(
+      forge.ok
+        ? { type: conditionTypes.forgeReachable, status: "True", reason: "Reachable", message: forge.message }
+        : {
+          type: conditionTypes.forgeReachable,
+          status: forge.reason === "Pending" ? "Unknown" : "False",
+          reason: forge.reason,
+          message: forge.message,
+        },
+    );
+  }
+  const failing = wanted.find((condition) => condition.status !== "True");
+  const complete = credentials !== undefined && forge !== undefined;
+  wanted.unshift(
+    failing
+      ? {
+        type: conditionTypes.ready,
+        status: failing.status === "Unknown" ? "Unknown" : "False",
+        reason: failing.reason,
+        message: `${failing.type}: ${failing.message}`,
+      }
+      : complete
+      ? { type: conditionTypes.ready, status: "True", reason: "Ready", message: "Runners are started for queued jobs" }
+      : { type: conditionTypes.ready, status: "Unknown", reason: "Pending", message: "Not checked yet" },
+  );
+  return wanted.map((condition) => {
+    const before = previous?.find((old) => old.type === condition.type);
+    const lastTransitionTime = before && before.status === condition.status
+      ? before.lastTransitionTime
+      : now.toISOString();
+    return {
+      ...condition,
+      lastTransitionTime,
+      ...(generation !== undefined ? { observedGeneration: generation } : {}),
+    };
+  });
+}
+
+/**
+ * Whether a new status is worth a write: anything but `lastCheckTime` changed, or the stored `lastCheckTime` is
+ * older than `staleAfterMs` (so the column stays meaningful without a write per poll).
+ */
+export function statusNeedsWrite(
+  current: RunnerGroupStatus | undefined,
+  next: RunnerGroupStatus,
+  staleAfterMs: number,
+): boolean {
+  const withoutTime = (status: RunnerGroupStatus | undefined): string => {
+    const { lastCheckTime: _ignored, ...rest } = status ?? {};
+    return canonicalJson(rest);
+  };
+  if (withoutTime(current) !== withoutTime(next)) return true;
+  if (next.lastCheckTime === undefined) return false;
+  if (current?.lastCheckTime === undefined) return true;
+  return Date.parse(next.lastCheckTime) - Date.parse(current.lastCheckTime) >= staleAfterMs;
+}
+
+/** JSON with object keys sorted at every depth, so objects read back from the API server compare equal. */
+export function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
+  if (value !== null && typeof value === "object") {
+    const entries = Object.entries(value as Record<string, unknown>)
+      .filter(([, item]) => item !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([key, item]) => `${JSON.stringify(key)}:${canonicalJson(item)}`).join(",")}}`;
+  }
+  return JSON.stringify(value);
+}

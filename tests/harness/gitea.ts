@@ -1,0 +1,613 @@
+/**
+ * A real Gitea for tests: one process per harness on a free loopback port, with its own temporary work directory
+ * (sqlite database, repositories, app.ini and log), an admin user and an API token with every scope.
+ *
+ * The process never outlives the test run: {@linkcode GiteaHarness.dispose} kills it and removes the directory, and
+ * it runs under a watchdog that kills it when the test process dies, however that happens
+ * ({@linkcode spawnTiedToThisProcess}). The temporary directory is only removed by `dispose()`.
+ *
+ * Also starts the Go test runner (`tests/harness/runner`) as a child process: {@linkcode runTestRunner}.
+ */
+import { Buffer } from "node:buffer";
+import { userInfo } from "node:os";
+import { join } from "node:path";
+
+export interface StartGiteaOptions {
+  /** The Gitea binary (`ensureTools().gitea`). */
+  gitea: string;
+  /** Gitea's source tree holding `templates/` and `options/` (`ensureTools().giteaSourceDir`). */
+  giteaSourceDir: string;
+  /** Extra app.ini settings, merged over the defaults: `{ actions: { ZOMBIE_TASK_TIMEOUT: "1m" } }`. */
+  settings?: Record<string, Record<string, string>>;
+  /** How long to wait for the API to answer after starting the process. Default 60 s. */
+  readyTimeoutMs?: number;
+}
+
+/** Where a runner registration token is valid, and so which runners may pick a job. */
+export type RunnerScope =
+  | { kind: "global" }
+  | { kind: "org"; org: string }
+  | { kind: "user"; user: string }
+  | { kind: "repo"; owner: string; repo: string };
+
+/** Which jobs to list: one repository's, an organisation's, a user's own (`/user/...`) or all of them (admin). */
+export type JobScope =
+  | { kind: "all" }
+  | { kind: "org"; org: string }
+  | { kind: "user"; user: string }
+  | { kind: "repo"; owner: string; repo: string };
+
+/** A workflow job as `GET .../actions/jobs` reports it (only the fields the tests read). */
+export interface GiteaJob {
+  id: number;
+  run_id: number;
+  name: string;
+  /** The job's `runs-on` values, as Gitea matches them against runner labels. */
+  labels: string[];
+  /** `queued` (runnable), `waiting` (blocked on needs/approval/concurrency), `in_progress` or `completed`. */
+  status: string;
+  /** Only once `completed` (absent before): `success`, `failure`, `cancelled` or `skipped`. */
+  conclusion?: string;
+  runner_id: number;
+  runner_name: string;
+}
+
+export interface GiteaJobPage {
+  jobs: GiteaJob[];
+  /** All jobs matching the filter, not just this page. */
+  totalCount: number;
+}
+
+export interface GiteaRunner {
+  id: number;
+  name: string;
+  status: string;
+  busy: boolean;
+  ephemeral: boolean;
+  labels: { id: number; name: string; type: string }[];
+}
+
+export interface ListJobsOptions {
+  /** Gitea's filter values: `queued`, `waiting`/`pending`, `in_progress`, `completed`, `success`, ... */
+  status?: string[];
+  limit?: number;
+  page?: number;
+}
+
+export interface GiteaHarness {
+  /** Base URL with a trailing slash, e.g. `http://127.0.0.1:41234/`. */
+  url: string;
+  admin: { username: string; password: string };
+  /** An API token of the admin with every scope. */
+  adminToken: string;
+  /** The harness's temporary directory; Gitea's output goes to `gitea.log` in it. */
+  dir: string;
+  /** Calls the API (`path` relative to `/api/v1/`) as the admin, or with `token`; throws on a non-2xx answer. */
+  api<T>(method: string, path: string, body?: unknown, token?: string): Promise<T>;
+  /** Returns a job's log: one `<timestamp> <line>` per row the runner sent. */
+  jobLogs(owner: string, repo: string, jobId: number): Promise<string>;
+  /** Creates a user and returns an API token of it with every scope. */
+  createUser(name: string): Promise<string>;
+  createOrg(name: string): Promise<void>;
+  /** Creates a repository with an initial commit on `main`, owned by a user or an organisation. */
+  createRepo(owner: string, name: string): Promise<void>;
+  /** Creates or updates a file on `main`; the push event starts the workflows it defines. */
+  pushWorkflow(owner: string, repo: string, path: string, yaml: string): Promise<void>;
+  registrationToken(scope: RunnerScope): Promise<string>;
+  listJobs(scope: JobScope, options?: ListJobsOptions): Promise<GiteaJobPage>;
+  /** All runners on the instance (admin API). */
+  listRunners(): Promise<GiteaRunner[]>;
+  /** Stops the Gitea process, keeping its port and data (for outage tests). */
+  stop(): Promise<void>;
+  /** Starts a stopped Gitea again on the same port and data and waits until its API answers. */
+  start(): Promise<void>;
+  /** Stops Gitea and removes its directory; safe to call twice. */
+  dispose(): Promise<void>;
+  /** Gitea's log tail, for assertion messages. */
+  logTail(lines?: number): string;
+}
+
+const adminUser = { username: "gitea-admin", password: "gitea-admin-password-1" };
+const userPassword = "test-user-password-1";
+const encoder = new TextEncoder();
+
+/** Starts a fresh Gitea and returns once its API answers and the admin token exists. */
+export async function startGitea(options: StartGiteaOptions): Promise<GiteaHarness> {
+  const dir = await Deno.makeTempDir({ prefix: "gro-gitea-" });
+  const forge = new GiteaProcess(options, dir, freeLoopbackPort());
+  try {
+    await Deno.writeTextFile(forge.configPath, forge.appIni());
+    await forge.cli(["migrate"]);
+    await forge.cli([
+      "admin",
+      "user",
+      "create",
+      "--username",
+      adminUser.username,
+      "--password",
+      adminUser.password,
+      "--email",
+      `${adminUser.username}@example.invalid`,
+      "--admin",
+      "--must-change-password=false",
+    ]);
+    // The token is the last line: Gitea may print warnings (e.g. about running as root) before its logger is set up.
+    const tokenOutput = await forge.cli([
+      "admin",
+      "user",
+      "generate-access-token",
+      "--username",
+      adminUser.username,
+      "--token-name",
+      "tests",
+      "--scopes",
+      "all",
+      "--raw",
+    ]);
+    const adminToken = tokenOutput.trim().split("\n").at(-1) ?? "";
+    await forge.start();
+    return new Harness(forge, adminToken);
+  } catch (error) {
+    await forge.dispose();
+    throw error;
+  }
+}
+
+/** Finds a loopback port nobody listens on right now. */
+function freeLoopbackPort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+/**
+ * Runs `"$@"` under a bash watchdog tied to our stdin pipe. When this process dies in any way (even SIGKILL, or
+ * `deno test` exiting on SIGINT without running listeners), the kernel closes the pipe and the watchdog SIGKILLs the
+ * child. SIGTERM to the watchdog is forwarded to the child; the watchdog exits with the child's status.
+ */
+const lifeline = `
+exec 3<&0
+"$@" </dev/null & child=$!
+(while read -r _; do :; done <&3; kill -KILL "$child" 2>/dev/null) &
+watcher=$!
+trap 'kill -TERM "$child" 2>/dev/null' TERM INT
+code=0
+while kill -0 "$child" 2>/dev/null; do wait "$child"; code=$?; done
+kill "$watcher" 2>/dev/null
+exit "$code"
+`;
+
+/** Spawns a command that cannot outlive this process (see {@linkcode lifeline}); stdin is the lifeline. */
+export function spawnTiedToThisProcess(
+  command: string,
+  args: string[],
+  options: { cwd?: string; env?: Record<string, string> } = {},
+): Deno.ChildProcess {
+  const child = new Deno.Command("bash", {
+    args: ["-c", lifeline, command, command, ...args],
+    cwd: options.cwd,
+    env: options.env,
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const liveChild = { killNow: (): void => killQuietly(child, "SIGKILL") };
+  liveChildren.add(liveChild);
+  child.status.finally(() => liveChildren.delete(liveChild));
+  return child;
+}
+
+/** Children to kill on a normal exit that skipped `dispose()`; abnormal exits are covered by the lifeline. */
+const liveChildren = new Set<{ killNow(): void }>();
+globalThis.addEventListener("unload", () => {
+  for (const child of liveChildren) child.killNow();
+});
+
+function killQuietly(child: Deno.ChildProcess, signal: Deno.Signal): void {
+  try {
+    child.kill(signal);
+  } catch {
+    // Already exited.
+  }
+}
+
+/** Appends a child's stdout and stderr to one file; resolves when both streams end. */
+async function captureOutput(child: Deno.ChildProcess, path: string): Promise<void> {
+  const file = await Deno.open(path, { append: true, create: true });
+  const copy = async (stream: ReadableStream<Uint8Array>): Promise<void> => {
+    for await (let chunk of stream) {
+      while (chunk.length > 0) chunk = chunk.subarray(await file.write(chunk));
+    }
+  };
+  try {
+    await Promise.all([copy(child.stdout), copy(child.stderr)]);
+  } finally {
+    file.close();
+  }
+}
+
+function tail(path: string, lines: number): string {
+  try {
+    return Deno.readTextFileSync(path).trimEnd().split("\n").slice(-lines).join("\n");
+  } catch {
+    return "(no log)";
+  }
+}
+
+/** The Gitea process and its files. */
+class GiteaProcess {
+  readonly url: string;
+  readonly configPath: string;
+  readonly logPath: string;
+  #child: Deno.ChildProcess | undefined;
+  #output: Promise<void> | undefined;
+  #disposed = false;
+
+  constructor(readonly options: StartGiteaOptions, readonly dir: string, readonly port: number) {
+    this.url = `http://127.0.0.1:${port}/`;
+    this.configPath = join(dir, "app.ini");
+    this.logPath = join(dir, "gitea.log");
+  }
+
+  appIni(): string {
+    const data = join(this.dir, "data");
+    const root: Record<string, string> = {
+      APP_NAME: "gitea-runner-operator tests",
+      RUN_MODE: "prod",
+      RUN_USER: userInfo().username,
+      WORK_PATH: this.dir,
+    };
+    // Gitea refuses to run as root unless told; test containers often run as root.
+    if (Deno.uid() === 0) root.I_AM_BEING_UNSAFE_RUNNING_AS_ROOT = "true";
+    const sections: Record<string, Record<string, string>> = {
+      "": root,
+      server: {
+        PROTOCOL: "http",
+        HTTP_ADDR: "127.0.0.1",
+        HTTP_PORT: String(this.port),
+        ROOT_URL: this.url,
+        DOMAIN: "127.0.0.1",
+        APP_DATA_PATH: data,
+        // Built without bindata: templates and options are read from the source tree.
+        STATIC_ROOT_PATH: this.options.giteaSourceDir,
+        DISABLE_SSH: "true",
+        START_SSH_SERVER: "false",
+        OFFLINE_MODE: "true",
+        LFS_START_SERVER: "false",
+      },
+      database: { DB_TYPE: "sqlite3", PATH: join(data, "gitea.db"), SQLITE_JOURNAL_MODE: "WAL" },
+      repository: { ROOT: join(this.dir, "repositories"), DEFAULT_BRANCH: "main" },
+      security: { INSTALL_LOCK: "true", SECRET_KEY: randomSecret(), INTERNAL_TOKEN: randomSecret() },
+      service: {
+        DISABLE_REGISTRATION: "true",
+        REQUIRE_SIGNIN_VIEW: "false",
+        DEFAULT_ALLOW_CREATE_ORGANIZATION: "true",
+      },
+      oauth2: { ENABLED: "false" },
+      mailer: { ENABLED: "false" },
+      session: { PROVIDER: "memory" },
+      cache: { ADAPTER: "memory" },
+      indexer: { ISSUE_INDEXER_TYPE: "db", REPO_INDEXER_ENABLED: "false" },
+      actions: { ENABLED: "true" },
+      // Operator tests deliver webhooks to loopback listeners.
+      webhook: { ALLOWED_HOST_LIST: "*" },
+      "cron.update_checker": { ENABLED: "false" },
+      // Logs go to stderr so that CLI commands print only their result on stdout.
+      log: { MODE: "console", LEVEL: "Info" },
+      "log.console": { STDERR: "true" },
+    };
+    for (const [section, values] of Object.entries(this.options.settings ?? {})) {
+      sections[section] = { ...sections[section], ...values };
+    }
+    return Object.entries(sections).map(([section, values]) =>
+      (section ? `[${section}]\n` : "") +
+      Object.entries(values).map(([key, value]) => `${key} = ${value}\n`).join("")
+    ).join("\n");
+  }
+
+  #command(args: string[], stdout: "piped" | "null"): Deno.Command {
+    return new Deno.Command(this.options.gitea, {
+      args: ["--config", this.configPath, "--work-path", this.dir, ...args],
+      cwd: this.dir,
+      env: { GITEA_WORK_DIR: this.dir, HOME: this.dir },
+      stdin: "null",
+      stdout,
+      stderr: "piped",
+    });
+  }
+
+  /** Runs a Gitea CLI command to completion and returns its stdout. */
+  async cli(args: string[]): Promise<string> {
+    const output = await this.#command(args, "piped").output();
+    const decoder = new TextDecoder();
+    await Deno.writeTextFile(this.logPath, `$ gitea ${args.join(" ")}\n${decoder.decode(output.stderr)}`, {
+      append: true,
+    });
+    if (!output.success) {
+      throw new Error(
+        `Cannot run "gitea ${args.slice(0, 3).join(" ")}": exit code ${output.code}\n${tail(this.logPath, 20)}`,
+      );
+    }
+    return decoder.decode(output.stdout);
+  }
+
+  async start(): Promise<void> {
+    if (this.#disposed) throw new Error(`Cannot start Gitea at ${this.url}: the harness was disposed`);
+    if (this.#child) return;
+    const child = spawnTiedToThisProcess(this.options.gitea, [
+      "--config",
+      this.configPath,
+      "--work-path",
+      this.dir,
+      "web",
+    ], {
+      cwd: this.dir,
+      env: { GITEA_WORK_DIR: this.dir, HOME: this.dir },
+    });
+    this.#child = child;
+    this.#output = captureOutput(child, this.logPath);
+    let exited = false;
+    child.status.then(() => exited = true);
+    const deadline = Date.now() + (this.options.readyTimeoutMs ?? 60_000);
+    while (Date.now() < deadline) {
+      if (exited) break;
+      try {
+        const response = await fetch(`${this.url}api/v1/version`, { signal: AbortSignal.timeout(2_000) });
+        await response.body?.cancel();
+        if (response.ok) return;
+      } catch {
+        // Not listening yet.
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    await this.stop();
+    throw new Error(
+      `Cannot start Gitea at ${this.url}: ${exited ? "the process exited" : "its API did not answer in time"}\n` +
+        tail(this.logPath, 30),
+    );
+  }
+
+  /** Terminates Gitea (SIGTERM, then SIGKILL after 10 s) and waits until it and its output are gone. */
+  async stop(): Promise<void> {
+    const child = this.#child;
+    if (!child) return;
+    killQuietly(child, "SIGTERM");
+    // Closing the lifeline makes the watchdog SIGKILL Gitea if it ignores SIGTERM.
+    const timer = setTimeout(() => child.stdin.close().catch(() => {}), 10_000);
+    await child.status;
+    clearTimeout(timer);
+    await this.#output;
+    this.#child = undefined;
+  }
+
+  async dispose(): Promise<void> {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    await this.stop();
+    await Deno.remove(this.dir, { recursive: true }).catch(() => {});
+  }
+}
+
+function randomSecret(): string {
+  return Array.from(crypto.getRandomValues(new Uint8Array(32)), (byte) => byte.toString(16).padStart(2, "0")).join("");
+}
+
+class Harness implements GiteaHarness {
+  readonly admin = adminUser;
+  readonly #userTokens = new Map<string, string>();
+
+  constructor(readonly forge: GiteaProcess, readonly adminToken: string) {
+    this.#userTokens.set(adminUser.username, adminToken);
+  }
+
+  get url(): string {
+    return this.forge.url;
+  }
+
+  get dir(): string {
+    return this.forge.dir;
+  }
+
+  logTail(lines = 30): string {
+    return tail(this.forge.logPath, lines);
+  }
+
+  async api<T>(method: string, path: string, body?: unknown, token = this.adminToken): Promise<T> {
+    const text = await this.#request(method, path, body, { Authorization: `token ${token}` });
+    return (text ? JSON.parse(text) : undefined) as T;
+  }
+
+  /** Returns a job's log as Gitea stores it: one `<timestamp> <line>` per row the runner sent. */
+  async jobLogs(owner: string, repo: string, jobId: number): Promise<string> {
+    const path = `repos/${encodeURIComponent(owner)}/${encodeURIComponent(repo)}/actions/jobs/${jobId}/logs`;
+    return await this.#request("GET", path, undefined, { Authorization: `token ${this.adminToken}` });
+  }
+
+  async #request(method: string, path: string, body: unknown, headers: Record<string, string>): Promise<string> {
+    const url = `${this.url}api/v1/${path.replace(/^\//, "")}`;
+    const response = await fetch(url, {
+      method,
+      headers: { ...headers, ...(body === undefined ? {} : { "Content-Type": "application/json" }) },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal: AbortSignal.timeout(30_000),
+    });
+    const text = await response.text();
+    if (!response.ok) {
+      throw new GiteaApiError(
+        `Gitea answered ${method} ${url} with ${response.status}: ${text.slice(0, 500)}`,
+        response.status,
+      );
+    }
+    return text;
+  }
+
+  async createUser(name: string): Promise<string> {
+    await this.api("POST", "admin/users", {
+      username: name,
+      email: `${name}@example.invalid`,
+      password: userPassword,
+      must_change_password: false,
+    });
+    // Only the user itself may create its tokens, with basic authentication.
+    const basic = `Basic ${Buffer.from(`${name}:${userPassword}`).toString("base64")}`;
+    const answer = await this.#request("POST", `users/${encodeURIComponent(name)}/tokens`, {
+      name: "tests",
+      scopes: ["all"],
+    }, { Authorization: basic });
+    const token = (JSON.parse(answer) as { sha1: string }).sha1;
+    this.#userTokens.set(name, token);
+    return token;
+  }
+
+  async createOrg(name: string): Promise<void> {
+    await this.api("POST", "orgs", { username: name, visibility: "public" });
+  }
+
+  async createRepo(owner: string, name: string): Promise<void> {
+    const isOrg = await this.api("GET", `orgs/${encodeURIComponent(owner)}`).then(() => true, (error) => {
+      if (error instanceof GiteaApiError && error.status === 404) return false;
+      throw error;
+    });
+    const path = isOrg
+      ? `orgs/${encodeURIComponent(owner)}/repos`
+      : owner === adminUser.username
+      ? "user/repos"
+      : `admin/users/${encodeURIComponent(owner)}/repos`;
+    await this.api("POST", path, { name, auto_init: true, default_branch: "main", readme: "Default" });
+  }
+
+  async pushWorkflow(owner: string, repo: string, path: string, yaml: string): Promise<void> {
+    const url = `repos/${encodeURIComponent(owner)}/${encodeURIComponent(repo)}/contents/${path}`;
+    const existing = await this.api<{ sha: string }>("GET", `${url}?ref=main`).catch((error) => {
+      if (error instanceof GiteaApiError && error.status === 404) return undefined;
+      throw error;
+    });
+    const body = {
+      content: Buffer.from(encoder.encode(yaml)).toString("base64"),
+      message: `Update ${path}`,
+      branch: "main",
+      ...(existing ? { sha: existing.sha } : {}),
+    };
+    await this.api(existing ? "PUT" : "POST", url, body);
+  }
+
+  async registrationToken(scope: RunnerScope): Promise<string> {
+    let path: string;
+    let token = this.adminToken;
+    switch (scope.kind) {
+      case "global":
+        path = "admin/actions/runners/registration-token";
+        break;
+      case "org":
+        path = `orgs/${encodeURIComponent(scope.org)}/actions/runners/registration-token`;
+        break;
+      case "user":
+        path = "user/actions/runners/registration-token";
+        token = this.#tokenOf(scope.user);
+        break;
+      case "repo":
+        path = `repos/${encodeURIComponent(scope.owner)}/${
+          encodeURIComponent(scope.repo)
+        }/actions/runners/registration-token`;
+        break;
+    }
+    // POST returns the scope's latest active token, creating one only when there is none.
+    return (await this.api<{ token: string }>("POST", path, undefined, token)).token;
+  }
+
+  async listJobs(scope: JobScope, options: ListJobsOptions = {}): Promise<GiteaJobPage> {
+    let path: string;
+    let token = this.adminToken;
+    switch (scope.kind) {
+      case "all":
+        path = "admin/actions/jobs";
+        break;
+      case "org":
+        path = `orgs/${encodeURIComponent(scope.org)}/actions/jobs`;
+        break;
+      case "user":
+        path = "user/actions/jobs";
+        token = this.#tokenOf(scope.user);
+        break;
+      case "repo":
+        path = `repos/${encodeURIComponent(scope.owner)}/${encodeURIComponent(scope.repo)}/actions/jobs`;
+        break;
+    }
+    const query = new URLSearchParams();
+    for (const status of options.status ?? []) query.append("status", status);
+    if (options.limit !== undefined) query.set("limit", String(options.limit));
+    if (options.page !== undefined) query.set("page", String(options.page));
+    const page = await this.api<{ jobs: GiteaJob[] | null; total_count: number }>(
+      "GET",
+      `${path}?${query}`,
+      undefined,
+      token,
+    );
+    return { jobs: page.jobs ?? [], totalCount: page.total_count };
+  }
+
+  async listRunners(): Promise<GiteaRunner[]> {
+    const runners: GiteaRunner[] = [];
+    for (let page = 1;; page++) {
+      const answer = await this.api<{ runners: GiteaRunner[] | null; total_count: number }>(
+        "GET",
+        `admin/actions/runners?limit=50&page=${page}`,
+      );
+      runners.push(...answer.runners ?? []);
+      if (!answer.runners?.length || runners.length >= answer.total_count) return runners;
+    }
+  }
+
+  #tokenOf(user: string): string {
+    const token = this.#userTokens.get(user);
+    if (!token) throw new Error(`Cannot act as user "${user}": the harness did not create it`);
+    return token;
+  }
+
+  stop(): Promise<void> {
+    return this.forge.stop();
+  }
+
+  start(): Promise<void> {
+    return this.forge.start();
+  }
+
+  dispose(): Promise<void> {
+    return this.forge.dispose();
+  }
+}
+
+/** A non-2xx answer from Gitea's API; `status` lets callers branch on 404 and the like. */
+export class GiteaApiError extends Error {
+  constructor(message: string, readonly status: number) {
+    super(message);
+    this.name = "GiteaApiError";
+  }
+}
+
+/** Environment of the test runner, named like the official runner image's. */
+export interface TestRunnerEnv {
+  GITEA_INSTANCE_URL: string;
+  GITEA_RUNNER_REGISTRATION_TOKEN: string;
+  GITEA_RUNNER_NAME?: string;
+  GITEA_RUNNER_LABELS: string;
+  GITEA_RUNNER_EPHEMERAL?: string;
+}
+
+export interface TestRunnerProcess {
+  /** Resolves when the runner exits; `output` is its stderr and stdout. */
+  exited: Promise<{ code: number; output: string }>;
+  /** Sends a signal (default SIGTERM); no-op once exited. */
+  kill(signal?: Deno.Signal): void;
+}
+
+/** Starts the Go test runner (`ensureTools().testRunner`) with the given environment. */
+export function runTestRunner(binary: string, env: TestRunnerEnv): TestRunnerProcess {
+  const child = spawnTiedToThisProcess(binary, [], { env: { ...env } });
+  const exited = child.output().then((output) => {
+    const decoder = new TextDecoder();
+    return { code: output.code, output: decoder.decode(output.stderr) + decoder.decode(output.stdout) };
+  });
+  return { exited, kill: (signal: Deno.Signal = "SIGTERM"): void => killQuietly(child, signal) };
+}

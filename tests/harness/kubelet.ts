@@ -1,0 +1,650 @@
+/**
+ * A stand-in kubelet for runner pods only. The test cluster has no container runtime, so this watches the pods bound
+ * to the fake Node, and for each runner pod the operator created it runs a local runner binary with the pod's
+ * resolved environment and reports the pod's lifecycle through `pods/status`, like a kubelet would: Running while the
+ * process lives, then Succeeded or Failed with the exit code, so the real Job controller completes or fails the Job.
+ *
+ * Every other pod on the Node is left alone (it stays Pending, as it would on a node whose runtime cannot pull it).
+ *
+ * The sync is level-triggered: watch events only record the pod's latest state and enqueue its uid; `syncPod` reads
+ * that state and the local process and does the one next thing (start, report, kill, confirm deletion).
+ */
+import {
+  ApiException,
+  CoreV1Api,
+  type KubeConfig,
+  PatchStrategy,
+  setHeaderOptions,
+  type V1Container,
+  type V1Pod,
+  Watch,
+} from "@kubernetes/client-node";
+import { join } from "node:path";
+import { type LoggedProcess, startLoggedProcess } from "./cluster.ts";
+
+/** The label the operator puts on every runner pod; pods without it are not ours to run. */
+export const managedByLabel = "app.kubernetes.io/managed-by";
+export const managedByValue = "gitea-runner-operator";
+/** The container in a runner pod whose environment configures the runner. */
+export const runnerContainerName = "runner";
+
+export interface RunnerKubeletOptions {
+  kubeConfig: KubeConfig;
+  /** The executable started for each runner pod, with the `runner` container's resolved environment. */
+  runnerBinary: string;
+  /** Arguments for {@linkcode runnerBinary}; the pod's own command and args name an image's entrypoint. */
+  runnerArgs?: string[];
+  /** The fake Node's name; only pods bound to it are considered. */
+  nodeName: string;
+  /** Variables every runner sees in addition to the pod's (`PATH` is passed through by default). */
+  extraEnv?: Record<string, string>;
+  /** How long a runner gets between SIGTERM and SIGKILL when its pod is deleted. Default 3 s. */
+  terminationGraceMs?: number;
+  /** Where per-pod logs and working folders go. Default: a new temporary folder, removed by `stop()`. */
+  dir?: string;
+  /** Copy each runner's output to stderr (prefixed with the pod name) as well as to its log file. */
+  echoOutput?: boolean;
+}
+
+/** What the stand-in did with one runner pod; the fields fill in as the pod progresses. */
+export interface RunnerPodObservation {
+  readonly namespace: string;
+  readonly name: string;
+  readonly uid: string;
+  /** The pod's `gitea.bpg.pw/runnergroup-name` and `gitea.bpg.pw/job-id` labels. */
+  readonly runnerGroup?: string;
+  readonly forgeJobId?: string;
+  /** Names (not values) of the variables the runner was started with. */
+  readonly envNames: readonly string[];
+  /** `GITEA_RUNNER_LABELS` after mapping every label to the `host` schema. */
+  readonly runnerLabels?: string;
+  readonly pid: number;
+  /** The runner's working directory (its `HOME` too): files it writes land here. */
+  readonly workDir: string;
+  readonly logPath: string;
+  readonly startedAt: Date;
+  /** Set once the process has exited. A process ended by a signal reports 128 + the signal number. */
+  exitCode?: number;
+  finishedAt?: Date;
+  /** True when the process was stopped because its pod was deleted. */
+  killedOnDeletion: boolean;
+}
+
+export interface RunnerKubelet {
+  /** Per-pod logs and working folders. */
+  readonly dir: string;
+  /** Every runner process started, in start order. */
+  readonly started: readonly RunnerPodObservation[];
+  /** The last observation for a pod name (pod names are unique per namespace at any one time). */
+  observation(namespace: string, name: string): RunnerPodObservation | undefined;
+  /** `namespace/name` of pods on the Node that are not runner pods, which the stand-in leaves Pending. */
+  readonly ignoredPods: ReadonlySet<string>;
+  /** `namespace/name` -> the last container configuration error (e.g. a missing Secret key) reported for a pod. */
+  readonly configErrors: ReadonlyMap<string, string>;
+  /** How many times the pod watch ended with an error and was restarted. */
+  readonly watchRestarts: number;
+  /** The last error a pod sync failed with (it is retried); for diagnosing a test that times out. */
+  readonly lastSyncError: unknown;
+  /** Stops watching and kills every runner process (SIGTERM, then SIGKILL). */
+  stop(): Promise<void>;
+}
+
+/** A container configuration the stand-in cannot build, reported as the kubelet's CreateContainerConfigError. */
+export class ContainerConfigError extends Error {
+  override name = "ContainerConfigError";
+}
+
+/** Maps runner labels to the host schema: `ubuntu-latest:docker://node:20` -> `ubuntu-latest:host`. */
+export function toHostLabels(labels: string): string {
+  return labels.split(",").map((label) => label.trim()).filter((label) => label !== "").map((label) => {
+    const name = label.split(":", 1)[0];
+    return `${name}:host`;
+  }).join(",");
+}
+
+interface PodRecord {
+  readonly uid: string;
+  readonly namespace: string;
+  readonly name: string;
+  process?: LoggedProcess;
+  observation?: RunnerPodObservation;
+  runningReported: boolean;
+  terminalReported: boolean;
+  configErrorReported?: string;
+}
+
+const fieldManager = "harness-kubelet";
+const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
+
+/** Starts watching the Node's pods; resolves once the first list has been processed. */
+export async function startRunnerKubelet(options: RunnerKubeletOptions): Promise<RunnerKubelet> {
+  const core = options.kubeConfig.makeApiClient(CoreV1Api);
+  const ownsDir = options.dir === undefined;
+  const dir = options.dir ?? await Deno.makeTempDir({ prefix: "gro-kubelet-" });
+  const graceMs = options.terminationGraceMs ?? 3_000;
+  const fieldSelector = `spec.nodeName=${options.nodeName}`;
+
+  const latest = new Map<string, V1Pod | undefined>();
+  const records = new Map<string, PodRecord>();
+  const started: RunnerPodObservation[] = [];
+  const ignoredPods = new Set<string>();
+  const configErrors = new Map<string, string>();
+  const timers = new Set<ReturnType<typeof setTimeout>>();
+  const busy = new Set<string>();
+  const dirty = new Set<string>();
+  const inFlight = new Set<Promise<void>>();
+  let stopped = false;
+  let watchRestarts = 0;
+  let lastSyncError: unknown;
+  const wakeSleepers = new Set<() => void>();
+  const sleep = (delayMs: number): Promise<void> =>
+    new Promise<void>((resolve) => {
+      const wake = (): void => {
+        wakeSleepers.delete(wake);
+        resolve();
+      };
+      wakeSleepers.add(wake);
+      later(delayMs, wake);
+    });
+  let abortWatch: AbortController | undefined;
+
+  const later = (delayMs: number, action: () => void): void => {
+    const timer = setTimeout(() => {
+      timers.delete(timer);
+      if (!stopped) action();
+    }, delayMs);
+    timers.add(timer);
+  };
+
+  // A tiny work queue: one sync per uid at a time; an event during a sync makes it run once more.
+  const enqueue = (uid: string): void => {
+    if (stopped) return;
+    if (busy.has(uid)) {
+      dirty.add(uid);
+      return;
+    }
+    busy.add(uid);
+    const run = (async (): Promise<void> => {
+      let failures = 0;
+      do {
+        dirty.delete(uid);
+        try {
+          await syncPod(uid);
+          failures = 0;
+        } catch (error) {
+          if (stopped) break;
+          failures++;
+          // Retried while the apiserver is away (e.g. during a restart); the next event or timer tries again.
+          const delayMs = Math.min(100 * 2 ** failures, 3_000);
+          later(delayMs * (0.5 + Math.random()), () => enqueue(uid));
+          lastSyncError = error;
+          break;
+        }
+      } while (dirty.has(uid) && !stopped);
+      busy.delete(uid);
+    })();
+    inFlight.add(run);
+    run.finally(() => inFlight.delete(run));
+  };
+
+  const writeStatus = async (pod: PodRecord, status: Record<string, unknown>): Promise<boolean> => {
+    try {
+      await core.patchNamespacedPodStatus(
+        { name: pod.name, namespace: pod.namespace, body: { status }, fieldManager },
+        mergePatch,
+      );
+      return true;
+    } catch (error) {
+      if (isNotFound(error)) return false;
+      throw error;
+    }
+  };
+
+  const syncPod = async (uid: string): Promise<void> => {
+    const pod = latest.get(uid);
+    const existing = records.get(uid);
+    if (pod === undefined) {
+      // Gone from the API (forcibly deleted, or deletion confirmed): nothing may keep running for it.
+      if (existing?.process && !existing.process.exited) {
+        markKilled(existing);
+        await existing.process.stop(graceMs);
+      }
+      records.delete(uid);
+      latest.delete(uid);
+      return;
+    }
+    const namespace = pod.metadata?.namespace ?? "default";
+    const name = pod.metadata?.name ?? "";
+    const key = `${namespace}/${name}`;
+    if (pod.metadata?.labels?.[managedByLabel] !== managedByValue) {
+      ignoredPods.add(key);
+      return;
+    }
+    const current = existing ?? { uid, namespace, name, runningReported: false, terminalReported: false };
+    records.set(uid, current);
+    const deleting = pod.metadata?.deletionTimestamp !== undefined;
+    const process = current.process;
+
+    if (deleting) {
+      if (process && !process.exited) {
+        markKilled(current);
+        await process.stop(graceMs);
+      }
+      if (process && !current.terminalReported) {
+        current.terminalReported = true;
+        await writeStatus(current, terminalStatus(pod, current)).catch(() => {});
+      }
+      // What a kubelet does once the containers are gone: confirm the deletion.
+      await core.deleteNamespacedPod({ name, namespace, gracePeriodSeconds: 0, body: { preconditions: { uid } } })
+        .catch((error) => {
+          if (!isNotFound(error) && !isConflict(error)) throw error;
+        });
+      return;
+    }
+
+    if (!process) {
+      if (pod.status?.phase === "Succeeded" || pod.status?.phase === "Failed") return;
+      let env: Record<string, string>;
+      try {
+        env = await resolveRunnerEnv(core, pod);
+      } catch (error) {
+        if (!(error instanceof ContainerConfigError)) throw error;
+        // Like a kubelet: the pod stays Pending with the reason on the container, and the start is retried.
+        configErrors.set(key, error.message);
+        if (current.configErrorReported !== error.message) {
+          await writeStatus(current, pendingStatus(pod, error.message));
+          current.configErrorReported = error.message;
+        }
+        later(1_000, () => enqueue(uid));
+        return;
+      }
+      configErrors.delete(key);
+      startRunner(pod, current, env);
+    }
+
+    if (current.process?.exited) {
+      if (!current.terminalReported) {
+        await writeStatus(current, terminalStatus(pod, current));
+        current.terminalReported = true;
+      }
+    } else if (!current.runningReported) {
+      await writeStatus(current, runningStatus(pod, current));
+      current.runningReported = true;
+    }
+  };
+
+  const markKilled = (pod: PodRecord): void => {
+    if (pod.observation) pod.observation.killedOnDeletion = true;
+  };
+
+  const startRunner = (pod: V1Pod, current: PodRecord, env: Record<string, string>): void => {
+    const slug = `${current.namespace}_${current.name}_${current.uid.slice(0, 8)}`;
+    const workDir = join(dir, slug);
+    Deno.mkdirSync(workDir, { recursive: true });
+    const labels = env.GITEA_RUNNER_LABELS === undefined ? undefined : toHostLabels(env.GITEA_RUNNER_LABELS);
+    const processEnv: Record<string, string> = {
+      PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
+      ...options.extraEnv,
+      ...env,
+      HOME: workDir,
+      ...(labels === undefined ? {} : { GITEA_RUNNER_LABELS: labels }),
+    };
+    const process = startLoggedProcess({
+      name: current.name,
+      command: options.runnerBinary,
+      args: options.runnerArgs,
+      cwd: workDir,
+      env: processEnv,
+      logPath: join(dir, `${slug}.log`),
+      echo: options.echoOutput,
+    });
+    const observation: RunnerPodObservation = {
+      namespace: current.namespace,
+      name: current.name,
+      uid: current.uid,
+      runnerGroup: pod.metadata?.labels?.["gitea.bpg.pw/runnergroup-name"],
+      forgeJobId: pod.metadata?.labels?.["gitea.bpg.pw/job-id"],
+      envNames: Object.keys(env).sort(),
+      runnerLabels: labels,
+      pid: process.pid,
+      workDir,
+      logPath: process.logPath,
+      startedAt: new Date(),
+      killedOnDeletion: false,
+    };
+    current.process = process;
+    current.observation = observation;
+    started.push(observation);
+    process.status.then((status) => {
+      observation.exitCode = status.code;
+      observation.finishedAt = new Date();
+      enqueue(current.uid);
+    });
+  };
+
+  const relist = async (): Promise<string> => {
+    const list = await core.listPodForAllNamespaces({ fieldSelector });
+    const seen = new Set<string>();
+    for (const pod of list.items) {
+      const uid = pod.metadata?.uid;
+      if (!uid) continue;
+      seen.add(uid);
+      latest.set(uid, pod);
+    }
+    // Deletions that happened while no watch was open.
+    for (const uid of [...latest.keys(), ...records.keys()]) if (!seen.has(uid)) latest.set(uid, undefined);
+    for (const uid of new Set([...latest.keys(), ...records.keys()])) enqueue(uid);
+    return list.metadata?.resourceVersion ?? "";
+  };
+
+  const watchOnce = (resourceVersion: string): Promise<void> =>
+    new Promise<void>((resolve, reject) => {
+      const onEvent = (type: string, object: V1Pod & { code?: number; message?: string }): void => {
+        if (type === "ERROR") {
+          abortWatch?.abort();
+          reject(new Error(`The pod watch failed: ${object.message ?? "unknown error"} (code ${object.code})`));
+          return;
+        }
+        const uid = object.metadata?.uid;
+        if (type === "BOOKMARK" || !uid) return;
+        latest.set(uid, type === "DELETED" ? undefined : object);
+        enqueue(uid);
+      };
+      const onDone = (error: unknown): void => error ? reject(error) : resolve();
+      // The server ends the watch after timeoutSeconds; the loop then relists, which doubles as a periodic resync.
+      new Watch(options.kubeConfig).watch(
+        "/api/v1/pods",
+        { fieldSelector, resourceVersion, allowWatchBookmarks: true, timeoutSeconds: 20 },
+        onEvent,
+        onDone,
+      ).then((controller) => {
+        abortWatch = controller;
+        if (stopped) controller.abort();
+      }, reject);
+    });
+
+  // The client's Watch stops for good on any error; this loop restarts it (relist, then watch) with backoff.
+  let firstList: (() => void) | undefined;
+  const firstListDone = new Promise<void>((resolve) => firstList = resolve);
+  const watchLoop = (async (): Promise<void> => {
+    let failures = 0;
+    while (!stopped) {
+      try {
+        const resourceVersion = await relist();
+        firstList?.();
+        failures = 0;
+        await watchOnce(resourceVersion);
+      } catch {
+        if (stopped) break;
+        failures++;
+        watchRestarts++;
+        const delayMs = Math.min(200 * 2 ** failures, 5_000) * (0.5 + Math.random());
+        await sleep(delayMs);
+      }
+    }
+  })();
+
+  const stop = async (): Promise<void> => {
+    if (stopped) return;
+    stopped = true;
+    firstList?.();
+    abortWatch?.abort();
+    for (const timer of timers) clearTimeout(timer);
+    timers.clear();
+    for (const wake of [...wakeSleepers]) wake();
+    await Promise.allSettled([...records.values()].map((pod) => pod.process?.stop(graceMs)));
+    await watchLoop;
+    await Promise.allSettled([...inFlight]);
+    if (ownsDir) await Deno.remove(dir, { recursive: true }).catch(() => {});
+  };
+
+  await firstListDone;
+  return {
+    dir,
+    started,
+    observation: (namespace, name) => started.findLast((pod) => pod.namespace === namespace && pod.name === name),
+    ignoredPods,
+    configErrors,
+    get watchRestarts(): number {
+      return watchRestarts;
+    },
+    get lastSyncError(): unknown {
+      return lastSyncError;
+    },
+    stop,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Environment
+
+/**
+ * Resolves the `runner` container's environment as a kubelet would: literal values, Secret and ConfigMap keys,
+ * a few downward-API fields, and `envFrom`. Missing references fail like the kubelet's CreateContainerConfigError.
+ */
+export async function resolveRunnerEnv(core: CoreV1Api, pod: V1Pod): Promise<Record<string, string>> {
+  const namespace = pod.metadata?.namespace ?? "default";
+  const container = pod.spec?.containers.find((candidate) => candidate.name === runnerContainerName);
+  if (!container) throw new ContainerConfigError(`The pod has no container named "${runnerContainerName}"`);
+  const secrets = new Map<string, Record<string, string> | undefined>();
+  const configMaps = new Map<string, Record<string, string> | undefined>();
+
+  const secret = async (name: string): Promise<Record<string, string> | undefined> => {
+    if (!secrets.has(name)) {
+      const found = await readOrUndefined(() => core.readNamespacedSecret({ name, namespace }));
+      const decoded = found && Object.fromEntries(
+        Object.entries(found.data ?? {}).map(([key, value]) => [key, decodeBase64(value)]),
+      );
+      secrets.set(name, decoded && { ...decoded, ...found?.stringData });
+    }
+    return secrets.get(name);
+  };
+  const configMap = async (name: string): Promise<Record<string, string> | undefined> => {
+    if (!configMaps.has(name)) {
+      const found = await readOrUndefined(() => core.readNamespacedConfigMap({ name, namespace }));
+      configMaps.set(name, found && (found.data ?? {}));
+    }
+    return configMaps.get(name);
+  };
+
+  const env: Record<string, string> = {};
+  for (const source of container.envFrom ?? []) {
+    const prefix = source.prefix ?? "";
+    const ref = source.secretRef ?? source.configMapRef;
+    if (!ref) continue;
+    const kind = source.secretRef ? "secret" : "configmap";
+    const data = source.secretRef ? await secret(ref.name ?? "") : await configMap(ref.name ?? "");
+    if (data === undefined) {
+      if (ref.optional) continue;
+      throw new ContainerConfigError(`${kind} "${ref.name}" not found`);
+    }
+    for (const [key, value] of Object.entries(data)) env[prefix + key] = value;
+  }
+  for (const variable of container.env ?? []) {
+    const from = variable.valueFrom;
+    if (!from) {
+      env[variable.name] = variable.value ?? "";
+      continue;
+    }
+    const keyRef = from.secretKeyRef ?? from.configMapKeyRef;
+    if (keyRef) {
+      const kind = from.secretKeyRef ? "Secret" : "ConfigMap";
+      const data = from.secretKeyRef ? await secret(keyRef.name ?? "") : await configMap(keyRef.name ?? "");
+      const value = data?.[keyRef.key];
+      if (value !== undefined) env[variable.name] = value;
+      else if (!keyRef.optional) {
+        throw new ContainerConfigError(
+          data === undefined
+            ? `${kind.toLowerCase()} "${keyRef.name}" not found`
+            : `couldn't find key ${keyRef.key} in ${kind} ${namespace}/${keyRef.name}`,
+        );
+      }
+      continue;
+    }
+    if (from.fieldRef) {
+      env[variable.name] = podField(pod, from.fieldRef.fieldPath);
+      continue;
+    }
+    throw new ContainerConfigError(
+      `Cannot resolve variable "${variable.name}": only value, secretKeyRef, ` +
+        "configMapKeyRef and fieldRef are supported by the test kubelet",
+    );
+  }
+  return env;
+}
+
+function podField(pod: V1Pod, path: string): string {
+  const labelMatch = /^metadata\.(labels|annotations)\['(.+)'\]$/.exec(path);
+  if (labelMatch) return pod.metadata?.[labelMatch[1] as "labels" | "annotations"]?.[labelMatch[2]] ?? "";
+  const fields: Record<string, string | undefined> = {
+    "metadata.name": pod.metadata?.name,
+    "metadata.namespace": pod.metadata?.namespace,
+    "metadata.uid": pod.metadata?.uid,
+    "spec.nodeName": pod.spec?.nodeName,
+    "spec.serviceAccountName": pod.spec?.serviceAccountName,
+    "status.podIP": hostIp,
+    "status.hostIP": hostIp,
+  };
+  if (!(path in fields)) throw new ContainerConfigError(`Unsupported fieldRef "${path}" in the test kubelet`);
+  return fields[path] ?? "";
+}
+
+async function readOrUndefined<T>(read: () => Promise<T>): Promise<T | undefined> {
+  try {
+    return await read();
+  } catch (error) {
+    if (isNotFound(error)) return undefined;
+    throw error;
+  }
+}
+
+function decodeBase64(value: string): string {
+  return new TextDecoder().decode(Uint8Array.from(atob(value), (char) => char.charCodeAt(0)));
+}
+
+function isNotFound(error: unknown): boolean {
+  return error instanceof ApiException && error.code === 404;
+}
+
+function isConflict(error: unknown): boolean {
+  return error instanceof ApiException && error.code === 409;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Pod status, as a kubelet reports it
+
+const hostIp = "127.0.0.1";
+
+function condition(type: string, status: boolean, reason?: string): Record<string, unknown> {
+  return { type, status: status ? "True" : "False", lastTransitionTime: new Date().toISOString(), reason };
+}
+
+function addresses(pod: V1Pod): Record<string, unknown> {
+  return {
+    hostIP: hostIp,
+    hostIPs: [{ ip: hostIp }],
+    podIP: hostIp,
+    podIPs: [{ ip: hostIp }],
+    startTime: pod.status?.startTime ?? new Date().toISOString(),
+  };
+}
+
+function containers(pod: V1Pod): V1Container[] {
+  return pod.spec?.containers ?? [];
+}
+
+function containerId(record: PodRecord, container: V1Container): string {
+  return `harness://${record.uid}/${container.name}`;
+}
+
+function pendingStatus(pod: V1Pod, message: string): Record<string, unknown> {
+  return {
+    phase: "Pending",
+    ...addresses(pod),
+    conditions: [
+      condition("PodScheduled", true),
+      condition("PodReadyToStartContainers", true),
+      condition("Initialized", true),
+      condition("ContainersReady", false, "ContainersNotReady"),
+      condition("Ready", false, "ContainersNotReady"),
+    ],
+    containerStatuses: containers(pod).map((container) => ({
+      name: container.name,
+      image: container.image ?? "",
+      imageID: "",
+      ready: false,
+      started: false,
+      restartCount: 0,
+      state: {
+        waiting: container.name === runnerContainerName
+          ? { reason: "CreateContainerConfigError", message }
+          : { reason: "ContainerCreating" },
+      },
+    })),
+  };
+}
+
+function runningStatus(pod: V1Pod, record: PodRecord): Record<string, unknown> {
+  const startedAt = (record.observation?.startedAt ?? new Date()).toISOString();
+  return {
+    phase: "Running",
+    ...addresses(pod),
+    conditions: [
+      condition("PodScheduled", true),
+      condition("PodReadyToStartContainers", true),
+      condition("Initialized", true),
+      condition("ContainersReady", true),
+      condition("Ready", true),
+    ],
+    containerStatuses: containers(pod).map((container) => ({
+      name: container.name,
+      image: container.image ?? "",
+      imageID: "",
+      containerID: containerId(record, container),
+      ready: true,
+      started: true,
+      restartCount: 0,
+      state: { running: { startedAt } },
+    })),
+  };
+}
+
+function terminalStatus(pod: V1Pod, record: PodRecord): Record<string, unknown> {
+  const observation = record.observation;
+  const exitCode = observation?.exitCode ?? 137;
+  const startedAt = (observation?.startedAt ?? new Date()).toISOString();
+  const finishedAt = (observation?.finishedAt ?? new Date()).toISOString();
+  return {
+    phase: exitCode === 0 ? "Succeeded" : "Failed",
+    ...addresses(pod),
+    conditions: [
+      condition("PodScheduled", true),
+      condition("PodReadyToStartContainers", false),
+      condition("Initialized", true, "PodCompleted"),
+      condition("ContainersReady", false, "PodCompleted"),
+      condition("Ready", false, "PodCompleted"),
+    ],
+    containerStatuses: containers(pod).map((container) => {
+      // Only the runner really ran; the other containers are reported as having finished cleanly with it.
+      const code = container.name === runnerContainerName ? exitCode : 0;
+      return {
+        name: container.name,
+        image: container.image ?? "",
+        imageID: "",
+        containerID: containerId(record, container),
+        ready: false,
+        started: false,
+        restartCount: 0,
+        state: {
+          terminated: {
+            exitCode: code,
+            reason: code === 0 ? "Completed" : "Error",
+            startedAt,
+            finishedAt,
+            containerID: containerId(record, container),
+          },
+        },
+      };
+    }),
+  };
+}

@@ -1,0 +1,206 @@
+// Command test-runner is a minimal Gitea Actions runner used by the operator's integration and end-to-end tests.
+//
+// The official runner (act_runner) is not served by the Go module proxy reachable from our CI, so the tests run this
+// stand-in instead. It speaks Gitea's real runner protocol (code.gitea.io/actions-proto-go over Connect) and is
+// configured like the official runner image, so the operator cannot tell the difference:
+//
+//	GITEA_INSTANCE_URL               base URL of the Gitea instance
+//	GITEA_RUNNER_REGISTRATION_TOKEN  registration token (global, org, user or repository scope)
+//	GITEA_RUNNER_NAME                runner name (default: the host name)
+//	GITEA_RUNNER_LABELS              comma-separated "name[:schema[:arg]]"; only the names are sent to Gitea
+//	GITEA_RUNNER_EPHEMERAL           "true" or "1" registers an ephemeral runner
+//
+// It registers, declares its labels, polls for exactly one task, runs that job's `run:` steps with bash on the host in
+// a fresh work directory, streams logs and step results back and exits 0 once the task is reported complete, whatever
+// the job's result (even when not ephemeral: one runner process, one job). It does not run actions (`uses:` steps
+// fail), containers, services or expressions other than `${{ matrix.<key> }}`.
+//
+// Exit codes: 0 after one task, 1 on configuration, registration or protocol errors, 143 on SIGTERM/SIGINT.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	runnerv1 "code.gitea.io/actions-proto-go/runner/v1"
+	"code.gitea.io/actions-proto-go/runner/v1/runnerv1connect"
+	"connectrpc.com/connect"
+)
+
+const version = "test-runner/0.1.0"
+
+// pollInterval is how often an idle runner asks Gitea for a task (the official runner's default is 2s).
+const pollInterval = time.Second
+
+type config struct {
+	instanceURL string
+	token       string
+	name        string
+	labels      []string
+	ephemeral   bool
+}
+
+func main() {
+	log.SetFlags(log.Ltime | log.Lmicroseconds)
+	log.SetPrefix("[test-runner] ")
+	cfg, err := configFromEnv()
+	if err != nil {
+		fail(err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	err = run(ctx, cfg)
+	switch {
+	case ctx.Err() != nil:
+		fmt.Fprintln(os.Stderr, "test-runner: stopped by a signal")
+		os.Exit(143)
+	case err != nil:
+		fail(err)
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintf(os.Stderr, "test-runner: %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
+	os.Exit(1)
+}
+
+func configFromEnv() (config, error) {
+	cfg := config{
+		instanceURL: strings.TrimRight(os.Getenv("GITEA_INSTANCE_URL"), "/"),
+		token:       os.Getenv("GITEA_RUNNER_REGISTRATION_TOKEN"),
+		name:        os.Getenv("GITEA_RUNNER_NAME"),
+	}
+	if cfg.instanceURL == "" {
+		return cfg, errors.New("GITEA_INSTANCE_URL is not set")
+	}
+	if cfg.token == "" {
+		return cfg, errors.New("GITEA_RUNNER_REGISTRATION_TOKEN is not set")
+	}
+	if cfg.name == "" {
+		cfg.name, _ = os.Hostname()
+	}
+	labels, err := parseLabelNames(os.Getenv("GITEA_RUNNER_LABELS"))
+	if err != nil {
+		return cfg, err
+	}
+	cfg.labels = labels
+	switch strings.ToLower(os.Getenv("GITEA_RUNNER_EPHEMERAL")) {
+	case "true", "1":
+		cfg.ephemeral = true
+	case "", "false", "0":
+	default:
+		return cfg, fmt.Errorf("cannot parse GITEA_RUNNER_EPHEMERAL %q: expected true, 1, false or 0", os.Getenv("GITEA_RUNNER_EPHEMERAL"))
+	}
+	return cfg, nil
+}
+
+// parseLabelNames keeps the name of each "name[:schema[:arg]]" label. Gitea stores what the runner declares as the
+// runner's labels and matches a job when every `runs-on` value is one of them (ActionRunner.CanMatchLabels), so the
+// names are what makes matching work; the official runner also declares names only.
+func parseLabelNames(raw string) ([]string, error) {
+	var names []string
+	for _, label := range strings.Split(raw, ",") {
+		label = strings.TrimSpace(label)
+		if label == "" {
+			continue
+		}
+		name, _, _ := strings.Cut(label, ":")
+		if name == "" {
+			return nil, fmt.Errorf("cannot parse runner label %q: the name is empty", label)
+		}
+		names = append(names, name)
+	}
+	if len(names) == 0 {
+		return nil, errors.New("GITEA_RUNNER_LABELS has no labels: a runner without labels never matches a job")
+	}
+	return names, nil
+}
+
+// client wraps the Connect client and adds the credentials Gitea issued at registration to every later call.
+type client struct {
+	rpc   runnerv1connect.RunnerServiceClient
+	uuid  string
+	token string
+}
+
+func request[T any](c *client, msg *T) *connect.Request[T] {
+	req := connect.NewRequest(msg)
+	req.Header().Set("x-runner-uuid", c.uuid)
+	req.Header().Set("x-runner-token", c.token)
+	return req
+}
+
+// retry calls f until it succeeds, fails with anything but "unavailable" (Gitea down or restarting), or ctx ends.
+func retry[T any](ctx context.Context, what string, f func(context.Context) (T, error)) (T, error) {
+	for {
+		result, err := f(ctx)
+		if err == nil || connect.CodeOf(err) != connect.CodeUnavailable || ctx.Err() != nil {
+			if err != nil {
+				err = fmt.Errorf("cannot %s: %w", what, err)
+			}
+			return result, err
+		}
+		log.Printf("cannot %s, retrying: %v", what, err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(pollInterval):
+		}
+	}
+}
+
+func run(ctx context.Context, cfg config) error {
+	c := &client{rpc: runnerv1connect.NewRunnerServiceClient(http.DefaultClient, cfg.instanceURL+"/api/actions")}
+
+	registered, err := retry(ctx, "register with "+cfg.instanceURL, func(ctx context.Context) (*connect.Response[runnerv1.RegisterResponse], error) {
+		return c.rpc.Register(ctx, connect.NewRequest(&runnerv1.RegisterRequest{
+			Name: cfg.name, Token: cfg.token, Version: version, Labels: cfg.labels, Ephemeral: cfg.ephemeral,
+		}))
+	})
+	if err != nil {
+		return err
+	}
+	c.uuid, c.token = registered.Msg.Runner.Uuid, registered.Msg.Runner.Token
+	log.Printf("registered runner %q (id %d, labels %v, ephemeral %v)", cfg.name, registered.Msg.Runner.Id, cfg.labels, cfg.ephemeral)
+
+	if _, err := retry(ctx, "declare labels", func(ctx context.Context) (*connect.Response[runnerv1.DeclareResponse], error) {
+		return c.rpc.Declare(ctx, request(c, &runnerv1.DeclareRequest{Version: version, Labels: cfg.labels}))
+	}); err != nil {
+		return err
+	}
+
+	task, err := fetchOneTask(ctx, c)
+	if err != nil {
+		return err
+	}
+	return runTask(ctx, c, cfg, task)
+}
+
+func fetchOneTask(ctx context.Context, c *client) (*runnerv1.Task, error) {
+	var tasksVersion int64
+	for {
+		fetched, err := retry(ctx, "fetch a task", func(ctx context.Context) (*connect.Response[runnerv1.FetchTaskResponse], error) {
+			return c.rpc.FetchTask(ctx, request(c, &runnerv1.FetchTaskRequest{TasksVersion: tasksVersion}))
+		})
+		if err != nil {
+			return nil, err
+		}
+		if fetched.Msg.Task != nil {
+			return fetched.Msg.Task, nil
+		}
+		tasksVersion = fetched.Msg.TasksVersion
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(pollInterval):
+		}
+	}
+}
