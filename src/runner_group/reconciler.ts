@@ -3,7 +3,7 @@
  * caches, creates the runner Jobs that are missing and writes status only when it changed.
  */
 import { PatchStrategy, setHeaderOptions, type V1Job } from "@kubernetes/client-node";
-import { type DemandPollers, type DemandSnapshot, type ForgeTarget } from "../forge/demand_poller.ts";
+import type { DemandPollers, DemandSnapshot, ForgeTarget } from "../forge/demand_poller.ts";
 import type { JobsEndpoint } from "../forge/gitea_client.ts";
 import { effectiveRunnerLabels, InvalidLabelError, type RunnerLabel } from "../forge/labels.ts";
 import type { EventRecorder, EventTarget } from "../kube/events.ts";

@@ -178,13 +178,21 @@ kill "$watcher" 2>/dev/null
 exit "$code"
 `;
 
-/** Spawns a command that cannot outlive this process (see {@linkcode lifeline}); stdin is the lifeline. */
+/** A command running under the {@linkcode lifeline} watchdog. */
+export interface TiedProcess {
+  /** The watchdog process: read the command's output and exit status here; its stdin is the lifeline. */
+  readonly process: Deno.ChildProcess;
+  /** SIGTERM and SIGINT reach the command; SIGKILL cuts the lifeline, so the watchdog kills the command at once. */
+  kill(signal?: "SIGTERM" | "SIGINT" | "SIGKILL"): void;
+}
+
+/** Spawns a command that cannot outlive this process (see {@linkcode lifeline}). */
 export function spawnTiedToThisProcess(
   command: string,
   args: string[],
   options: { cwd?: string; env?: Record<string, string> } = {},
-): Deno.ChildProcess {
-  const child = new Deno.Command("bash", {
+): TiedProcess {
+  const process = new Deno.Command("bash", {
     args: ["-c", lifeline, command, command, ...args],
     cwd: options.cwd,
     env: options.env,
@@ -192,24 +200,20 @@ export function spawnTiedToThisProcess(
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  const liveChild = { killNow: (): void => killQuietly(child, "SIGKILL") };
-  liveChildren.add(liveChild);
-  child.status.finally(() => liveChildren.delete(liveChild));
-  return child;
-}
-
-/** Children to kill on a normal exit that skipped `dispose()`; abnormal exits are covered by the lifeline. */
-const liveChildren = new Set<{ killNow(): void }>();
-globalThis.addEventListener("unload", () => {
-  for (const child of liveChildren) child.killNow();
-});
-
-function killQuietly(child: Deno.ChildProcess, signal: Deno.Signal): void {
-  try {
-    child.kill(signal);
-  } catch {
-    // Already exited.
-  }
+  return {
+    process,
+    kill(signal = "SIGTERM"): void {
+      if (signal === "SIGKILL") {
+        process.stdin.close().catch(() => {});
+        return;
+      }
+      try {
+        process.kill(signal);
+      } catch {
+        // Already exited.
+      }
+    },
+  };
 }
 
 /** Appends a child's stdout and stderr to one file; resolves when both streams end. */
@@ -240,7 +244,7 @@ class GiteaProcess {
   readonly url: string;
   readonly configPath: string;
   readonly logPath: string;
-  #child: Deno.ChildProcess | undefined;
+  #child: TiedProcess | undefined;
   #output: Promise<void> | undefined;
   #disposed = false;
 
@@ -346,9 +350,9 @@ class GiteaProcess {
       env: { GITEA_WORK_DIR: this.dir, HOME: this.dir },
     });
     this.#child = child;
-    this.#output = captureOutput(child, this.logPath);
+    this.#output = captureOutput(child.process, this.logPath);
     let exited = false;
-    child.status.then(() => exited = true);
+    child.process.status.then(() => exited = true);
     const deadline = Date.now() + (this.options.readyTimeoutMs ?? 60_000);
     while (Date.now() < deadline) {
       if (exited) break;
@@ -372,10 +376,9 @@ class GiteaProcess {
   async stop(): Promise<void> {
     const child = this.#child;
     if (!child) return;
-    killQuietly(child, "SIGTERM");
-    // Closing the lifeline makes the watchdog SIGKILL Gitea if it ignores SIGTERM.
-    const timer = setTimeout(() => child.stdin.close().catch(() => {}), 10_000);
-    await child.status;
+    child.kill("SIGTERM");
+    const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+    await child.process.status;
     clearTimeout(timer);
     await this.#output;
     this.#child = undefined;
@@ -598,16 +601,16 @@ export interface TestRunnerEnv {
 export interface TestRunnerProcess {
   /** Resolves when the runner exits; `output` is its stderr and stdout. */
   exited: Promise<{ code: number; output: string }>;
-  /** Sends a signal (default SIGTERM); no-op once exited. */
-  kill(signal?: Deno.Signal): void;
+  /** Sends SIGTERM (default) or SIGINT, or kills at once with SIGKILL; no-op once exited. */
+  kill(signal?: "SIGTERM" | "SIGINT" | "SIGKILL"): void;
 }
 
 /** Starts the Go test runner (`ensureTools().testRunner`) with the given environment. */
 export function runTestRunner(binary: string, env: TestRunnerEnv): TestRunnerProcess {
-  const child = spawnTiedToThisProcess(binary, [], { env: { ...env } });
-  const exited = child.output().then((output) => {
+  const runner = spawnTiedToThisProcess(binary, [], { env: { ...env } });
+  const exited = runner.process.output().then((output) => {
     const decoder = new TextDecoder();
     return { code: output.code, output: decoder.decode(output.stderr) + decoder.decode(output.stdout) };
   });
-  return { exited, kill: (signal: Deno.Signal = "SIGTERM"): void => killQuietly(child, signal) };
+  return { exited, kill: runner.kill };
 }

@@ -273,7 +273,7 @@ Deno.test({
         assert.equal(code, 143, output);
         assert.ok(Date.now() - stoppedAt < 3_000, "the runner took more than 3 s to stop");
         const [job] = (await repoJobs("slow")).jobs;
-        assert.equal(job.status, "completed");
+        assert.equal(job.status, "completed", output);
         assert.equal(job.conclusion, "cancelled");
       });
 

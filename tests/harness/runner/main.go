@@ -188,7 +188,11 @@ func fetchOneTask(ctx context.Context, c *client) (*runnerv1.Task, error) {
 	var tasksVersion int64
 	for {
 		fetched, err := retry(ctx, "fetch a task", func(ctx context.Context) (*connect.Response[runnerv1.FetchTaskResponse], error) {
-			return c.rpc.FetchTask(ctx, request(c, &runnerv1.FetchTaskRequest{TasksVersion: tasksVersion}))
+			// Gitea assigns the task before answering: a request aborted by SIGTERM could leave it assigned to a
+			// runner that never heard of it (running until Gitea's zombie timeout). Finish the call, then stop.
+			callCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+			return c.rpc.FetchTask(callCtx, request(c, &runnerv1.FetchTaskRequest{TasksVersion: tasksVersion}))
 		})
 		if err != nil {
 			return nil, err

@@ -1,0 +1,94 @@
+/** Demand pollers against a local HTTP server that answers like Gitea. */
+import assert from "node:assert/strict";
+import { DemandPollers, type ForgeTarget, targetKey } from "../../src/forge/demand_poller.ts";
+
+const job = (id: number) => ({
+  id,
+  run_id: 1,
+  name: `j${id}`,
+  labels: ["linux"],
+  status: "queued",
+  url: `http://x/api/v1/repos/acme/app/actions/jobs/${id}`,
+  html_url: "",
+  created_at: "2026-01-01T00:00:00Z",
+});
+
+const until = async (condition: () => boolean, timeoutMs = 5000): Promise<void> => {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error("Timed out waiting for a condition");
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+};
+
+Deno.test("groups sharing a target share one poller: one jobs request per poll, and change-only notifications", async () => {
+  let jobs = [job(1)];
+  let jobRequests = 0;
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (request) => {
+    const url = new URL(request.url);
+    if (url.pathname === "/api/v1/version") return Response.json({ version: "1.26.0" });
+    jobRequests++;
+    return Response.json({ jobs, total_count: jobs.length });
+  });
+  const notified: string[][] = [];
+  const pollers = new DemandPollers({ intervalMs: 100, timeoutMs: 1000, onChange: (keys) => notified.push(keys) });
+  try {
+    const target: ForgeTarget = {
+      baseUrl: `http://127.0.0.1:${server.addr.port}`,
+      endpoint: { scope: "repo", owner: "acme", repo: "app" },
+      token: "shared-token-value",
+    };
+    const key = pollers.subscribe("ns/a", target);
+    assert.equal(pollers.subscribe("other/b", { ...target }), key);
+    assert.equal(pollers.size, 1);
+    assert.ok(!key.includes("shared-token-value"), "target keys never contain the token");
+    await until(() => notified.length === 1);
+    assert.deepEqual(notified[0].sort(), ["ns/a", "other/b"]);
+    assert.deepEqual(pollers.snapshot(key)?.jobs.map((j) => j.id), [1]);
+    const before = jobRequests;
+    await new Promise((resolve) => setTimeout(resolve, 350));
+    assert.ok(jobRequests - before >= 2 && jobRequests - before <= 4, `${jobRequests - before} polls in 350 ms`);
+    assert.equal(notified.length, 1, "an unchanged answer notifies nobody");
+    jobs = [job(1), job(2)];
+    await until(() => notified.length === 2);
+    pollers.unsubscribe("ns/a");
+    pollers.unsubscribe("other/b");
+    assert.equal(pollers.size, 0, "a poller without groups stops");
+    assert.notEqual(targetKey(target), targetKey({ ...target, token: "another-token" }));
+  } finally {
+    await pollers.stop();
+    await server.shutdown();
+  }
+});
+
+Deno.test("a failing forge is reported in the snapshot, backs off, and recovers", async () => {
+  let failing = true;
+  let requests = 0;
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (request) => {
+    requests++;
+    if (failing) return new Response("down", { status: 503 });
+    const url = new URL(request.url);
+    if (url.pathname === "/api/v1/version") return Response.json({ version: "1.26.0" });
+    return Response.json({ jobs: [job(5)], total_count: 1 });
+  });
+  const pollers = new DemandPollers({ intervalMs: 50, timeoutMs: 1000, onChange: () => {} });
+  try {
+    const key = pollers.subscribe("ns/a", {
+      baseUrl: `http://127.0.0.1:${server.addr.port}`,
+      endpoint: { scope: "global" },
+      token: "t",
+    });
+    await until(() => pollers.snapshot(key)?.error !== undefined);
+    assert.equal(pollers.snapshot(key)?.error?.kind, "ServerError");
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    // 50, 100, 200 ms backoff: at most 4 attempts in 400 ms, where a fixed interval would make 8.
+    assert.ok(requests <= 5, `${requests} requests while failing`);
+    failing = false;
+    await until(() => pollers.snapshot(key)?.error === undefined, 10_000);
+    assert.deepEqual(pollers.snapshot(key)?.jobs.map((j) => j.id), [5]);
+    assert.equal(pollers.snapshot(key)?.version, "1.26.0");
+  } finally {
+    await pollers.stop();
+    await server.shutdown();
+  }
+});

@@ -1,0 +1,170 @@
+import assert from "node:assert/strict";
+import type { QueuedJob } from "../../src/forge/gitea_client.ts";
+import { effectiveRunnerLabels } from "../../src/forge/labels.ts";
+import { chooseOwnerGroup, type GroupCoverage } from "../../src/runner_group/ownership.ts";
+import { type PlanInput, planRunnerJobs, retryDelay, type RunnerJobRecord } from "../../src/runner_group/planner.ts";
+
+const now = 1_000_000;
+const job = (id: number, runsOn: string[] = ["linux"], repo = "app"): QueuedJob => ({
+  id,
+  runId: 1,
+  name: `job-${id}`,
+  runsOn,
+  owner: "acme",
+  repo,
+  createdAt: "2026-01-01T00:00:00Z",
+  htmlUrl: "",
+});
+const record = (forgeJobId: number, state: RunnerJobRecord["state"], attempt = 0, finishedAt?: number) => ({
+  name: `g-${forgeJobId}${attempt ? `-${attempt}` : ""}`,
+  forgeJobId,
+  attempt,
+  state,
+  ...(finishedAt !== undefined ? { finishedAt } : {}),
+});
+
+function input(overrides: Partial<PlanInput> = {}): PlanInput {
+  return {
+    groupKey: "ci/g",
+    maxActiveRunners: 10,
+    labels: effectiveRunnerLabels(["linux:host"], false),
+    demand: { jobs: [], fetchedAt: now },
+    ownerOf: () => "ci/g",
+    runnerJobs: [],
+    activeElsewhere: new Set(),
+    now,
+    retry: { limit: 3, baseDelayMs: 10_000, maxDelayMs: 300_000 },
+    settleMs: 3000,
+    ...overrides,
+  };
+}
+const createdIds = (plan: ReturnType<typeof planRunnerJobs>): number[] => plan.create.map((c) => c.job.id);
+
+Deno.test("one runner per queued matching job, oldest first", () => {
+  const plan = planRunnerJobs(input({ demand: { jobs: [job(7), job(3), job(5)], fetchedAt: now } }));
+  assert.deepEqual(createdIds(plan), [3, 5, 7]);
+  assert.ok(plan.create.every((c) => c.attempt === 0 && c.replaces === undefined));
+  assert.equal(plan.queued, 3);
+});
+
+Deno.test("never more active runners than maxActiveRunners", () => {
+  const jobs = [job(1), job(2), job(3), job(4)];
+  let plan = planRunnerJobs(input({ maxActiveRunners: 2, demand: { jobs, fetchedAt: now } }));
+  assert.deepEqual(createdIds(plan), [1, 2]);
+  assert.equal(plan.waitingForCapacity, 2);
+  plan = planRunnerJobs(input({
+    maxActiveRunners: 2,
+    demand: { jobs, fetchedAt: now },
+    runnerJobs: [record(1, "active"), record(2, "active")],
+  }));
+  assert.deepEqual(createdIds(plan), []);
+  assert.equal(plan.active, 2);
+  plan = planRunnerJobs(input({ maxActiveRunners: 0, demand: { jobs, fetchedAt: now } }));
+  assert.deepEqual(createdIds(plan), [], "0 pauses the group");
+});
+
+Deno.test("a job with a runner Job already gets no second one, also when it was created by an earlier process", () => {
+  const plan = planRunnerJobs(input({
+    demand: { jobs: [job(1), job(2)], fetchedAt: now },
+    runnerJobs: [record(1, "active")],
+  }));
+  assert.deepEqual(createdIds(plan), [2]);
+});
+
+Deno.test("jobs the group cannot run, or another group runs, are left alone", () => {
+  const plan = planRunnerJobs(input({
+    demand: { jobs: [job(1, ["windows"]), job(2), job(3), job(4)], fetchedAt: now },
+    ownerOf: (j) => (j.id === 3 ? "ci/other" : "ci/g"),
+    activeElsewhere: new Set([4]),
+  }));
+  assert.deepEqual(createdIds(plan), [2]);
+  assert.equal(plan.queued, 2, "jobs 2 and 4 are this group's");
+});
+
+Deno.test("no demand yet means nothing to create", () => {
+  const plan = planRunnerJobs(input({ demand: undefined, runnerJobs: [record(1, "active")] }));
+  assert.deepEqual(plan.create, []);
+  assert.equal(plan.active, 1);
+});
+
+Deno.test("a failed runner is replaced after its backoff, up to the retry limit", () => {
+  const failedAt = now - 60_000;
+  const demand = { jobs: [job(1)], fetchedAt: now };
+  // First failure: base delay 10 s has passed.
+  let plan = planRunnerJobs(input({ demand, runnerJobs: [record(1, "failed", 0, failedAt)] }));
+  assert.deepEqual(plan.create.map((c) => [c.job.id, c.attempt, c.replaces]), [[1, 1, "g-1"]]);
+  // Still within the backoff: nothing now, wake up when it ends.
+  plan = planRunnerJobs(input({ demand, runnerJobs: [record(1, "failed", 0, now - 5000)] }));
+  assert.deepEqual(plan.create, []);
+  assert.equal(plan.wakeAt, now - 5000 + 10_000);
+  // Third failure reaches the limit of 3.
+  plan = planRunnerJobs(input({
+    demand,
+    runnerJobs: [record(1, "failed", 0, failedAt), record(1, "failed", 1, failedAt), record(1, "failed", 2, failedAt)],
+  }));
+  assert.deepEqual(plan.create, []);
+  assert.deepEqual(plan.gaveUp.map((g) => [g.job.id, g.failures]), [[1, 3]]);
+});
+
+Deno.test("failed runner Jobs hold no capacity", () => {
+  const plan = planRunnerJobs(input({
+    maxActiveRunners: 1,
+    demand: { jobs: [job(2)], fetchedAt: now },
+    runnerJobs: [record(1, "failed", 0, now - 600_000)],
+  }));
+  assert.equal(plan.active, 0);
+  assert.deepEqual(createdIds(plan), [2]);
+});
+
+Deno.test("a job is not given a new runner on a forge answer older than its last runner's end", () => {
+  const plan = planRunnerJobs(input({
+    demand: { jobs: [job(1)], fetchedAt: now - 10_000 },
+    runnerJobs: [record(1, "succeeded", 0, now - 9000)],
+  }));
+  assert.deepEqual(plan.create, []);
+  const later = planRunnerJobs(input({
+    demand: { jobs: [job(1)], fetchedAt: now },
+    runnerJobs: [record(1, "succeeded", 0, now - 9000)],
+  }));
+  assert.deepEqual(later.create.map((c) => c.attempt), [1], "still queued after a runner that took another job");
+});
+
+Deno.test("retryDelay doubles up to the maximum", () => {
+  const retry = { limit: 5, baseDelayMs: 1000, maxDelayMs: 5000 };
+  assert.deepEqual([1, 2, 3, 4, 5].map((n) => retryDelay(n, retry)), [1000, 2000, 4000, 5000, 5000]);
+});
+
+const coverage = (key: string, overrides: Partial<GroupCoverage>): GroupCoverage => ({
+  key,
+  forge: "https://git.example.com",
+  scope: "global",
+  labels: effectiveRunnerLabels(["linux:host"], false),
+  paused: false,
+  ...overrides,
+});
+
+Deno.test("a job several groups can run goes to the most specific scope, ties to the first namespace/name", () => {
+  const forge = "https://git.example.com";
+  const groups = [
+    coverage("a/global", { scope: "global" }),
+    coverage("b/org", { scope: "org", owner: "ACME" }),
+    coverage("c/repo", { scope: "repo", owner: "acme", repo: "app" }),
+    coverage("a/repo", { scope: "repo", owner: "acme", repo: "app" }),
+  ];
+  assert.equal(chooseOwnerGroup(forge, job(1), groups), "a/repo");
+  assert.equal(chooseOwnerGroup(forge, job(1, ["linux"], "other"), groups), "b/org");
+  assert.equal(chooseOwnerGroup(forge, job(1, ["gpu"]), groups), undefined);
+  assert.equal(chooseOwnerGroup("https://elsewhere", job(1), groups), undefined);
+  // Groups in any order give the same owner.
+  assert.equal(chooseOwnerGroup(forge, job(1), [...groups].reverse()), "a/repo");
+});
+
+Deno.test("paused groups and groups whose labels do not match never own a job", () => {
+  const forge = "https://git.example.com";
+  const groups = [
+    coverage("x/repo", { scope: "repo", owner: "acme", repo: "app", paused: true }),
+    coverage("x/user", { scope: "user", owner: "acme", labels: effectiveRunnerLabels(["arm:host"], false) }),
+    coverage("x/global", {}),
+  ];
+  assert.equal(chooseOwnerGroup(forge, job(1), groups), "x/global");
+});

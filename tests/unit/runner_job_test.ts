@@ -1,0 +1,177 @@
+import assert from "node:assert/strict";
+import type { V1Job } from "@kubernetes/client-node";
+import type { QueuedJob } from "../../src/forge/gitea_client.ts";
+import { effectiveRunnerLabels } from "../../src/forge/labels.ts";
+import {
+  buildRunnerJob,
+  defaultRunnerImage,
+  describeRunnerJob,
+  labelKeys,
+  runnerJobName,
+} from "../../src/runner_group/runner_job.ts";
+import { parseRunnerGroupSpec, type RunnerGroupSpec } from "../../src/runner_group/schema.ts";
+
+const secretValue = "s3cr3t-registration-token-value";
+const job: QueuedJob = {
+  id: 4242,
+  runId: 17,
+  name: "build (linux, 1)",
+  runsOn: ["linux"],
+  owner: "acme",
+  repo: "app",
+  createdAt: "2026-01-01T00:00:00Z",
+  htmlUrl: "https://git.example.com/acme/app/actions/runs/17/jobs/4242",
+};
+
+function spec(extra: Record<string, unknown> = {}): RunnerGroupSpec {
+  const parsed = parseRunnerGroupSpec({
+    scope: "repo",
+    org: "acme",
+    repo: "app",
+    giteaURL: "https://git.example.com",
+    labels: ["linux:docker://node:20"],
+    maxActiveRunners: 2,
+    registrationToken: { name: "gitea-tokens", key: "registration" },
+    authToken: { name: "gitea-tokens", key: "api" },
+    ...extra,
+  });
+  if (!parsed.success) throw parsed.error;
+  return parsed.data;
+}
+
+function build(groupSpec = spec(), attempt = 0, name = "ci-runners"): V1Job {
+  return buildRunnerJob({
+    group: { name, namespace: "ci", uid: "0c6a3e7e-1111-2222-3333-444455556666", spec: groupSpec },
+    forge: "https://git.example.com",
+    labels: effectiveRunnerLabels(groupSpec.labels ?? [], groupSpec.defaultLabels ?? true),
+    job,
+    attempt,
+    defaultImage: defaultRunnerImage,
+  });
+}
+
+Deno.test("the runner Job's name is deterministic, DNS-safe and at most 63 characters", () => {
+  assert.equal(runnerJobName("ci-runners", 4242, 0), "ci-runners-4242");
+  assert.equal(runnerJobName("ci-runners", 4242, 2), "ci-runners-4242-2");
+  assert.equal(runnerJobName("ci-runners", 4242, 0), build().metadata?.name);
+  const long = "a".repeat(200);
+  for (const name of [long, "Team.Runners", "x".repeat(58), "-weird--"]) {
+    const result = runnerJobName(name, 1234567, 3);
+    assert.ok(result.length <= 63, `${result} is too long`);
+    assert.match(result, /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/);
+    assert.equal(result, runnerJobName(name, 1234567, 3));
+  }
+  assert.notEqual(runnerJobName(long, 1, 0), runnerJobName(`${long}b`, 1, 0), "cut names stay distinct");
+  assert.notEqual(runnerJobName("team.runners", 1, 0), runnerJobName("team-runners", 1, 0));
+});
+
+Deno.test("the registration token is referenced through secretKeyRef, never written as a value", () => {
+  const built = build();
+  const text = JSON.stringify(built);
+  assert.ok(!text.includes(secretValue));
+  const env = built.spec!.template.spec!.containers[0].env!;
+  const token = env.find((e) => e.name === "GITEA_RUNNER_REGISTRATION_TOKEN")!;
+  assert.equal(token.value, undefined);
+  assert.deepEqual(token.valueFrom, { secretKeyRef: { name: "gitea-tokens", key: "registration" } });
+  for (const e of env) {
+    if (e.value !== undefined) assert.ok(!/token/i.test(e.name) || e.name === "GITEA_RUNNER_NAME", e.name);
+  }
+});
+
+Deno.test("the runner Job carries identity, owner reference, ephemeral runner env and never-retry policy", () => {
+  const built = build();
+  const meta = built.metadata!;
+  assert.equal(meta.labels![labelKeys.jobId], "4242");
+  assert.equal(meta.labels![labelKeys.groupName], "ci-runners");
+  assert.equal(meta.labels!["app.kubernetes.io/managed-by"], "gitea-runner-operator");
+  assert.deepEqual(built.spec!.template.metadata!.labels, meta.labels);
+  assert.equal(meta.annotations!["gitea.bpg.pw/run-id"], "17");
+  assert.equal(meta.annotations!["gitea.bpg.pw/repository"], "acme/app");
+  assert.deepEqual(JSON.parse(meta.annotations!["gitea.bpg.pw/runs-on"]), ["linux"]);
+  assert.deepEqual(meta.ownerReferences, [{
+    apiVersion: "gitea.bpg.pw/v1alpha1",
+    kind: "RunnerGroup",
+    name: "ci-runners",
+    uid: "0c6a3e7e-1111-2222-3333-444455556666",
+    controller: true,
+    blockOwnerDeletion: true,
+  }]);
+  assert.equal(built.spec!.backoffLimit, 0);
+  assert.equal(built.spec!.template.spec!.restartPolicy, "Never");
+  const container = built.spec!.template.spec!.containers[0];
+  const env = Object.fromEntries(container.env!.filter((e) => e.value !== undefined).map((e) => [e.name, e.value]));
+  assert.equal(env.GITEA_INSTANCE_URL, "https://git.example.com");
+  assert.equal(env.GITEA_RUNNER_EPHEMERAL, "true");
+  assert.equal(env.GITEA_RUNNER_NAME, "ci-runners-4242");
+  assert.match(env.GITEA_RUNNER_LABELS ?? "", /^linux:docker:\/\/node:20,ubuntu-latest:docker:\/\//);
+  assert.equal(container.image, defaultRunnerImage);
+  assert.doesNotMatch(container.image!, /nightly|latest/);
+  assert.equal(container.imagePullPolicy, "IfNotPresent");
+  assert.equal(container.securityContext?.privileged, true, "Docker-in-Docker needs a privileged container");
+  assert.equal(built.spec!.template.spec!.automountServiceAccountToken, false);
+});
+
+Deno.test("a user template keeps image, resources and scheduling; the operator keeps identity and credentials", () => {
+  const built = build(spec({
+    ttlSecondsAfterFinished: 60,
+    activeDeadlineSeconds: 3600,
+    template: {
+      image: "registry.example.com/runner:1.2.3",
+      privileged: false,
+      resources: { requests: { cpu: "2" } },
+      nodeSelector: { pool: "ci" },
+      tolerations: [{ key: "ci", operator: "Exists" }],
+      serviceAccountName: "runner",
+      volumes: [{ name: "cache", emptyDir: {} }],
+      volumeMounts: [{ name: "cache", mountPath: "/cache" }],
+      env: [{ name: "HTTP_PROXY", value: "http://proxy:3128" }],
+      podLabels: { team: "platform", [labelKeys.jobId]: "spoofed" },
+    },
+  }));
+  const pod = built.spec!.template;
+  const container = pod.spec!.containers[0];
+  assert.equal(container.image, "registry.example.com/runner:1.2.3");
+  assert.deepEqual(container.resources, { requests: { cpu: "2" } });
+  assert.deepEqual(container.securityContext, { allowPrivilegeEscalation: false });
+  assert.deepEqual(pod.spec!.nodeSelector, { pool: "ci" });
+  assert.equal(pod.spec!.serviceAccountName, "runner");
+  assert.deepEqual(pod.spec!.volumes, [{ name: "cache", emptyDir: {} }]);
+  assert.deepEqual(container.volumeMounts, [{ name: "cache", mountPath: "/cache" }]);
+  assert.equal(pod.metadata!.labels!.team, "platform");
+  assert.equal(pod.metadata!.labels![labelKeys.jobId], "4242", "identity labels win over template labels");
+  assert.equal(container.env!.at(-1)!.name, "HTTP_PROXY");
+  assert.equal(built.spec!.ttlSecondsAfterFinished, 60);
+  assert.equal(built.spec!.activeDeadlineSeconds, 3600);
+});
+
+Deno.test("a template may not set the operator's environment variables", () => {
+  const parsed = parseRunnerGroupSpec({
+    ...spec(),
+    template: { env: [{ name: "GITEA_RUNNER_REGISTRATION_TOKEN", value: "x" }] },
+  });
+  assert.equal(parsed.success, false);
+  assert.match(JSON.stringify(parsed.error?.issues), /GITEA_RUNNER_REGISTRATION_TOKEN/);
+});
+
+Deno.test("describeRunnerJob reads state, attempt and finish time back", () => {
+  const base = build(spec(), 2);
+  assert.deepEqual(describeRunnerJob(base, 5), {
+    name: "ci-runners-4242-2",
+    forgeJobId: 4242,
+    attempt: 2,
+    state: "active",
+  });
+  const failed = {
+    ...base,
+    status: { conditions: [{ type: "Failed", status: "True", lastTransitionTime: new Date(1000) }] },
+  } as V1Job;
+  assert.deepEqual(describeRunnerJob(failed, 5)?.state, "failed");
+  assert.equal(describeRunnerJob(failed, 5)?.finishedAt, 1000);
+  const complete = {
+    ...base,
+    status: { conditions: [{ type: "Complete", status: "True", lastTransitionTime: "1970-01-01T00:00:02Z" }] },
+  } as unknown as V1Job;
+  assert.equal(describeRunnerJob(complete, 5)?.state, "succeeded");
+  assert.equal(describeRunnerJob(complete, 5)?.finishedAt, 2000);
+  assert.equal(describeRunnerJob({ metadata: { name: "x", labels: {} } }, 5), undefined);
+});

@@ -1,0 +1,58 @@
+import assert from "node:assert/strict";
+import { canonicalJson, computeConditions, statusNeedsWrite } from "../../src/runner_group/status.ts";
+
+const t0 = new Date("2026-01-01T00:00:00Z");
+const t1 = new Date("2026-01-01T00:05:00Z");
+
+Deno.test("Ready is True only when spec, credentials and forge are all fine", () => {
+  const ok = computeConditions(
+    { spec: { ok: true }, credentials: { ok: true }, forge: { ok: true, message: "Gitea 1.26.0 answered" } },
+    undefined,
+    3,
+    t0,
+  );
+  assert.deepEqual(ok.map((c) => [c.type, c.status]), [
+    ["Ready", "True"],
+    ["SpecValid", "True"],
+    ["CredentialsAvailable", "True"],
+    ["ForgeReachable", "True"],
+  ]);
+  assert.ok(ok.every((c) => c.observedGeneration === 3));
+  const down = computeConditions(
+    { spec: { ok: true }, credentials: { ok: true }, forge: { ok: false, reason: "Unauthorized", message: "401" } },
+    ok,
+    3,
+    t1,
+  );
+  const ready = down.find((c) => c.type === "Ready")!;
+  assert.equal(ready.status, "False");
+  assert.equal(ready.reason, "Unauthorized");
+  assert.equal(ready.lastTransitionTime, t1.toISOString());
+  const spec = down.find((c) => c.type === "SpecValid")!;
+  assert.equal(spec.lastTransitionTime, t0.toISOString(), "unchanged conditions keep their transition time");
+});
+
+Deno.test("an invalid spec reports SpecValid False and Ready False with the message", () => {
+  const conditions = computeConditions(
+    { spec: { ok: false, reason: "InvalidLabels", message: 'Cannot parse runner label "a::b"' } },
+    undefined,
+    1,
+    t0,
+  );
+  assert.deepEqual(conditions.map((c) => [c.type, c.status, c.reason]), [
+    ["Ready", "False", "InvalidLabels"],
+    ["SpecValid", "False", "InvalidLabels"],
+  ]);
+  assert.match(conditions[0].message, /a::b/);
+});
+
+Deno.test("status is written when something but the check time changed, or the check time is stale", () => {
+  const conditions = computeConditions({ spec: { ok: true } }, undefined, 1, t0);
+  const base = { activeRunners: 1, queuedJobs: 2, observedGeneration: 1, conditions, lastCheckTime: t0.toISOString() };
+  const reordered = JSON.parse(canonicalJson(base));
+  assert.equal(statusNeedsWrite(reordered, base, 60_000), false);
+  assert.equal(statusNeedsWrite(base, { ...base, lastCheckTime: "2026-01-01T00:00:30Z" }, 60_000), false);
+  assert.equal(statusNeedsWrite(base, { ...base, lastCheckTime: "2026-01-01T00:01:00Z" }, 60_000), true);
+  assert.equal(statusNeedsWrite(base, { ...base, activeRunners: 2 }, 60_000), true);
+  assert.equal(statusNeedsWrite(undefined, base, 60_000), true);
+});
