@@ -27,6 +27,7 @@ export class Manager {
   #resyncTimer?: ReturnType<typeof setInterval>;
   #server?: Deno.HttpServer;
   #started = false;
+  readonly #stopping = Promise.withResolvers<void>();
 
   constructor(readonly config: Config, readonly clients: KubeClients) {
     const namespaces = config.namespaces.length > 0 ? config.namespaces : [undefined];
@@ -101,7 +102,11 @@ export class Manager {
     );
     this.#log.info("Serving health on port {port}", { port: this.healthPort });
     for (const informer of [...this.groupInformers, ...this.jobInformers]) informer.start();
-    await Promise.all([...this.groupInformers, ...this.jobInformers].map((informer) => informer.waitForSync()));
+    const synced = Promise.all(
+      [...this.groupInformers, ...this.jobInformers].map((informer) => informer.waitForSync()),
+    );
+    // A stop before the caches synced ends the wait; reconciling must never start from a partial cache.
+    if (await Promise.race([synced.then(() => true), this.#stopping.promise.then(() => false)]) === false) return;
     this.controller.start(this.config.workers);
     this.#started = true;
     this.#enqueueAll();
@@ -117,6 +122,7 @@ export class Manager {
 
   /** Stops polling, drains the workers, stops the informers and the server. */
   async stop(): Promise<void> {
+    this.#stopping.resolve();
     clearInterval(this.#resyncTimer);
     await this.pollers.stop();
     await this.controller.stop();

@@ -19,6 +19,8 @@ export interface ForgeTarget {
 export interface DemandSnapshot {
   /** The queued jobs of the last successful answer. */
   jobs: readonly QueuedJob[];
+  /** Names of the runners running a job, from the last successful answer. */
+  busyRunners: ReadonlySet<string>;
   /** When the last successful answer arrived (ms since epoch); 0 before the first. */
   fetchedAt: number;
   /** When the forge was last asked, successfully or not. */
@@ -46,7 +48,8 @@ export function targetKey(target: ForgeTarget): string {
 
 function fingerprint(snapshot: DemandSnapshot): string {
   const jobs = snapshot.jobs.map((job) => `${job.id}:${job.runsOn.join(",")}`).join(";");
-  return `${jobs}|${snapshot.error?.kind ?? ""}|${snapshot.error?.message ?? ""}`;
+  const busy = [...snapshot.busyRunners].sort().join(",");
+  return `${jobs}|${busy}|${snapshot.error?.kind ?? ""}|${snapshot.error?.message ?? ""}`;
 }
 
 class Poller {
@@ -107,8 +110,9 @@ class Poller {
         }
         this.#verified = true;
       }
-      const jobs = await this.#client.listQueuedJobs(this.target.endpoint);
-      next = { jobs, fetchedAt: Date.now(), checkedAt: now, version };
+      const open = await this.#client.listOpenJobs(this.target.endpoint);
+      const busyRunners = new Set(open.running.map((job) => job.runnerName).filter(Boolean));
+      next = { jobs: open.queued, busyRunners, fetchedAt: Date.now(), checkedAt: now, version };
       if (before?.error) this.#log.info("Forge {target} is reachable again", { target: this.key });
       this.#failures = 0;
     } catch (error) {
@@ -117,7 +121,13 @@ class Poller {
         : new ForgeError("InvalidResponse", describeError(error), { cause: error });
       this.#verified = false;
       this.#failures++;
-      next = { jobs: before?.jobs ?? [], fetchedAt: before?.fetchedAt ?? 0, checkedAt: now, error: forgeError };
+      next = {
+        jobs: before?.jobs ?? [],
+        busyRunners: before?.busyRunners ?? new Set(),
+        fetchedAt: before?.fetchedAt ?? 0,
+        checkedAt: now,
+        error: forgeError,
+      };
       if (before?.error?.message !== forgeError.message) {
         this.#log.warn("Forge {target} failed: {error}", { target: this.key, error: forgeError.message });
       }

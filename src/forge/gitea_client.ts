@@ -38,10 +38,25 @@ const jobSchema = z.object({
   url: z.string(),
   html_url: z.string().optional().default(""),
   created_at: z.string(),
+  runner_name: z.string().optional().default(""),
 });
 const jobsPageSchema = z.object({ jobs: z.array(jobSchema).nullable(), total_count: z.number().int().min(0) });
 const versionSchema = z.object({ version: z.string() });
 const userSchema = z.object({ login: z.string(), is_admin: z.boolean().optional() });
+
+/** A job a runner is running, and that runner's name. */
+export interface RunningJob {
+  id: number;
+  runnerName: string;
+}
+
+/** The jobs of an endpoint that matter for planning runners. */
+export interface OpenJobs {
+  /** Jobs waiting for a runner, oldest first. Blocked (`waiting`) jobs are not included. */
+  queued: QueuedJob[];
+  /** Jobs in progress, with the runner that took each. */
+  running: RunningJob[];
+}
 
 const repoFromJobUrl = /\/repos\/([^/]+)\/([^/]+)\/actions\/jobs\/\d+$/;
 
@@ -108,25 +123,33 @@ export class GiteaClient {
     return { login: body.value.login, isAdmin: body.value.is_admin ?? false };
   }
 
-  /** Every queued job of an endpoint, oldest first, reading all pages. Waiting (blocked) jobs are not included. */
-  async listQueuedJobs(endpoint: JobsEndpoint): Promise<QueuedJob[]> {
-    const jobs = new Map<number, QueuedJob>();
+  /**
+   * Every queued and in-progress job of an endpoint, reading all pages (one request when at most 50 are open).
+   * Waiting (blocked) jobs are not included: they must not get a runner yet.
+   */
+  async listOpenJobs(endpoint: JobsEndpoint): Promise<OpenJobs> {
+    const queued = new Map<number, QueuedJob>();
+    const running = new Map<number, RunningJob>();
     const path = jobsPath(endpoint);
     for (let page = 1;; page++) {
       const body = await this.#get(
-        `${path}?status=queued&limit=${pageSize}&page=${page}`,
-        `List queued jobs at ${path}`,
+        `${path}?status=queued&status=in_progress&limit=${pageSize}&page=${page}`,
+        `List open jobs at ${path}`,
         jobsPageSchema,
       );
       const entries = body.value.jobs ?? [];
       for (const entry of entries) {
+        if (entry.status === "in_progress") {
+          running.set(entry.id, { id: entry.id, runnerName: entry.runner_name });
+          continue;
+        }
         // Gitea filters by status already; checking again keeps blocked jobs out whatever the server does.
         if (entry.status !== "queued") continue;
         const repo = repoFromJobUrl.exec(entry.url);
         if (!repo) {
-          throw new ForgeError("InvalidResponse", `List queued jobs at ${path}: job ${entry.id} has no repository URL`);
+          throw new ForgeError("InvalidResponse", `List open jobs at ${path}: job ${entry.id} has no repository URL`);
         }
-        jobs.set(entry.id, {
+        queued.set(entry.id, {
           id: entry.id,
           runId: entry.run_id,
           name: entry.name,
@@ -139,7 +162,7 @@ export class GiteaClient {
       }
       if (entries.length < pageSize || page * pageSize >= body.value.total_count) break;
     }
-    return [...jobs.values()].sort((a, b) => a.id - b.id);
+    return { queued: [...queued.values()].sort((a, b) => a.id - b.id), running: [...running.values()] };
   }
 
   async #get<T>(path: string, what: string, schema: z.ZodType<T>): Promise<{ value: T }> {

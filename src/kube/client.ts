@@ -1,5 +1,6 @@
 /** Kubernetes connection: kubeconfig loading and the typed API clients the operator uses. */
 import { ApiException, BatchV1Api, CoreV1Api, CustomObjectsApi, KubeConfig } from "@kubernetes/client-node";
+import { Agent } from "undici";
 
 export interface KubeClients {
   kubeConfig: KubeConfig;
@@ -20,6 +21,29 @@ export function loadKubeConfig(path: string, env: (name: string) => string | und
   if (!kubeConfig.getCurrentCluster()) {
     throw new Error(`Cannot load a kubeconfig${path ? ` from "${path}"` : ""}: no current cluster`);
   }
+  return useHttp1(kubeConfig);
+}
+
+type DispatcherOptions = { type: string; connect?: Record<string, unknown> };
+type KubeConfigInternals = {
+  createDispatcher(cluster: unknown, agentOptions: unknown): unknown;
+  createDispatcherOptions(cluster: unknown, agentOptions: unknown): DispatcherOptions;
+};
+
+/**
+ * Makes the client talk HTTP/1.1 to the API server. Under Deno, an HTTP/2 connection that the API server closes (on a
+ * restart or upgrade) crashes the whole process inside the HTTP/2 layer (seen in tests/integration against a real
+ * kube-apiserver); HTTP/1.1 fails as an ordinary request error that the informers and work queue retry.
+ * Proxy and SOCKS settings keep the client's own dispatcher.
+ */
+export function useHttp1(kubeConfig: KubeConfig): KubeConfig {
+  const internals = kubeConfig as unknown as KubeConfigInternals;
+  const original = internals.createDispatcher.bind(kubeConfig);
+  internals.createDispatcher = (cluster, agentOptions) => {
+    const options = internals.createDispatcherOptions(cluster, agentOptions);
+    if (options.type !== "agent") return original(cluster, agentOptions);
+    return new Agent({ connect: options.connect, allowH2: false });
+  };
   return kubeConfig;
 }
 

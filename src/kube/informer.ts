@@ -4,15 +4,10 @@
  * backoff and jitter, tracks whether the first list arrived, re-establishes a watch that has been idle too long,
  * and keeps handlers to "compute a key, enqueue it".
  */
-import {
-  type KubernetesListObject,
-  type KubernetesObject,
-  ListWatch,
-  type ObjectCache,
-  Watch,
-} from "@kubernetes/client-node";
+import { type KubernetesListObject, type KubernetesObject, ListWatch, type ObjectCache } from "@kubernetes/client-node";
 import type { KubeConfig } from "@kubernetes/client-node";
 import { describeError, logger } from "../log.ts";
+import { StreamingWatch } from "./watch.ts";
 
 export interface InformerOptions<T extends KubernetesObject> {
   /** Names the informer in logs and metrics. */
@@ -49,7 +44,8 @@ export class SupervisedInformer<T extends KubernetesObject> {
     this.#options = options;
     this.#listWatch = new ListWatch<T>(
       options.path,
-      new Watch(options.kubeConfig),
+      // ListWatch only calls watch(); StreamingWatch has the same contract.
+      new StreamingWatch(options.kubeConfig) as unknown as ConstructorParameters<typeof ListWatch<T>>[1],
       options.list,
       false,
       options.labelSelector,

@@ -26,8 +26,11 @@ export interface PlanInput {
   groupKey: string;
   maxActiveRunners: number;
   labels: readonly RunnerLabel[];
-  /** The latest queued jobs of the group's forge target, or undefined before the first answer. */
-  demand?: { jobs: readonly QueuedJob[]; fetchedAt: number };
+  /**
+   * The latest answer of the group's forge target, or undefined before the first: queued jobs and the names of the
+   * runners that are running a job.
+   */
+  demand?: { jobs: readonly QueuedJob[]; busyRunners: ReadonlySet<string>; fetchedAt: number };
   /** The group that runs a job (see `ownership.ts`). */
   ownerOf: (job: QueuedJob) => string | undefined;
   /** This group's runner Jobs. */
@@ -66,6 +69,13 @@ export function retryDelay(failures: number, retry: RetryPolicy): number {
   return Math.min(retry.maxDelayMs, retry.baseDelayMs * 2 ** Math.max(0, failures - 1));
 }
 
+/**
+ * Plans runner Jobs for one group. Each queued job the group runs gets a runner Job named after it; but a Gitea
+ * runner takes whichever matching job Gitea hands it, not necessarily the one it was started for. So a runner whose
+ * own job was taken by another runner is *spare*: it is still waiting and will take one of the group's queued jobs.
+ * Queued jobs without a runner of their own are first counted against the spare runners, oldest first, and only the
+ * rest get new runner Jobs. This never starts more runners than queued jobs, so no job gets two.
+ */
 export function planRunnerJobs(input: PlanInput): Plan {
   const byForgeJob = new Map<number, RunnerJobRecord[]>();
   for (const record of input.runnerJobs) {
@@ -73,24 +83,30 @@ export function planRunnerJobs(input: PlanInput): Plan {
     list.push(record);
     byForgeJob.set(record.forgeJobId, list);
   }
-  const active = input.runnerJobs.filter((record) => record.state === "active").length;
+  const activeRecords = input.runnerJobs.filter((record) => record.state === "active");
+  const active = activeRecords.length;
   const plan: Plan = { create: [], active, queued: 0, waitingForCapacity: 0, gaveUp: [] };
-  if (!input.demand) return plan;
+  const demand = input.demand;
+  if (!demand) return plan;
   const wake = (at: number): void => {
     plan.wakeAt = plan.wakeAt === undefined ? at : Math.min(plan.wakeAt, at);
   };
 
-  const oldestFirst = [...input.demand.jobs].sort((a, b) => a.id - b.id);
-  for (const job of oldestFirst) {
-    if (!canRunJob(input.labels, job.runsOn) || input.ownerOf(job) !== input.groupKey) continue;
-    plan.queued++;
+  const owned = [...demand.jobs]
+    .filter((job) => canRunJob(input.labels, job.runsOn) && input.ownerOf(job) === input.groupKey)
+    .sort((a, b) => a.id - b.id);
+  plan.queued = owned.length;
+  const queuedIds = new Set(demand.jobs.map((job) => job.id));
+
+  const uncovered: PlannedRunner[] = [];
+  for (const job of owned) {
     const records = byForgeJob.get(job.id) ?? [];
     if (records.some((record) => record.state === "active") || input.activeElsewhere.has(job.id)) continue;
 
     const finished = records.filter((record) => record.finishedAt !== undefined);
     const lastFinishedAt = Math.max(...finished.map((record) => record.finishedAt!), -Infinity);
     // A runner that just finished may have run this very job; only a later answer from the forge tells.
-    if (input.demand.fetchedAt < lastFinishedAt + input.settleMs) continue;
+    if (demand.fetchedAt < lastFinishedAt + input.settleMs) continue;
 
     const failures = records.filter((record) => record.state === "failed");
     if (failures.length >= input.retry.limit) {
@@ -108,15 +124,22 @@ export function planRunnerJobs(input: PlanInput): Plan {
         continue;
       }
     }
-    if (active + plan.create.length >= input.maxActiveRunners) {
-      plan.waitingForCapacity++;
-      continue;
-    }
-    plan.create.push({
+    uncovered.push({
       job,
       attempt: last === undefined ? 0 : last.attempt + 1,
       ...(last?.state === "failed" ? { replaces: last.name } : {}),
     });
+  }
+
+  // Runners still waiting for a job although theirs is no longer queued: they will take one of the uncovered jobs.
+  const spare =
+    activeRecords.filter((record) => !demand.busyRunners.has(record.name) && !queuedIds.has(record.forgeJobId)).length;
+  for (const planned of uncovered.slice(spare)) {
+    if (active + plan.create.length >= input.maxActiveRunners) {
+      plan.waitingForCapacity++;
+      continue;
+    }
+    plan.create.push(planned);
   }
   return plan;
 }

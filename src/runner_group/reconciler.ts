@@ -172,7 +172,9 @@ export class RunnerGroupReconciler {
       groupKey: key,
       maxActiveRunners: spec.maxActiveRunners,
       labels,
-      demand: usable ? { jobs: snapshot.jobs, fetchedAt: snapshot.fetchedAt } : undefined,
+      demand: usable
+        ? { jobs: snapshot.jobs, busyRunners: snapshot.busyRunners, fetchedAt: snapshot.fetchedAt }
+        : undefined,
       ownerOf: (job) => chooseOwnerGroup(forge, job, coverages),
       runnerJobs: records,
       activeElsewhere,
@@ -244,6 +246,13 @@ export class RunnerGroupReconciler {
       ...(snapshot && snapshot.checkedAt > 0 ? { lastCheckTime: new Date(snapshot.checkedAt).toISOString() } : {}),
     }, now);
 
+    log.debug("Reconciled: {active} active, {queued} queued, {created} created, {waiting} waiting for capacity", {
+      active: plan.active + created,
+      queued: plan.queued,
+      created,
+      waiting: plan.waitingForCapacity,
+      runnerJobs: records.length,
+    });
     return plan.wakeAt !== undefined ? { requeueAfterMs: Math.max(0, plan.wakeAt - now) } : {};
   };
 

@@ -14,6 +14,7 @@
  * ```
  */
 import { CoreV1Api, KubeConfig, PatchStrategy, setHeaderOptions, type V1Node } from "@kubernetes/client-node";
+import { request as httpsRequest } from "node:https";
 import { join } from "node:path";
 import { ensureTools, type ToolPaths } from "./tools.ts";
 
@@ -30,6 +31,12 @@ export interface ClusterOptions {
   nodeName?: string;
   /** How long to wait for the whole control plane to become usable. Default 90 s. */
   startupTimeoutMs?: number;
+  /**
+   * Serve HTTP/2. Off by default: @kubernetes/client-node's undici dispatcher negotiates h2, and Deno 2.9.6's
+   * node:http2 (nghttp2) crashes the whole process (segfault, or `find_stream_on_goaway_func` assertion) when
+   * kube-apiserver shuts down or restarts under an open h2 connection. Turn on to reproduce that.
+   */
+  http2?: boolean;
   /** Copies every process's output to this process's stderr as well as to its log file. */
   echoOutput?: boolean;
 }
@@ -73,7 +80,10 @@ const controllers = [
   "root-ca-certificate-publisher-controller",
 ];
 
-/** The apiserver's default admission set, minus TaintNodesByCondition (see {@linkcode createFakeNode}). */
+/**
+ * Admission plugins named explicitly (they add to the apiserver's defaults), so that a test relying on one does not
+ * depend on a default; TaintNodesByCondition is disabled (see {@linkcode createFakeNode}).
+ */
 const admissionPlugins = [
   "NamespaceLifecycle",
   "LimitRanger",
@@ -94,10 +104,10 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
   const deadline = Date.now() + (options.startupTimeoutMs ?? 90_000);
   const binaries = options.binaries ?? await ensureTools();
   const dir = await Deno.makeTempDir({ prefix: "gro-cluster-" });
+  liveDirs.add(dir);
   const processes = new Map<string, LoggedProcess>();
   const echo = options.echoOutput ?? false;
   let disposed = false;
-  let httpClient: Deno.HttpClient | undefined;
 
   const dispose = async (): Promise<void> => {
     if (disposed) return;
@@ -105,8 +115,8 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
     // Dependents first, so that they do not log a burst of errors about a vanished apiserver.
     const order = ["kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"];
     for (const name of order) await processes.get(name)?.stop(stopGraceMs);
-    httpClient?.close();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
+    liveDirs.delete(dir);
   };
 
   try {
@@ -119,12 +129,11 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
     await writeKubeconfig(controllerManagerKubeconfig, server, pki.ca, pki.controllerManager);
     const schedulerKubeconfig = join(dir, "kube-scheduler.kubeconfig");
     await writeKubeconfig(schedulerKubeconfig, server, pki.ca, pki.scheduler);
-    httpClient = Deno.createHttpClient({
-      caCerts: [await Deno.readTextFile(pki.ca)],
+    const adminTls: TlsFiles = {
+      ca: await Deno.readTextFile(pki.ca),
       cert: await Deno.readTextFile(pki.admin.cert),
       key: await Deno.readTextFile(pki.admin.key),
-    });
-    const client = httpClient;
+    };
 
     const start = (name: string, command: string, args: string[]): LoggedProcess => {
       const process = startLoggedProcess({ name, command, args, logPath: join(dir, `${name}.log`), echo });
@@ -181,13 +190,10 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
       "--enable-priority-and-fairness=false",
       "--profiling=false",
       "--shutdown-delay-duration=0s",
+      ...options.http2 ? [] : ["--disable-http2-serving=true"],
       "--v=0",
     ];
-    const readyz = async (): Promise<boolean> => {
-      const response = await fetch(`${server}/readyz`, { client });
-      await response.body?.cancel();
-      return response.ok;
-    };
+    const readyz = (): Promise<boolean> => isReady(`${server}/readyz`, adminTls);
     const startApiServer = async (): Promise<void> => {
       const apiserver = start("kube-apiserver", binaries.kubeApiserver, apiserverArgs);
       await waitUntil("kube-apiserver is ready", deadline, apiserver, readyz);
@@ -202,7 +208,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
       `--controllers=${controllers.join(",")}`,
       `--service-account-private-key-file=${pki.serviceAccountPrivateKey}`,
       `--root-ca-file=${pki.ca}`,
-      "--use-service-account-credentials=false",
+      "--use-service-account-credentials=true",
       "--secure-port=0",
       "--v=0",
     ]);
@@ -361,10 +367,7 @@ interface Pki {
   serviceAccountPublicKey: string;
 }
 
-/**
- * A throwaway PKI. TLS keys are RSA: Deno 2.9.6 intermittently segfaulted (in `free`) while its fetch client
- * presented an ECDSA client certificate to a starting kube-apiserver. The service-account key is only read by Go.
- */
+/** A throwaway PKI: a CA, RSA keys for TLS, and an ECDSA key that only the Go components read. */
 async function createCertificates(dir: string): Promise<Pki> {
   const pki = join(dir, "pki");
   await Deno.mkdir(pki);
@@ -465,6 +468,29 @@ function freePorts(count: number): number[] {
 // ---------------------------------------------------------------------------------------------------------------
 // Waiting
 
+interface TlsFiles {
+  ca: string;
+  cert: string;
+  key: string;
+}
+
+/**
+ * GETs a health endpoint with a client certificate, over one short-lived HTTP/1.1 connection (`agent: false`), so
+ * that nothing pooled survives an apiserver restart.
+ */
+function isReady(url: string, tls: TlsFiles): Promise<boolean> {
+  return new Promise((resolve, reject) => {
+    const request = httpsRequest(url, { ...tls, agent: false, timeout: 2_000 }, (response) => {
+      response.resume();
+      response.on("end", () => resolve(response.statusCode === 200));
+      response.on("error", reject);
+    });
+    request.on("timeout", () => request.destroy(new Error(`No answer from ${url} within 2s`)));
+    request.on("error", reject);
+    request.end();
+  });
+}
+
 /**
  * Polls `check` until it returns true. Fails early when one of `processes` exits, and at `deadline` with the last
  * error seen, so a startup failure names its cause.
@@ -511,7 +537,11 @@ export interface LoggedProcessOptions {
   echo?: boolean;
 }
 
-/** A child process whose stdout and stderr go to a log file, registered for cleanup if the test process dies. */
+/**
+ * A child process whose stdout and stderr go to a log file, registered for cleanup if the test process dies. It runs
+ * in its own session, so signals reach everything it started (like a container's processes), and its leftovers are
+ * killed when it exits.
+ */
 export interface LoggedProcess {
   readonly name: string;
   readonly pid: number;
@@ -525,18 +555,22 @@ export interface LoggedProcess {
   describe(): string;
 }
 
+/** How long output may keep flowing after a process exits (from a child that escaped its process group). */
+const outputDrainMs = 1_000;
+
 /** Starts a child process that logs to a file. */
 export function startLoggedProcess(options: LoggedProcessOptions): LoggedProcess {
   const log = Deno.openSync(options.logPath, { create: true, append: true });
+  const { setpriv, setsid } = wrappers();
+  // setpriv: if this process dies without running its unload handler (SIGKILL, a crash), the kernel kills the child.
+  // That is safe because Deno spawns from the main thread, which lives as long as the process. setsid: a new process
+  // group, so that one signal reaches the child's own children too.
+  const prefix = [...setpriv ? ["setpriv", "--pdeathsig", "KILL", "--"] : [], ...setsid ? ["setsid"] : []];
+  const argv = [...prefix, options.command, ...options.args ?? []];
   let child: Deno.ChildProcess;
-  // If this process dies without running its unload handler (SIGKILL, a crash), the kernel kills the child too.
-  // Safe because Deno spawns from the main thread, which lives as long as the process.
-  const [command, args] = setprivAvailable()
-    ? ["setpriv", ["--pdeathsig", "KILL", "--", options.command, ...options.args ?? []]]
-    : [options.command, options.args ?? []];
   try {
-    child = new Deno.Command(command, {
-      args,
+    child = new Deno.Command(argv[0], {
+      args: argv.slice(1),
       cwd: options.cwd,
       env: options.env,
       clearEnv: options.env !== undefined,
@@ -548,24 +582,50 @@ export function startLoggedProcess(options: LoggedProcessOptions): LoggedProcess
     log.close();
     throw new Error(`Cannot start ${options.name} (${options.command})`, { cause: error });
   }
-  liveChildren.add(child);
-  installLeakGuards();
-  const echoPrefix = options.echo ? new TextEncoder().encode(`[${options.name}] `) : undefined;
-  const pump = async (stream: ReadableStream<Uint8Array>): Promise<void> => {
-    for await (const chunk of stream) {
-      await writeAll(log, chunk);
-      if (echoPrefix) {
-        await writeAll(Deno.stderr, echoPrefix);
-        await writeAll(Deno.stderr, chunk);
-      }
+  const signalAll = (name: Deno.Signal): void => {
+    try {
+      // setsid without a fork keeps the pid, which is now also the process group id.
+      if (setsid) Deno.kill(-child.pid, name);
+      else child.kill(name);
+    } catch {
+      // Already gone.
     }
   };
+  const killNow = (): void => signalAll("SIGKILL");
+  liveProcesses.add(killNow);
+  installLeakGuards();
+
+  const echoPrefix = options.echo ? new TextEncoder().encode(`[${options.name}] `) : undefined;
+  const readers = [child.stdout.getReader(), child.stderr.getReader()];
+  const pump = async (reader: ReadableStreamDefaultReader<Uint8Array>): Promise<void> => {
+    try {
+      while (true) {
+        const { done, value } = await reader.read();
+        if (done) return;
+        await writeAll(log, value);
+        if (echoPrefix) {
+          await writeAll(Deno.stderr, echoPrefix);
+          await writeAll(Deno.stderr, value);
+        }
+      }
+    } catch {
+      // Cancelled after the drain timeout.
+    }
+  };
+  const pumps = Promise.all(readers.map(pump));
   let exited = false;
-  const status = Promise.all([child.status, pump(child.stdout), pump(child.stderr)]).then(([result]) => {
+  const status = child.status.then(async (result) => {
     exited = true;
-    liveChildren.delete(child);
-    removeLeakGuardsIfIdle();
+    signalAll("SIGKILL");
+    let drainTimer: ReturnType<typeof setTimeout> | undefined;
+    const drained = new Promise<void>((resolve) => drainTimer = setTimeout(resolve, outputDrainMs));
+    await Promise.race([pumps, drained]);
+    clearTimeout(drainTimer);
+    await Promise.all(readers.map((reader) => reader.cancel().catch(() => {})));
+    await pumps;
     log.close();
+    liveProcesses.delete(killNow);
+    removeLeakGuardsIfIdle();
     return result;
   });
   return {
@@ -578,8 +638,8 @@ export function startLoggedProcess(options: LoggedProcessOptions): LoggedProcess
     status,
     stop: async (graceMs: number): Promise<Deno.CommandStatus> => {
       if (exited) return status;
-      signal(child, "SIGTERM");
-      const timer = setTimeout(() => signal(child, "SIGKILL"), graceMs);
+      signalAll("SIGTERM");
+      const timer = setTimeout(() => signalAll("SIGKILL"), graceMs);
       try {
         return await status;
       } finally {
@@ -593,31 +653,24 @@ export function startLoggedProcess(options: LoggedProcessOptions): LoggedProcess
   };
 }
 
-let hasSetpriv: boolean | undefined;
+let availableWrappers: { setpriv: boolean; setsid: boolean } | undefined;
 
-function setprivAvailable(): boolean {
-  if (hasSetpriv === undefined) {
+/** Which util-linux wrappers exist here; without them processes still run, with weaker cleanup. */
+function wrappers(): { setpriv: boolean; setsid: boolean } {
+  const works = (command: string): boolean => {
     try {
-      hasSetpriv = new Deno.Command("setpriv", { args: ["--help"], stdout: "null", stderr: "null" }).outputSync()
-        .success;
+      return new Deno.Command(command, { args: ["--version"], stdout: "null", stderr: "null" }).outputSync().success;
     } catch {
-      hasSetpriv = false;
+      return false;
     }
-  }
-  return hasSetpriv;
+  };
+  availableWrappers ??= { setpriv: works("setpriv"), setsid: works("setsid") };
+  return availableWrappers;
 }
 
 async function writeAll(writer: { write(p: Uint8Array): Promise<number> }, bytes: Uint8Array): Promise<void> {
   let offset = 0;
   while (offset < bytes.length) offset += await writer.write(bytes.subarray(offset));
-}
-
-function signal(child: Deno.ChildProcess, name: Deno.Signal): void {
-  try {
-    child.kill(name);
-  } catch {
-    // Already exited.
-  }
 }
 
 function tail(path: string, lines: number): string {
@@ -631,30 +684,48 @@ function tail(path: string, lines: number): string {
 // ---------------------------------------------------------------------------------------------------------------
 // Leak guards: a test run that is interrupted or crashes must not leave an apiserver or runner behind.
 
-const liveChildren = new Set<Deno.ChildProcess>();
+const liveProcesses = new Set<() => void>();
+/** Temporary folders to remove if the test process is interrupted. */
+const liveDirs = new Set<string>();
 let guardsInstalled = false;
 
 function killAllNow(): void {
-  for (const child of liveChildren) signal(child, "SIGKILL");
+  for (const kill of liveProcesses) kill();
+}
+
+function cleanUpNow(): void {
+  killAllNow();
+  for (const dir of liveDirs) {
+    try {
+      Deno.removeSync(dir, { recursive: true });
+    } catch {
+      // Best effort: a process may still be writing into it.
+    }
+  }
 }
 
 function onInterrupt(): void {
-  killAllNow();
+  cleanUpNow();
   Deno.exit(130);
+}
+
+function onTerminate(): void {
+  cleanUpNow();
+  Deno.exit(143);
 }
 
 function installLeakGuards(): void {
   if (guardsInstalled) return;
   guardsInstalled = true;
-  globalThis.addEventListener("unload", killAllNow);
+  globalThis.addEventListener("unload", cleanUpNow);
   Deno.addSignalListener("SIGINT", onInterrupt);
-  Deno.addSignalListener("SIGTERM", onInterrupt);
+  Deno.addSignalListener("SIGTERM", onTerminate);
 }
 
 function removeLeakGuardsIfIdle(): void {
-  if (!guardsInstalled || liveChildren.size > 0) return;
+  if (!guardsInstalled || liveProcesses.size > 0) return;
   guardsInstalled = false;
-  globalThis.removeEventListener("unload", killAllNow);
+  globalThis.removeEventListener("unload", cleanUpNow);
   Deno.removeSignalListener("SIGINT", onInterrupt);
-  Deno.removeSignalListener("SIGTERM", onInterrupt);
+  Deno.removeSignalListener("SIGTERM", onTerminate);
 }

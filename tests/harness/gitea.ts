@@ -310,27 +310,21 @@ class GiteaProcess {
     ).join("\n");
   }
 
-  #command(args: string[], stdout: "piped" | "null"): Deno.Command {
-    return new Deno.Command(this.options.gitea, {
+  /** Runs a Gitea CLI command to completion and returns its stdout; its stderr goes to the log. */
+  async cli(args: string[]): Promise<string> {
+    const output = await new Deno.Command(this.options.gitea, {
       args: ["--config", this.configPath, "--work-path", this.dir, ...args],
       cwd: this.dir,
       env: { GITEA_WORK_DIR: this.dir, HOME: this.dir },
       stdin: "null",
-      stdout,
-      stderr: "piped",
-    });
-  }
-
-  /** Runs a Gitea CLI command to completion and returns its stdout. */
-  async cli(args: string[]): Promise<string> {
-    const output = await this.#command(args, "piped").output();
+    }).output();
     const decoder = new TextDecoder();
-    await Deno.writeTextFile(this.logPath, `$ gitea ${args.join(" ")}\n${decoder.decode(output.stderr)}`, {
-      append: true,
-    });
+    // Only the subcommand: later arguments may be passwords.
+    const command = `gitea ${args.slice(0, 3).join(" ")}`;
+    await Deno.writeTextFile(this.logPath, `$ ${command}\n${decoder.decode(output.stderr)}`, { append: true });
     if (!output.success) {
       throw new Error(
-        `Cannot run "gitea ${args.slice(0, 3).join(" ")}": exit code ${output.code}\n${tail(this.logPath, 20)}`,
+        `Cannot run "${command}": exit code ${output.code}\n${tail(this.logPath, 20)}`,
       );
     }
     return decoder.decode(output.stdout);

@@ -17,8 +17,8 @@ import {
   setHeaderOptions,
   type V1Container,
   type V1Pod,
-  Watch,
 } from "@kubernetes/client-node";
+import { request as httpsRequest, type RequestOptions } from "node:https";
 import { join } from "node:path";
 import { type LoggedProcess, startLoggedProcess } from "./cluster.ts";
 
@@ -114,6 +114,7 @@ interface PodRecord {
 }
 
 const fieldManager = "harness-kubelet";
+const watchTimeoutSeconds = 20;
 const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
 
 /** Starts watching the Node's pods; resolves once the first list has been processed. */
@@ -146,7 +147,7 @@ export async function startRunnerKubelet(options: RunnerKubeletOptions): Promise
       wakeSleepers.add(wake);
       later(delayMs, wake);
     });
-  let abortWatch: AbortController | undefined;
+  let endWatch: (() => void) | undefined;
 
   const later = (delayMs: number, action: () => void): void => {
     const timer = setTimeout(() => {
@@ -235,7 +236,8 @@ export async function startRunnerKubelet(options: RunnerKubeletOptions): Promise
         await writeStatus(current, terminalStatus(pod, current)).catch(() => {});
       }
       // What a kubelet does once the containers are gone: confirm the deletion.
-      await core.deleteNamespacedPod({ name, namespace, gracePeriodSeconds: 0, body: { preconditions: { uid } } })
+      // With a body, the apiserver ignores query options: the grace period must be in the body.
+      await core.deleteNamespacedPod({ name, namespace, body: { gracePeriodSeconds: 0, preconditions: { uid } } })
         .catch((error) => {
           if (!isNotFound(error) && !isConflict(error)) throw error;
         });
@@ -337,12 +339,33 @@ export async function startRunnerKubelet(options: RunnerKubeletOptions): Promise
     return list.metadata?.resourceVersion ?? "";
   };
 
+  /**
+   * One watch from `resourceVersion` until the server ends it, it fails, it goes silent or `stop()` is called.
+   */
   const watchOnce = (resourceVersion: string): Promise<void> =>
     new Promise<void>((resolve, reject) => {
-      const onEvent = (type: string, object: V1Pod & { code?: number; message?: string }): void => {
+      let cancel: (() => void) | undefined;
+      let settled = false;
+      let watchdog: ReturnType<typeof setTimeout> | undefined;
+      const end = (error?: unknown): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(watchdog);
+        endWatch = undefined;
+        cancel?.();
+        if (error) reject(error);
+        else resolve();
+      };
+      const feedWatchdog = (): void => {
+        clearTimeout(watchdog);
+        watchdog = setTimeout(() => end(new Error("The pod watch went silent")), (watchTimeoutSeconds + 15) * 1000);
+      };
+      endWatch = (): void => end();
+      feedWatchdog();
+      const onEvent = ({ type, object }: WatchEvent): void => {
+        feedWatchdog();
         if (type === "ERROR") {
-          abortWatch?.abort();
-          reject(new Error(`The pod watch failed: ${object.message ?? "unknown error"} (code ${object.code})`));
+          end(new Error(`The pod watch failed: ${object.message ?? "unknown error"} (code ${object.code})`));
           return;
         }
         const uid = object.metadata?.uid;
@@ -350,17 +373,19 @@ export async function startRunnerKubelet(options: RunnerKubeletOptions): Promise
         latest.set(uid, type === "DELETED" ? undefined : object);
         enqueue(uid);
       };
-      const onDone = (error: unknown): void => error ? reject(error) : resolve();
       // The server ends the watch after timeoutSeconds; the loop then relists, which doubles as a periodic resync.
-      new Watch(options.kubeConfig).watch(
-        "/api/v1/pods",
-        { fieldSelector, resourceVersion, allowWatchBookmarks: true, timeoutSeconds: 20 },
-        onEvent,
-        onDone,
-      ).then((controller) => {
-        abortWatch = controller;
-        if (stopped) controller.abort();
-      }, reject);
+      const query = new URLSearchParams({
+        watch: "true",
+        fieldSelector,
+        resourceVersion,
+        allowWatchBookmarks: "true",
+        timeoutSeconds: String(watchTimeoutSeconds),
+      });
+      streamWatch(options.kubeConfig, `/api/v1/pods?${query}`, onEvent).then((watch) => {
+        cancel = watch.cancel;
+        if (settled) watch.cancel();
+        return watch.ended;
+      }).then(() => end(), end);
     });
 
   // The client's Watch stops for good on any error; this loop restarts it (relist, then watch) with backoff.
@@ -388,7 +413,7 @@ export async function startRunnerKubelet(options: RunnerKubeletOptions): Promise
     if (stopped) return;
     stopped = true;
     firstList?.();
-    abortWatch?.abort();
+    endWatch?.();
     for (const timer of timers) clearTimeout(timer);
     timers.clear();
     for (const wake of [...wakeSleepers]) wake();
@@ -413,6 +438,64 @@ export async function startRunnerKubelet(options: RunnerKubeletOptions): Promise
     },
     stop,
   };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Watch
+
+interface WatchEvent {
+  type: string;
+  object: V1Pod & { code?: number; message?: string };
+}
+
+/**
+ * Opens a watch stream over node:https (HTTP/1.1, no pooling). Not the client's `Watch`: under Deno 2.9.6 its undici
+ * stream never reports a connection that kube-apiserver dropped (nor its own abort), so a watch would hang silently
+ * across an apiserver restart. Resolves once the response has started; `ended` settles when the stream does.
+ */
+async function streamWatch(
+  kubeConfig: KubeConfig,
+  path: string,
+  onEvent: (event: WatchEvent) => void,
+): Promise<{ cancel: () => void; ended: Promise<void> }> {
+  const server = kubeConfig.getCurrentCluster()?.server;
+  if (!server) throw new Error("Cannot watch pods: the kubeconfig has no current cluster");
+  const requestOptions: RequestOptions = { agent: false, headers: { Accept: "application/json" } };
+  await kubeConfig.applyToHTTPSOptions(requestOptions);
+  return await new Promise((resolveStarted, rejectStarted) => {
+    const request = httpsRequest(`${server}${path}`, requestOptions, (response) => {
+      if (response.statusCode !== 200) {
+        response.resume();
+        rejectStarted(new Error(`Cannot watch pods: HTTP ${response.statusCode} for ${path}`));
+        return;
+      }
+      response.setEncoding("utf8");
+      const ended = new Promise<void>((resolve, reject) => {
+        let buffered = "";
+        response.on("data", (chunk: string) => {
+          buffered += chunk;
+          let newline: number;
+          while ((newline = buffered.indexOf("\n")) >= 0) {
+            const line = buffered.slice(0, newline).trim();
+            buffered = buffered.slice(newline + 1);
+            if (line === "") continue;
+            try {
+              onEvent(JSON.parse(line) as WatchEvent);
+            } catch (error) {
+              reject(error);
+              request.destroy();
+            }
+          }
+        });
+        response.on("error", reject);
+        response.on("end", () => resolve());
+        response.on("close", () => reject(new Error("The pod watch connection closed")));
+      });
+      resolveStarted({ cancel: () => request.destroy(), ended });
+    });
+    request.on("error", rejectStarted);
+    request.end();
+  });
 }
 
 // ---------------------------------------------------------------------------------------------------------------

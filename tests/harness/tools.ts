@@ -2,7 +2,8 @@
  * Paths of the test binaries built by `tests/tools/build.sh`. The build is run once per test process; a warm cache
  * makes it a no-op, so every test file may call {@linkcode ensureTools}.
  */
-import { dirname, fromFileUrl, join } from "node:path";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 
 export interface ToolPaths {
   etcd: string;
@@ -15,7 +16,7 @@ export interface ToolPaths {
   testRunner: string;
 }
 
-const repoRoot = join(dirname(fromFileUrl(import.meta.url)), "..", "..");
+const repoRoot = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 let built: Promise<ToolPaths> | undefined;
 
 /** Builds (or finds cached) test binaries and returns their paths. */

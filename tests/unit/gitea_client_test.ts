@@ -44,7 +44,7 @@ Deno.test("jobsPath uses the jobs endpoint of each scope", () => {
   assert.equal(jobsPath({ scope: "repo", owner: "acme", repo: "my app" }), "/repos/acme/my%20app/actions/jobs");
 });
 
-Deno.test("listQueuedJobs reads every page of 50, asks for status=queued and sends the token", async () => {
+Deno.test("listOpenJobs reads every page of 50, asks for queued and in-progress jobs and sends the token", async () => {
   const all = Array.from({ length: 120 }, (_, index) => apiJob(index + 1));
   await withServer((request) => {
     const url = new URL(request.url);
@@ -54,7 +54,7 @@ Deno.test("listQueuedJobs reads every page of 50, asks for status=queued and sen
     return Response.json({ jobs: all.slice((page - 1) * limit, page * limit), total_count: all.length });
   }, async (url, requests) => {
     const client = new GiteaClient({ baseUrl: `${url}/`, token: "api-token-123456" });
-    const jobs = await client.listQueuedJobs({ scope: "repo", owner: "acme", repo: "app" });
+    const { queued: jobs } = await client.listOpenJobs({ scope: "repo", owner: "acme", repo: "app" });
     assert.equal(jobs.length, 120);
     assert.deepEqual(jobs.slice(0, 2).map((job) => job.id), [1, 2]);
     assert.deepEqual(jobs[0], {
@@ -69,18 +69,28 @@ Deno.test("listQueuedJobs reads every page of 50, asks for status=queued and sen
     });
     assert.equal(requests.length, 3);
     assert.ok(requests.every((r) => r.pathname === "/api/v1/repos/acme/app/actions/jobs"));
-    assert.ok(requests.every((r) => r.searchParams.get("status") === "queued"));
+    assert.ok(requests.every((r) => r.searchParams.getAll("status").join() === "queued,in_progress"));
     assert.ok(requests.every((r) => r.searchParams.get("limit") === String(pageSize)));
     assert.deepEqual(requests.map((r) => r.searchParams.get("page")), ["1", "2", "3"]);
   });
 });
 
-Deno.test("one request when at most 50 jobs are queued; blocked jobs and null labels are handled", async () => {
+Deno.test("one request when at most 50 jobs are open; blocked jobs, null labels and busy runners are handled", async () => {
   await withServer(
-    () => Response.json({ jobs: [apiJob(3, "waiting"), apiJob(2, "queued", null), apiJob(1)], total_count: 3 }),
+    () =>
+      Response.json({
+        jobs: [
+          apiJob(3, "waiting"),
+          apiJob(2, "queued", null),
+          apiJob(1),
+          { ...apiJob(9, "in_progress"), runner_name: "ci-7" },
+        ],
+        total_count: 4,
+      }),
     async (url, requests) => {
-      const jobs = await new GiteaClient({ baseUrl: url, token: "t" }).listQueuedJobs({ scope: "global" });
-      assert.deepEqual(jobs.map((job) => [job.id, job.runsOn]), [[1, ["linux"]], [2, []]]);
+      const open = await new GiteaClient({ baseUrl: url, token: "t" }).listOpenJobs({ scope: "global" });
+      assert.deepEqual(open.queued.map((job) => [job.id, job.runsOn]), [[1, ["linux"]], [2, []]]);
+      assert.deepEqual(open.running, [{ id: 9, runnerName: "ci-7" }]);
       assert.equal(requests.length, 1);
     },
   );
@@ -117,7 +127,7 @@ Deno.test("errors are classified once: credentials, not found, transient, invali
   for (const [handler, kind, pattern] of cases) {
     await withServer(handler, async (url) => {
       const error = await expectForgeError(
-        new GiteaClient({ baseUrl: url, token: "t" }).listQueuedJobs({ scope: "global" }),
+        new GiteaClient({ baseUrl: url, token: "t" }).listOpenJobs({ scope: "global" }),
         kind,
         pattern,
       );

@@ -28,7 +28,7 @@ function input(overrides: Partial<PlanInput> = {}): PlanInput {
     groupKey: "ci/g",
     maxActiveRunners: 10,
     labels: effectiveRunnerLabels(["linux:host"], false),
-    demand: { jobs: [], fetchedAt: now },
+    demand: { jobs: [], fetchedAt: now, busyRunners: new Set<string>() },
     ownerOf: () => "ci/g",
     runnerJobs: [],
     activeElsewhere: new Set(),
@@ -41,7 +41,9 @@ function input(overrides: Partial<PlanInput> = {}): PlanInput {
 const createdIds = (plan: ReturnType<typeof planRunnerJobs>): number[] => plan.create.map((c) => c.job.id);
 
 Deno.test("one runner per queued matching job, oldest first", () => {
-  const plan = planRunnerJobs(input({ demand: { jobs: [job(7), job(3), job(5)], fetchedAt: now } }));
+  const plan = planRunnerJobs(
+    input({ demand: { jobs: [job(7), job(3), job(5)], fetchedAt: now, busyRunners: new Set<string>() } }),
+  );
   assert.deepEqual(createdIds(plan), [3, 5, 7]);
   assert.ok(plan.create.every((c) => c.attempt === 0 && c.replaces === undefined));
   assert.equal(plan.queued, 3);
@@ -49,23 +51,27 @@ Deno.test("one runner per queued matching job, oldest first", () => {
 
 Deno.test("never more active runners than maxActiveRunners", () => {
   const jobs = [job(1), job(2), job(3), job(4)];
-  let plan = planRunnerJobs(input({ maxActiveRunners: 2, demand: { jobs, fetchedAt: now } }));
+  let plan = planRunnerJobs(
+    input({ maxActiveRunners: 2, demand: { jobs, fetchedAt: now, busyRunners: new Set<string>() } }),
+  );
   assert.deepEqual(createdIds(plan), [1, 2]);
   assert.equal(plan.waitingForCapacity, 2);
   plan = planRunnerJobs(input({
     maxActiveRunners: 2,
-    demand: { jobs, fetchedAt: now },
+    demand: { jobs, fetchedAt: now, busyRunners: new Set<string>() },
     runnerJobs: [record(1, "active"), record(2, "active")],
   }));
   assert.deepEqual(createdIds(plan), []);
   assert.equal(plan.active, 2);
-  plan = planRunnerJobs(input({ maxActiveRunners: 0, demand: { jobs, fetchedAt: now } }));
+  plan = planRunnerJobs(
+    input({ maxActiveRunners: 0, demand: { jobs, fetchedAt: now, busyRunners: new Set<string>() } }),
+  );
   assert.deepEqual(createdIds(plan), [], "0 pauses the group");
 });
 
 Deno.test("a job with a runner Job already gets no second one, also when it was created by an earlier process", () => {
   const plan = planRunnerJobs(input({
-    demand: { jobs: [job(1), job(2)], fetchedAt: now },
+    demand: { jobs: [job(1), job(2)], fetchedAt: now, busyRunners: new Set<string>() },
     runnerJobs: [record(1, "active")],
   }));
   assert.deepEqual(createdIds(plan), [2]);
@@ -73,7 +79,7 @@ Deno.test("a job with a runner Job already gets no second one, also when it was 
 
 Deno.test("jobs the group cannot run, or another group runs, are left alone", () => {
   const plan = planRunnerJobs(input({
-    demand: { jobs: [job(1, ["windows"]), job(2), job(3), job(4)], fetchedAt: now },
+    demand: { jobs: [job(1, ["windows"]), job(2), job(3), job(4)], fetchedAt: now, busyRunners: new Set<string>() },
     ownerOf: (j) => (j.id === 3 ? "ci/other" : "ci/g"),
     activeElsewhere: new Set([4]),
   }));
@@ -89,7 +95,7 @@ Deno.test("no demand yet means nothing to create", () => {
 
 Deno.test("a failed runner is replaced after its backoff, up to the retry limit", () => {
   const failedAt = now - 60_000;
-  const demand = { jobs: [job(1)], fetchedAt: now };
+  const demand = { jobs: [job(1)], fetchedAt: now, busyRunners: new Set<string>() };
   // First failure: base delay 10 s has passed.
   let plan = planRunnerJobs(input({ demand, runnerJobs: [record(1, "failed", 0, failedAt)] }));
   assert.deepEqual(plan.create.map((c) => [c.job.id, c.attempt, c.replaces]), [[1, 1, "g-1"]]);
@@ -109,7 +115,7 @@ Deno.test("a failed runner is replaced after its backoff, up to the retry limit"
 Deno.test("failed runner Jobs hold no capacity", () => {
   const plan = planRunnerJobs(input({
     maxActiveRunners: 1,
-    demand: { jobs: [job(2)], fetchedAt: now },
+    demand: { jobs: [job(2)], fetchedAt: now, busyRunners: new Set<string>() },
     runnerJobs: [record(1, "failed", 0, now - 600_000)],
   }));
   assert.equal(plan.active, 0);
@@ -118,15 +124,38 @@ Deno.test("failed runner Jobs hold no capacity", () => {
 
 Deno.test("a job is not given a new runner on a forge answer older than its last runner's end", () => {
   const plan = planRunnerJobs(input({
-    demand: { jobs: [job(1)], fetchedAt: now - 10_000 },
+    demand: { jobs: [job(1)], fetchedAt: now - 10_000, busyRunners: new Set<string>() },
     runnerJobs: [record(1, "succeeded", 0, now - 9000)],
   }));
   assert.deepEqual(plan.create, []);
   const later = planRunnerJobs(input({
-    demand: { jobs: [job(1)], fetchedAt: now },
+    demand: { jobs: [job(1)], fetchedAt: now, busyRunners: new Set<string>() },
     runnerJobs: [record(1, "succeeded", 0, now - 9000)],
   }));
   assert.deepEqual(later.create.map((c) => c.attempt), [1], "still queued after a runner that took another job");
+});
+
+Deno.test("a runner whose job another runner took is spare: it covers an uncovered job, so none is added", () => {
+  // Runner g-1 took job 2; g-2 (made for job 2) still waits. Job 1's runner finished; job 1 is still queued.
+  const demand = { jobs: [job(1)], fetchedAt: now, busyRunners: new Set<string>() };
+  const runnerJobs = [record(1, "succeeded", 0, now - 60_000), record(2, "active")];
+  let plan = planRunnerJobs(input({ demand, runnerJobs }));
+  assert.deepEqual(plan.create, [], "g-2 is spare and will take job 1");
+  // Once g-2 is busy (it took job 1, which then shows as in progress, not queued) nothing changes either.
+  plan = planRunnerJobs(input({ demand: { ...demand, jobs: [] }, runnerJobs }));
+  assert.deepEqual(plan.create, []);
+  // Without a spare runner, the still-queued job gets a new attempt.
+  plan = planRunnerJobs(input({
+    demand: { ...demand, busyRunners: new Set(["g-2"]) },
+    runnerJobs,
+  }));
+  assert.deepEqual(plan.create.map((c) => [c.job.id, c.attempt]), [[1, 1]]);
+});
+
+Deno.test("spare runners cover the oldest uncovered jobs; newer ones get runners", () => {
+  const demand = { jobs: [job(3), job(4), job(5)], fetchedAt: now, busyRunners: new Set<string>() };
+  const plan = planRunnerJobs(input({ demand, runnerJobs: [record(1, "active")] }));
+  assert.deepEqual(createdIds(plan), [4, 5]);
 });
 
 Deno.test("retryDelay doubles up to the maximum", () => {

@@ -177,8 +177,9 @@ func runTask(ctx context.Context, c *client, cfg config, task *runnerv1.Task) er
 	}
 	log.Printf("running task %d: job %q (%s) with %d steps", task.Id, jobID, job.Name, len(job.Steps))
 
-	done := make(chan struct{})
+	done, flusherStopped := make(chan struct{}), make(chan struct{})
 	go func() {
+		defer close(flusherStopped)
 		ticker := time.NewTicker(time.Second)
 		defer ticker.Stop()
 		for {
@@ -200,6 +201,7 @@ func runTask(ctx context.Context, c *client, cfg config, task *runnerv1.Task) er
 		result = runSteps(jobCtx, r, cfg, task, jobID, job)
 	}
 	close(done)
+	<-flusherStopped // the final report must not race a periodic one
 
 	if ctx.Err() != nil {
 		// Stopped by a signal: tell Gitea briefly, then let main exit.

@@ -1,0 +1,112 @@
+/**
+ * A Kubernetes watch for `ListWatch`, replacing `@kubernetes/client-node`'s `Watch`, whose stream under Deno never
+ * reports a dropped connection or its own inactivity timeout (the informer then waits forever; seen against a real
+ * kube-apiserver in tests/integration). This one reads the web stream directly, so every end of the connection
+ * reaches `done`, and it asks for bookmarks and a server-side timeout so that an idle watch is renewed regularly.
+ */
+import { HttpMethod, type KubeConfig, RequestContext } from "@kubernetes/client-node";
+import { fetch } from "undici";
+
+type WatchCallback = (phase: string, apiObject: unknown, watchObject?: unknown) => void;
+type DoneCallback = (error: unknown) => void;
+
+export interface StreamingWatchOptions {
+  /** End a watch that delivered no data for this long; `done` gets a TimeoutError and the informer re-watches. */
+  idleTimeoutMs?: number;
+  /** The server ends each watch after about this long (jittered). */
+  serverTimeoutSeconds?: number;
+}
+
+export class StreamingWatch {
+  readonly #idleTimeoutMs: number;
+  readonly #serverTimeoutSeconds: number;
+
+  constructor(readonly kubeConfig: KubeConfig, options: StreamingWatchOptions = {}) {
+    this.#idleTimeoutMs = options.idleTimeoutMs ?? 90_000;
+    this.#serverTimeoutSeconds = options.serverTimeoutSeconds ?? 300;
+  }
+
+  /** Same contract as client-node's `Watch.watch`: the returned controller aborts the watch without calling done. */
+  async watch(
+    path: string,
+    queryParams: Record<string, unknown>,
+    callback: WatchCallback,
+    done: DoneCallback,
+  ): Promise<AbortController> {
+    const cluster = this.kubeConfig.getCurrentCluster();
+    if (!cluster) throw new Error("No current cluster in the kubeconfig");
+    const url = new URL(cluster.server + path);
+    url.searchParams.set("watch", "true");
+    url.searchParams.set("allowWatchBookmarks", "true");
+    const jitter = 1 + Math.random();
+    url.searchParams.set("timeoutSeconds", String(Math.round(this.#serverTimeoutSeconds * jitter)));
+    for (const [key, value] of Object.entries(queryParams)) {
+      if (value !== undefined && value !== "") url.searchParams.set(key, String(value));
+    }
+    const context = new RequestContext(url.toString(), HttpMethod.GET);
+    await this.kubeConfig.applySecurityAuthentication(context);
+
+    const controller = new AbortController();
+    const internal = new AbortController();
+    let finished = false;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const finish = (error: unknown): void => {
+      if (finished) return;
+      finished = true;
+      clearTimeout(timer);
+      internal.abort();
+      // Aborted by the owner (ListWatch stopping or restarting): it expects no callback.
+      if (!controller.signal.aborted) done(error);
+    };
+    const resetTimer = (): void => {
+      clearTimeout(timer);
+      timer = setTimeout(() => {
+        finish(new DOMException(`No data on the watch for ${this.#idleTimeoutMs} ms`, "TimeoutError"));
+      }, this.#idleTimeoutMs);
+    };
+    controller.signal.addEventListener("abort", () => finish(controller.signal.reason));
+
+    void (async () => {
+      try {
+        resetTimer();
+        const response = await fetch(url, {
+          headers: context.getHeaders(),
+          dispatcher: context.getDispatcher() as Parameters<typeof fetch>[1] extends { dispatcher?: infer D } ? D
+            : never,
+          signal: internal.signal,
+        });
+        if (response.status !== 200) {
+          const error = new Error(`Watch of ${path} failed with status ${response.status}`) as Error & {
+            statusCode?: number;
+          };
+          error.statusCode = response.status;
+          await response.body?.cancel();
+          throw error;
+        }
+        const decoder = new TextDecoder();
+        let buffer = "";
+        for await (const chunk of response.body!) {
+          resetTimer();
+          buffer += decoder.decode(chunk as Uint8Array, { stream: true });
+          let newline: number;
+          while ((newline = buffer.indexOf("\n")) >= 0) {
+            const line = buffer.slice(0, newline).trim();
+            buffer = buffer.slice(newline + 1);
+            if (line === "") continue;
+            let event: { type: string; object: unknown };
+            try {
+              event = JSON.parse(line);
+            } catch {
+              continue;
+            }
+            callback(event.type, event.object, event);
+          }
+        }
+        finish(null);
+      } catch (error) {
+        finish(error);
+      }
+    })();
+    return controller;
+  }
+}

@@ -1,0 +1,367 @@
+/**
+ * The acceptance test of the operator: a real control plane, a real Gitea, runner pods whose runner processes really
+ * run the jobs, and the operator started from `main.ts` with the `run` task's permissions.
+ *
+ * Invariants are watched continuously by a monitor for the whole test, across an operator SIGKILL and a 30 s Gitea
+ * outage: never more active runner Jobs than a group allows, never a runner Job for a job Gitea reports as blocked,
+ * never two runner Jobs for one forge job.
+ */
+import assert from "node:assert/strict";
+import type { V1Job } from "@kubernetes/client-node";
+import { startEnvironment } from "../harness/environment.ts";
+import type { GiteaJob } from "../harness/gitea.ts";
+import { type OperatorProcess, startOperator } from "../harness/operator.ts";
+import { eventually } from "../harness/wait.ts";
+
+const namespace = "ci";
+const jobIdLabel = "gitea.bpg.pw/job-id";
+const groupLabel = "gitea.bpg.pw/runnergroup-name";
+
+const isFinished = (job: V1Job): boolean =>
+  (job.status?.conditions ?? []).some((c) => (c.type === "Complete" || c.type === "Failed") && c.status === "True");
+
+/** A workflow that runs only when its own file changes, so that a later push does not start it again. */
+const workflow = (path: string, jobs: string): string => `on:\n  push:\n    paths:\n      - "${path}"\njobs:\n${jobs}`;
+const simpleJob = (name: string, label: string, seconds = 1): string =>
+  `  ${name}:\n    runs-on: ${label}\n    steps:\n      - run: echo "${name} on ${label}" && sleep ${seconds}\n`;
+
+Deno.test({
+  name: "end to end: queued Gitea jobs get exactly one ephemeral runner Job each, within limits, through failures",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn(t) {
+    const env = await startEnvironment({ echo: Deno.env.get("GRO_TEST_ECHO") === "1" });
+    let operator: OperatorProcess | undefined;
+    const monitor = {
+      stop: false,
+      violations: [] as string[],
+      jobs: new Map<string, V1Job>(),
+      maxActive: new Map<string, number>(),
+    };
+    let monitorDone: Promise<void> = Promise.resolve();
+    const operatorArgs = ["--poll-interval", "2s", "--resync-interval", "10s", "--namespaces", namespace];
+    const logTails = async (): Promise<string> =>
+      `--- operator log ---\n${await operator?.logTail(30)}\n--- gitea log ---\n${env.gitea.logTail(15)}`;
+    try {
+      const { gitea, core, custom } = env;
+      // Owners and repositories for every scope; one label per group so runners of one group never take another's.
+      const aliceToken = await gitea.createUser("alice");
+      await gitea.createOrg("acme");
+      await gitea.createOrg("tools");
+      await gitea.createRepo("acme", "app");
+      await gitea.createRepo("acme", "lib");
+      await gitea.createRepo("alice", "site");
+      await gitea.createRepo("tools", "misc");
+
+      await core.createNamespace({ body: { metadata: { name: namespace } } });
+      const secret = async (name: string, api: string, registration: string): Promise<void> => {
+        await core.createNamespacedSecret({
+          namespace,
+          body: { metadata: { name }, stringData: { api, registration } },
+        });
+      };
+      await secret(
+        "repo-tokens",
+        gitea.adminToken,
+        await gitea.registrationToken({ kind: "repo", owner: "acme", repo: "app" }),
+      );
+      await secret("org-tokens", gitea.adminToken, await gitea.registrationToken({ kind: "org", org: "acme" }));
+      await secret("user-tokens", aliceToken, await gitea.registrationToken({ kind: "user", user: "alice" }));
+      await secret("global-tokens", gitea.adminToken, await gitea.registrationToken({ kind: "global" }));
+
+      const giteaURL = gitea.url.replace(/\/$/, "");
+      const group = async (name: string, spec: Record<string, unknown>): Promise<void> => {
+        await custom.createNamespacedCustomObject({
+          group: "gitea.bpg.pw",
+          version: "v1alpha1",
+          namespace,
+          plural: "runnergroups",
+          body: {
+            apiVersion: "gitea.bpg.pw/v1alpha1",
+            kind: "RunnerGroup",
+            metadata: { name },
+            spec: {
+              giteaURL,
+              defaultLabels: false,
+              registrationToken: { name: `${name}-tokens`, key: "registration" },
+              authToken: { name: `${name}-tokens`, key: "api" },
+              ttlSecondsAfterFinished: 3600,
+              ...spec,
+            },
+          },
+        });
+      };
+      await group("repo", {
+        scope: "repo",
+        org: "acme",
+        repo: "app",
+        labels: ["repo-linux:docker://node:20"],
+        maxActiveRunners: 2,
+      });
+      await group("org", { scope: "org", org: "acme", labels: ["org-linux"], maxActiveRunners: 3 });
+      await group("user", { scope: "user", user: "alice", labels: ["user-linux"], maxActiveRunners: 3 });
+      await group("global", { scope: "global", labels: ["global-linux"], maxActiveRunners: 3 });
+      const limits: Record<string, number> = { repo: 2, org: 3, user: 3, global: 3 };
+
+      // The monitor: every runner Job ever seen, the most active at once per group, and blocked-job violations.
+      const blockedJobIds = new Set<string>();
+      monitorDone = (async () => {
+        while (!monitor.stop) {
+          try {
+            const list = await env.batch.listNamespacedJob({
+              namespace,
+              labelSelector: "app.kubernetes.io/component=runner",
+            });
+            const active = new Map<string, number>();
+            for (const job of list.items) {
+              monitor.jobs.set(job.metadata!.uid!, job);
+              const groupName = job.metadata!.labels![groupLabel];
+              if (!isFinished(job)) active.set(groupName, (active.get(groupName) ?? 0) + 1);
+              if (blockedJobIds.has(job.metadata!.labels![jobIdLabel])) {
+                monitor.violations.push(
+                  `runner Job ${job.metadata!.name} exists for blocked job ${job.metadata!.labels![jobIdLabel]}`,
+                );
+              }
+            }
+            for (const [name, count] of active) {
+              monitor.maxActive.set(name, Math.max(monitor.maxActive.get(name) ?? 0, count));
+              if (count > limits[name]) monitor.violations.push(`group ${name} had ${count} active runner Jobs`);
+            }
+            // Jobs Gitea reports as blocked right now must have no runner Job.
+            blockedJobIds.clear();
+            const waiting = await gitea.listJobs({ kind: "all" }, { status: ["waiting"], limit: 50 });
+            for (const job of waiting.jobs) blockedJobIds.add(String(job.id));
+          } catch {
+            // Gitea is down during the outage phase; the monitor carries on.
+          }
+          await new Promise((resolve) => setTimeout(resolve, 200));
+        }
+      })();
+
+      operator = await startOperator({ kubeconfigPath: env.cluster.kubeconfigPath, dir: env.dir, args: operatorArgs });
+
+      const push = (owner: string, repo: string, path: string, jobs: string): Promise<void> =>
+        gitea.pushWorkflow(owner, repo, path, workflow(path, jobs));
+      const allJobs = async (): Promise<GiteaJob[]> => (await gitea.listJobs({ kind: "all" }, { limit: 50 })).jobs;
+      const waitForJobs = async (what: string, done: (jobs: GiteaJob[]) => boolean, timeoutMs = 180_000) =>
+        await eventually(what, async () => {
+          const jobs = await allJobs();
+          return done(jobs) ? jobs : undefined;
+        }, { timeoutMs, intervalMs: 500, detail: logTails });
+
+      await t.step(
+        "every scope's group runs its jobs; limits hold; blocked and unmatched jobs get no runner",
+        async () => {
+          await push(
+            "acme",
+            "app",
+            ".gitea/workflows/matrix.yaml",
+            `  build:\n    runs-on: repo-linux\n    strategy:\n      matrix:\n        n: [1, 2, 3]\n` +
+              `    steps:\n      - run: echo "build \${{ matrix.n }}" && sleep 3\n` +
+              `  report:\n    needs: build\n    runs-on: repo-linux\n    steps:\n      - run: echo report\n` +
+              simpleJob("orphan", "no-such-label"),
+          );
+          await push("acme", "lib", ".gitea/workflows/org.yaml", simpleJob("org-job", "org-linux"));
+          await push("alice", "site", ".gitea/workflows/user.yaml", simpleJob("user-job", "user-linux"));
+          await push("tools", "misc", ".gitea/workflows/global.yaml", simpleJob("global-job", "global-linux"));
+
+          const jobs = await waitForJobs(
+            "all runnable jobs to complete",
+            (jobs) =>
+              jobs.length === 8 && jobs.filter((j) => j.name !== "orphan").every((j) => j.status === "completed"),
+          );
+          const orphan = jobs.find((j) => j.name === "orphan")!;
+          assert.equal(orphan.status, "queued", "the job no group can run stays queued");
+          for (const job of jobs.filter((j) => j.name !== "orphan")) {
+            assert.equal(job.conclusion, "success", `${job.name} should succeed\n${await logTails()}`);
+          }
+          assert.equal(monitor.maxActive.get("repo"), 2, "the repo group used, and never exceeded, its 2 runners");
+        },
+      );
+
+      await t.step(
+        "each runnable job got exactly one runner Job, whose runner ran a job; none for the orphan",
+        async () => {
+          const jobs = await allJobs();
+          const runnerJobs = [...monitor.jobs.values()];
+          const orphan = jobs.find((j) => j.name === "orphan")!;
+          for (const job of jobs) {
+            const mine = runnerJobs.filter((r) => r.metadata!.labels![jobIdLabel] === String(job.id));
+            assert.equal(mine.length, job === orphan ? 0 : 1, `runner Jobs for ${job.name} (${job.id})`);
+          }
+          const names = new Set(runnerJobs.map((r) => r.metadata!.name));
+          for (const job of jobs.filter((j) => j !== orphan)) {
+            assert.ok(
+              names.has(job.runner_name),
+              `${job.name} ran on ${job.runner_name}, one of our ephemeral runners`,
+            );
+          }
+          for (const groupName of ["repo", "org", "user", "global"]) {
+            assert.ok(
+              runnerJobs.some((r) => r.metadata!.labels![groupLabel] === groupName),
+              `group ${groupName} ran a job`,
+            );
+          }
+        },
+      );
+
+      const statusOf = async (name: string): Promise<Record<string, unknown>> => {
+        const object = await custom.getNamespacedCustomObject({
+          group: "gitea.bpg.pw",
+          version: "v1alpha1",
+          namespace,
+          plural: "runnergroups",
+          name,
+        }) as { status?: Record<string, unknown> };
+        return object.status ?? {};
+      };
+      const conditionOf = (status: Record<string, unknown>, type: string) =>
+        (status.conditions as { type: string; status: string; reason: string }[] | undefined)?.find((c) =>
+          c.type === type
+        );
+
+      await t.step(
+        "SIGKILL while runners start, then a restart: no duplicate runner Job, every job completes",
+        async () => {
+          await push(
+            "acme",
+            "app",
+            ".gitea/workflows/again.yaml",
+            simpleJob("k1", "repo-linux", 2) + simpleJob("k2", "repo-linux", 2) + simpleJob("k3", "repo-linux", 2),
+          );
+          await eventually(
+            "a runner Job for the new jobs",
+            () =>
+              [...monitor.jobs.values()].some((r) =>
+                r.metadata!.annotations!["gitea.bpg.pw/job-name"] === "k1" ||
+                r.metadata!.annotations!["gitea.bpg.pw/job-name"] === "k2"
+              ),
+            { timeoutMs: 60_000, detail: logTails },
+          );
+          const code = await operator!.stop("SIGKILL");
+          assert.notEqual(code, 0, "the operator was killed");
+          operator = await startOperator({
+            kubeconfigPath: env.cluster.kubeconfigPath,
+            dir: env.dir,
+            args: operatorArgs,
+            name: "operator-2",
+          });
+          await waitForJobs(
+            "k1..k3 to complete",
+            (jobs) => ["k1", "k2", "k3"].every((n) => jobs.find((j) => j.name === n)?.conclusion === "success"),
+          );
+          const jobs = await allJobs();
+          for (const name of ["k1", "k2", "k3"]) {
+            const job = jobs.find((j) => j.name === name)!;
+            const count = [...monitor.jobs.values()].filter((r) =>
+              r.metadata!.labels![jobIdLabel] === String(job.id)
+            ).length;
+            assert.equal(count, 1, `runner Jobs for ${name}`);
+          }
+        },
+      );
+
+      await t.step(
+        "Gitea down for 30 s: ForgeReachable turns False with a reason, then True, and the jobs complete",
+        async () => {
+          await push(
+            "acme",
+            "app",
+            ".gitea/workflows/outage.yaml",
+            simpleJob("o1", "repo-linux", 1) + simpleJob("o2", "repo-linux", 1),
+          );
+          await eventually(
+            "a runner Job for the outage jobs",
+            () =>
+              [...monitor.jobs.values()].some((r) =>
+                ["o1", "o2"].includes(r.metadata!.annotations!["gitea.bpg.pw/job-name"])
+              ),
+            {
+              timeoutMs: 60_000,
+              detail: logTails,
+            },
+          );
+          await gitea.stop();
+          const stoppedAt = Date.now();
+          const down = await eventually("ForgeReachable False", async () => {
+            const condition = conditionOf(await statusOf("repo"), "ForgeReachable");
+            return condition?.status === "False" ? condition : undefined;
+          }, { timeoutMs: 30_000, detail: logTails });
+          assert.equal(down.reason, "Unreachable");
+          assert.equal(conditionOf(await statusOf("repo"), "Ready")?.status, "False");
+          const rest = 30_000 - (Date.now() - stoppedAt);
+          if (rest > 0) {
+            await new Promise((resolve) => setTimeout(resolve, rest));
+          }
+          assert.equal(operator!.running(), true, "the operator kept running through the outage");
+          await gitea.start();
+          await eventually(
+            "ForgeReachable True again",
+            async () => conditionOf(await statusOf("repo"), "ForgeReachable")?.status === "True",
+            {
+              timeoutMs: 120_000,
+              detail: logTails,
+            },
+          );
+          await waitForJobs(
+            "o1 and o2 to complete",
+            (jobs) => ["o1", "o2"].every((n) => jobs.find((j) => j.name === n)?.conclusion === "success"),
+          );
+        },
+      );
+
+      await t.step("at the end: no runner registrations left, every group shows 0 active and 0 queued", async () => {
+        await eventually("no runner registrations in Gitea", async () => (await gitea.listRunners()).length === 0, {
+          timeoutMs: 60_000,
+          detail: async () => JSON.stringify(await gitea.listRunners()),
+        });
+        for (const name of ["repo", "org", "user", "global"]) {
+          const status = await eventually(`status of ${name} to settle`, async () => {
+            const status = await statusOf(name);
+            return status.activeRunners === 0 && status.queuedJobs === 0 ? status : undefined;
+          }, {
+            timeoutMs: 60_000,
+            detail: async () => {
+              const jobs = await env.batch.listNamespacedJob({ namespace, labelSelector: `${groupLabel}=${name}` });
+              const open = jobs.items.filter((job) => !isFinished(job)).map((job) => job.metadata!.name);
+              return `status ${JSON.stringify(await statusOf(name))}\nunfinished runner Jobs: ${open.join(", ")}\n` +
+                `gitea jobs: ${JSON.stringify((await allJobs()).map((j) => [j.id, j.name, j.status, j.runner_name]))}`;
+            },
+          });
+          assert.equal(conditionOf(status, "Ready")?.status, "True", `${name} is Ready`);
+        }
+        assert.deepEqual(monitor.violations, [], "invariants held for the whole test");
+      });
+
+      await t.step("SIGTERM stops the operator cleanly with exit code 0", async () => {
+        const code = await operator!.stop("SIGTERM");
+        assert.equal(code, 0, await operator!.logTail(20));
+        const logs = await operator!.logs();
+        assert.ok(logs.some((line) => String(line.message).includes("Stopped")), "the manager drained and stopped");
+      });
+
+      await t.step("no secret value appears in the operator's logs or in any runner Job", async () => {
+        const secrets = [gitea.adminToken, aliceToken];
+        for (const name of ["repo", "org", "user", "global"]) {
+          const s = await core.readNamespacedSecret({ namespace, name: `${name}-tokens` });
+          secrets.push(atob(s.data!.registration));
+        }
+        const logs = await Deno.readTextFile(operator!.logPath) +
+          await Deno.readTextFile(operator!.logPath.replace("operator-2", "operator")).catch(() => "");
+        const jobsText = JSON.stringify([...monitor.jobs.values()]);
+        const events = JSON.stringify(await core.listNamespacedEvent({ namespace }));
+        for (const value of secrets) {
+          assert.ok(value.length > 10);
+          assert.ok(!logs.includes(value), "a token appears in the operator log");
+          assert.ok(!jobsText.includes(value), "a token appears in a runner Job");
+          assert.ok(!events.includes(value), "a token appears in an event");
+        }
+      });
+    } finally {
+      monitor.stop = true;
+      await monitorDone;
+      if (operator?.running()) await operator.stop("SIGTERM");
+      await env.dispose();
+    }
+  },
+});

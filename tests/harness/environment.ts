@@ -1,0 +1,95 @@
+/**
+ * The whole test world on one machine: a real control plane, the stand-in kubelet for runner pods, a real Gitea,
+ * and the RunnerGroup CRD installed from `crds/`. Used by the end-to-end tests and the sandbox.
+ */
+import {
+  ApiextensionsV1Api,
+  BatchV1Api,
+  CoreV1Api,
+  CustomObjectsApi,
+  KubernetesObjectApi,
+  loadYaml,
+  type V1CustomResourceDefinition,
+} from "@kubernetes/client-node";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { type ClusterHarness, startCluster } from "./cluster.ts";
+import { type GiteaHarness, startGitea } from "./gitea.ts";
+import { type RunnerKubelet, startRunnerKubelet } from "./kubelet.ts";
+import { ensureTools, type ToolPaths } from "./tools.ts";
+import { eventually } from "./wait.ts";
+
+const repoRoot = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+export const crdPath = join(repoRoot, "crds", "runnergroups.gitea.bpg.pw.yaml");
+
+export interface Environment {
+  tools: ToolPaths;
+  cluster: ClusterHarness;
+  kubelet: RunnerKubelet;
+  gitea: GiteaHarness;
+  core: CoreV1Api;
+  batch: BatchV1Api;
+  custom: CustomObjectsApi;
+  objects: KubernetesObjectApi;
+  /** A temporary folder for logs of this environment. */
+  dir: string;
+  dispose(): Promise<void>;
+}
+
+/** Installs the committed CRD and waits until it is established. */
+export async function installCrd(cluster: ClusterHarness): Promise<void> {
+  // loadYaml maps the file's field names (x-kubernetes-validations, ...) to the client's model; a plain YAML parse
+  // would have the client's serializer silently drop them.
+  const crd = loadYaml<V1CustomResourceDefinition>(await Deno.readTextFile(crdPath));
+  const api = cluster.kubeConfig.makeApiClient(ApiextensionsV1Api);
+  await api.createCustomResourceDefinition({ body: crd });
+  await eventually("the RunnerGroup CRD to be established", async () => {
+    const current = await api.readCustomResourceDefinition({ name: crd.metadata!.name! });
+    return current.status?.conditions?.some((c) => c.type === "Established" && c.status === "True") ?? false;
+  }, { timeoutMs: 30_000 });
+}
+
+export async function startEnvironment(options: { echo?: boolean } = {}): Promise<Environment> {
+  const tools = await ensureTools();
+  const dir = await Deno.makeTempDir({ prefix: "gro-env-" });
+  const cleanups: (() => Promise<void>)[] = [];
+  const dispose = async (): Promise<void> => {
+    for (const cleanup of cleanups.splice(0).reverse()) {
+      await cleanup().catch(() => {});
+    }
+    // GRO_TEST_KEEP=1 keeps the logs (operator, runners) for a look after a failure.
+    if (Deno.env.get("GRO_TEST_KEEP") !== "1") await Deno.remove(dir, { recursive: true }).catch(() => {});
+  };
+  try {
+    const [cluster, gitea] = await Promise.all([
+      startCluster({ echoOutput: options.echo }),
+      startGitea({ gitea: tools.gitea, giteaSourceDir: tools.giteaSourceDir }),
+    ]);
+    cleanups.push(() => cluster.dispose(), () => gitea.dispose());
+    const kubelet = await startRunnerKubelet({
+      kubeConfig: cluster.kubeConfig,
+      runnerBinary: tools.testRunner,
+      nodeName: cluster.nodeName,
+      echoOutput: options.echo,
+      dir: join(dir, "runners"),
+    });
+    cleanups.push(() => kubelet.stop());
+    await installCrd(cluster);
+    const kubeConfig = cluster.kubeConfig;
+    return {
+      tools,
+      cluster,
+      kubelet,
+      gitea,
+      core: kubeConfig.makeApiClient(CoreV1Api),
+      batch: kubeConfig.makeApiClient(BatchV1Api),
+      custom: kubeConfig.makeApiClient(CustomObjectsApi),
+      objects: KubernetesObjectApi.makeApiClient(kubeConfig),
+      dir,
+      dispose,
+    };
+  } catch (error) {
+    await dispose();
+    throw error;
+  }
+}

@@ -1,0 +1,321 @@
+/**
+ * Proves the install manifests and the samples against a real kube-apiserver: the kustomize base in
+ * `manifests/base` is rendered (by the small kustomize subset below, so no kustomize binary is needed), the CRD and
+ * Namespace are created for real, every other object is created with a server-side dry run, and every sample
+ * RunnerGroup and Secret in `manifests/samples` must be accepted by the CRD's schema and validation rules.
+ *
+ * Set GRO_HARNESS_DEBUG=1 to copy every process's output to stderr.
+ */
+import assert from "node:assert/strict";
+import { dirname, join, relative } from "node:path";
+import { fileURLToPath } from "node:url";
+import {
+  HttpMethod,
+  type KubernetesObject,
+  KubernetesObjectApi,
+  type V1ClusterRole,
+  type V1ClusterRoleBinding,
+  type V1CustomResourceDefinition,
+  type V1Deployment,
+  type V1Secret,
+} from "@kubernetes/client-node";
+import YAML from "yaml";
+import { environmentVariables, parseConfig } from "../../src/config.ts";
+import { apiMessage, apiStatus } from "../../src/kube/client.ts";
+import { apiGroup, apiVersion, describeSpecIssues, kind, parseRunnerGroupSpec } from "../../src/runner_group/schema.ts";
+import { startCluster } from "../harness/cluster.ts";
+
+const repoRoot = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+const baseDir = join(repoRoot, "manifests", "base");
+const samplesDir = join(repoRoot, "manifests", "samples");
+const sampleNamespace = "default";
+const echoOutput = Deno.env.get("GRO_HARNESS_DEBUG") === "1";
+
+// ---------------------------------------------------------------------------------------------------------------
+// A kustomize subset: `resources` (files, and directories holding their own kustomization.yaml) and `namespace`.
+
+/** Kinds of the base that are cluster-scoped; kustomize's `namespace:` leaves them alone. */
+const clusterScopedKinds = new Set(["Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"]);
+const supportedKustomizationFields = new Set(["apiVersion", "kind", "resources", "namespace"]);
+
+interface Kustomization {
+  resources?: string[];
+  namespace?: string;
+}
+
+/** Renders the kustomization in `dir` as `kustomize build` would, for the fields this repository uses. */
+async function renderKustomization(dir: string): Promise<KubernetesObject[]> {
+  const file = join(dir, "kustomization.yaml");
+  const kustomization = YAML.parse(await Deno.readTextFile(file)) as Kustomization & Record<string, unknown>;
+  for (const field of Object.keys(kustomization)) {
+    if (!supportedKustomizationFields.has(field)) {
+      throw new Error(`Cannot render ${file}: field "${field}" is outside the kustomize subset of this test`);
+    }
+  }
+  const objects: KubernetesObject[] = [];
+  for (const resource of kustomization.resources ?? []) {
+    const path = join(dir, resource);
+    if ((await Deno.stat(path)).isDirectory) {
+      objects.push(...await renderKustomization(path));
+      continue;
+    }
+    // kustomize's default load restrictor: a file resource must lie inside the kustomization's own folder.
+    if (relative(dir, path).startsWith("..")) {
+      throw new Error(`Cannot render ${file}: resource "${resource}" lies outside ${dir}`);
+    }
+    objects.push(...await readObjects(path));
+  }
+  if (kustomization.namespace) {
+    for (const object of objects) {
+      if (!clusterScopedKinds.has(object.kind ?? "")) {
+        object.metadata = { ...object.metadata, namespace: kustomization.namespace };
+      }
+    }
+  }
+  return objects;
+}
+
+async function readObjects(path: string): Promise<KubernetesObject[]> {
+  const objects: KubernetesObject[] = [];
+  for (const document of YAML.parseAllDocuments(await Deno.readTextFile(path))) {
+    if (document.errors.length > 0) throw new Error(`Cannot parse ${path}: ${document.errors[0].message}`);
+    const object = document.toJS() as KubernetesObject | null;
+    if (object !== null) objects.push(object);
+  }
+  return objects;
+}
+
+function findObject<T extends KubernetesObject>(objects: KubernetesObject[], objectKind: string): T {
+  const matches = objects.filter((object) => object.kind === objectKind);
+  assert.equal(matches.length, 1, `expected one ${objectKind} in the base, found ${matches.length}`);
+  return matches[0] as T;
+}
+
+function describeObject(object: KubernetesObject): string {
+  const namespace = object.metadata?.namespace ? `${object.metadata.namespace}/` : "";
+  return `${object.kind} ${namespace}${object.metadata?.name}`;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// API server helpers
+
+/**
+ * Sends objects exactly as written. `KubernetesObjectApi.create` re-encodes a body through the typed models, which
+ * silently drops every field a model does not know by its wire name: the CRD would lose its
+ * `x-kubernetes-validations` and most `x-kubernetes-preserve-unknown-fields`, and a misspelt field in a manifest
+ * would vanish instead of being rejected. Strict field validation makes the server reject unknown fields.
+ */
+class WireObjectApi extends KubernetesObjectApi {
+  async createAsWritten(object: KubernetesObject, options: { dryRun: boolean }): Promise<void> {
+    const request = this.configuration.baseServer.makeRequestContext(
+      await this.specUriPath(object, "create"),
+      HttpMethod.POST,
+    );
+    request.setHeaderParam("Accept", "application/json");
+    request.setHeaderParam("Content-Type", "application/json");
+    request.setQueryParam("fieldValidation", "Strict");
+    if (options.dryRun) request.setQueryParam("dryRun", "All");
+    request.setBody(JSON.stringify(object));
+    await this.requestPromise(request);
+  }
+}
+
+/** Creates the object (or dry-runs it); an API error is rethrown with the server's message and the object named. */
+async function create(client: WireObjectApi, object: KubernetesObject, dryRun: boolean): Promise<void> {
+  try {
+    await client.createAsWritten(object, { dryRun });
+  } catch (error) {
+    throw new Error(`The API server rejected ${describeObject(object)}: ${apiMessage(error)}`, { cause: error });
+  }
+}
+
+/** Polls until `probe` returns true; returns the last error on timeout. */
+async function eventually(what: string, probe: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  let lastError: unknown;
+  while (Date.now() < deadline) {
+    try {
+      if (await probe()) return;
+    } catch (error) {
+      lastError = error;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  throw new Error(`Timed out waiting until ${what}`, { cause: lastError });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+Deno.test({
+  name: "the kustomize base and every sample are accepted by a real API server",
+  // The Kubernetes client keeps pooled HTTP connections open past the test.
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async (t) => {
+    const base = await renderKustomization(baseDir);
+    const sampleFiles = [...Deno.readDirSync(samplesDir)].filter((entry) => entry.name.endsWith(".yaml"))
+      .map((entry) => entry.name).sort();
+    assert.deepEqual(sampleFiles, [
+      "runnergroup-global.yaml",
+      "runnergroup-org.yaml",
+      "runnergroup-repo.yaml",
+      "runnergroup-user.yaml",
+    ]);
+
+    const cluster = await startCluster({ echoOutput });
+    try {
+      const client = cluster.kubeConfig.makeApiClient(WireObjectApi);
+
+      await t.step("the base installs: CRD and Namespace for real, the rest as a dry run", async () => {
+        const crd = findObject<V1CustomResourceDefinition>(base, "CustomResourceDefinition");
+        const namespace = findObject(base, "Namespace");
+        await create(client, crd, false);
+        await create(client, namespace, false);
+        for (const object of base) {
+          if (object !== crd && object !== namespace) await create(client, object, true);
+        }
+        await eventually("the RunnerGroup API is served", async () => {
+          const served = await client.read<V1CustomResourceDefinition>({
+            apiVersion: "apiextensions.k8s.io/v1",
+            kind: "CustomResourceDefinition",
+            metadata: { name: crd.metadata!.name! },
+          });
+          const established = served.status?.conditions?.some((c) => c.type === "Established" && c.status === "True");
+          if (!established) return false;
+          await client.list(`${apiGroup}/${apiVersion}`, kind, sampleNamespace);
+          return true;
+        });
+      });
+
+      await t.step("every namespaced object of the base lands in the operator's namespace", () => {
+        const namespace = findObject(base, "Namespace").metadata!.name;
+        for (const object of base) {
+          if (clusterScopedKinds.has(object.kind ?? "")) continue;
+          assert.equal(object.metadata?.namespace, namespace, describeObject(object));
+        }
+        const serviceAccount = findObject(base, "ServiceAccount");
+        const binding = findObject<V1ClusterRoleBinding>(base, "ClusterRoleBinding");
+        assert.deepEqual(binding.subjects, [{
+          kind: "ServiceAccount",
+          name: serviceAccount.metadata!.name,
+          namespace: serviceAccount.metadata!.namespace,
+        }]);
+        assert.equal(binding.roleRef.name, findObject(base, "ClusterRole").metadata!.name);
+        const deployment = findObject<V1Deployment>(base, "Deployment");
+        assert.equal(deployment.spec?.template.spec?.serviceAccountName, serviceAccount.metadata!.name);
+      });
+
+      await t.step("the ClusterRole grants named verbs on named resources only", () => {
+        const role = findObject<V1ClusterRole>(base, "ClusterRole");
+        assert.ok((role.rules ?? []).length > 0, "the ClusterRole has no rules");
+        assert.equal(role.aggregationRule, undefined);
+        for (const rule of role.rules ?? []) {
+          const where = JSON.stringify(rule);
+          assert.ok(!rule.verbs.includes("*"), `wildcard verb in ${where}`);
+          assert.ok(
+            !(rule.resources ?? []).some((resource) => resource.includes("*")),
+            `wildcard resource in ${where}`,
+          );
+          assert.ok(!(rule.apiGroups ?? []).includes("*"), `wildcard API group in ${where}`);
+          assert.equal(rule.nonResourceURLs, undefined, `non-resource URLs in ${where}`);
+          assert.equal(rule.resourceNames, undefined, `resource names in ${where}`);
+        }
+        const secretRules = (role.rules ?? []).filter((rule) => rule.resources?.includes("secrets"));
+        assert.deepEqual(secretRules.flatMap((rule) => rule.verbs), ["get"], "secrets may only be read one by one");
+      });
+
+      await t.step("the Deployment runs non-root on a read-only root filesystem", () => {
+        const deployment = findObject<V1Deployment>(base, "Deployment");
+        const pod = deployment.spec!.template.spec!;
+        assert.equal(deployment.spec?.replicas, 1);
+        assert.equal(pod.securityContext?.runAsNonRoot, true);
+        assert.equal(pod.securityContext?.seccompProfile?.type, "RuntimeDefault");
+        assert.equal(pod.containers.length, 1);
+        const [container] = pod.containers;
+        const security = container.securityContext;
+        assert.equal(security?.runAsNonRoot, true);
+        assert.ok((security?.runAsUser ?? pod.securityContext?.runAsUser ?? 0) > 0, "runAsUser must not be root");
+        assert.equal(security?.readOnlyRootFilesystem, true);
+        assert.equal(security?.allowPrivilegeEscalation, false);
+        assert.equal(security?.privileged ?? false, false);
+        assert.deepEqual(security?.capabilities?.drop, ["ALL"]);
+        assert.equal(security?.capabilities?.add, undefined);
+        assert.match(container.image ?? "", /:\d+\.\d+\.\d+$/, "the image tag must be a pinned version");
+
+        // The probes point at the port the operator serves health on with the settings the Deployment passes.
+        const env = Object.fromEntries((container.env ?? []).map((variable) => [variable.name, variable.value]));
+        for (const name of Object.keys(env)) assert.ok(environmentVariables.includes(name), `unknown variable ${name}`);
+        const config = parseConfig(container.args ?? [], (name) => env[name]);
+        const healthPort = container.ports?.find((port) => port.name === "health");
+        assert.equal(healthPort?.containerPort, config.healthPort);
+        assert.equal(container.livenessProbe?.httpGet?.path, "/healthz");
+        assert.equal(container.livenessProbe?.httpGet?.port, "health");
+        assert.equal(container.readinessProbe?.httpGet?.path, "/readyz");
+        assert.equal(container.readinessProbe?.httpGet?.port, "health");
+      });
+
+      for (const file of sampleFiles) {
+        await t.step(`sample ${file} is accepted`, async () => {
+          const objects = await readObjects(join(samplesDir, file));
+          const groups = objects.filter((object) => object.kind === kind);
+          const secrets = objects.filter((object) => object.kind === "Secret") as V1Secret[];
+          assert.equal(groups.length, 1, `expected one RunnerGroup in ${file}`);
+          assert.equal(secrets.length, 1, `expected one Secret in ${file}`);
+
+          // The operator's own validation, and the Secret keys the group names exist.
+          const spec = (groups[0] as KubernetesObject & { spec: unknown }).spec;
+          const parsed = parseRunnerGroupSpec(spec);
+          assert.ok(parsed.success, parsed.success ? "" : describeSpecIssues(parsed.error));
+          for (const selector of [parsed.data.authToken, parsed.data.registrationToken]) {
+            assert.equal(selector.name, secrets[0].metadata?.name);
+            assert.ok(Object.hasOwn(secrets[0].stringData ?? {}, selector.key), `Secret has no key ${selector.key}`);
+          }
+
+          for (const object of objects) {
+            assert.equal(object.metadata?.namespace, undefined, `${describeObject(object)} should not pin a namespace`);
+            await create(client, { ...object, metadata: { ...object.metadata, namespace: sampleNamespace } }, true);
+          }
+        });
+      }
+
+      await t.step("a repository group with two owners is rejected, so the dry runs above did validate", async () => {
+        const [group] = (await readObjects(join(samplesDir, "runnergroup-repo.yaml")))
+          .filter((object) => object.kind === kind) as (KubernetesObject & { spec: Record<string, unknown> })[];
+        const invalid = {
+          ...group,
+          metadata: { ...group.metadata, namespace: sampleNamespace },
+          spec: { ...group.spec, org: "acme", user: "alice" },
+        };
+        const error = await client.createAsWritten(invalid, { dryRun: true }).then(() => undefined, (error) => error);
+        assert.ok(error !== undefined, "the API server accepted a repository group with two owners");
+        assert.equal(apiStatus(error), 422, apiMessage(error));
+        assert.match(apiMessage(error), /scope repo needs exactly one owner/);
+      });
+    } finally {
+      await cluster.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "the kustomize subset renders the base as kustomize does",
+  ignore: !hasKubectl(),
+  fn: async () => {
+    const output = await new Deno.Command("kubectl", { args: ["kustomize", baseDir], stderr: "inherit" }).output();
+    assert.ok(output.success, "kubectl kustomize failed");
+    const expected = YAML.parseAllDocuments(new TextDecoder().decode(output.stdout)).map((document) => document.toJS());
+    const key = (object: KubernetesObject): string => describeObject(object);
+    const sorted = (objects: KubernetesObject[]): KubernetesObject[] =>
+      [...objects].sort((a, b) => key(a).localeCompare(key(b)));
+    assert.deepEqual(sorted(await renderKustomization(baseDir)), sorted(expected));
+  },
+});
+
+function hasKubectl(): boolean {
+  try {
+    return new Deno.Command("kubectl", { args: ["version", "--client"], stdout: "null", stderr: "null" }).outputSync()
+      .success;
+  } catch {
+    return false;
+  }
+}
