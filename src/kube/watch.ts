@@ -1,11 +1,23 @@
 /**
  * A Kubernetes watch for `ListWatch`, replacing `@kubernetes/client-node`'s `Watch`, whose stream under Deno never
  * reports a dropped connection or its own inactivity timeout (the informer then waits forever; seen against a real
- * kube-apiserver in tests/integration). This one reads the web stream directly, so every end of the connection
- * reaches `done`, and it asks for bookmarks and a server-side timeout so that an idle watch is renewed regularly.
+ * kube-apiserver in tests/integration). This one uses Deno's own fetch with the kubeconfig's TLS material, so a
+ * dropped connection ends the stream and reaches `done`; it asks for bookmarks and a server-side timeout so that an
+ * idle watch is renewed regularly, and ends a watch that stays silent for too long.
  */
-import { HttpMethod, type KubeConfig, RequestContext } from "@kubernetes/client-node";
-import { fetch } from "undici";
+import type { KubeConfig } from "@kubernetes/client-node";
+
+type TlsOptions = {
+  ca?: Uint8Array | string;
+  cert?: Uint8Array | string;
+  key?: Uint8Array | string;
+  headers?: Record<string, string>;
+  auth?: string;
+  rejectUnauthorized?: boolean;
+};
+
+const text = (value: Uint8Array | string | undefined): string | undefined =>
+  value === undefined ? undefined : typeof value === "string" ? value : new TextDecoder().decode(value);
 
 type WatchCallback = (phase: string, apiObject: unknown, watchObject?: unknown) => void;
 type DoneCallback = (error: unknown) => void;
@@ -22,7 +34,7 @@ export class StreamingWatch {
   readonly #serverTimeoutSeconds: number;
 
   constructor(readonly kubeConfig: KubeConfig, options: StreamingWatchOptions = {}) {
-    this.#idleTimeoutMs = options.idleTimeoutMs ?? 90_000;
+    this.#idleTimeoutMs = options.idleTimeoutMs ?? 60_000;
     this.#serverTimeoutSeconds = options.serverTimeoutSeconds ?? 300;
   }
 
@@ -43,8 +55,18 @@ export class StreamingWatch {
     for (const [key, value] of Object.entries(queryParams)) {
       if (value !== undefined && value !== "") url.searchParams.set(key, String(value));
     }
-    const context = new RequestContext(url.toString(), HttpMethod.GET);
-    await this.kubeConfig.applySecurityAuthentication(context);
+    const tls: TlsOptions = {};
+    await this.kubeConfig.applyToHTTPSOptions(tls as Parameters<KubeConfig["applyToHTTPSOptions"]>[0]);
+    const headers: Record<string, string> = { accept: "application/json", ...tls.headers };
+    if (tls.auth) headers.authorization = `Basic ${btoa(tls.auth)}`;
+    const cert = text(tls.cert);
+    const key = text(tls.key);
+    const ca = text(tls.ca);
+    const client = Deno.createHttpClient({
+      ...(ca ? { caCerts: [ca] } : {}),
+      ...(cert && key ? { cert, key } : {}),
+      http2: false,
+    });
 
     const controller = new AbortController();
     const internal = new AbortController();
@@ -55,6 +77,7 @@ export class StreamingWatch {
       finished = true;
       clearTimeout(timer);
       internal.abort();
+      client.close();
       // Aborted by the owner (ListWatch stopping or restarting): it expects no callback.
       if (!controller.signal.aborted) done(error);
     };
@@ -69,12 +92,7 @@ export class StreamingWatch {
     void (async () => {
       try {
         resetTimer();
-        const response = await fetch(url, {
-          headers: context.getHeaders(),
-          dispatcher: context.getDispatcher() as Parameters<typeof fetch>[1] extends { dispatcher?: infer D } ? D
-            : never,
-          signal: internal.signal,
-        });
+        const response = await fetch(url, { headers, client, signal: internal.signal });
         if (response.status !== 200) {
           const error = new Error(`Watch of ${path} failed with status ${response.status}`) as Error & {
             statusCode?: number;

@@ -29,7 +29,7 @@ Deno.test({
   name: "end to end: queued Gitea jobs get exactly one ephemeral runner Job each, within limits, through failures",
   sanitizeOps: false,
   sanitizeResources: false,
-  async fn(t) {
+  async fn(t): Promise<void> {
     const env = await startEnvironment({ echo: Deno.env.get("GRO_TEST_ECHO") === "1" });
     let operator: OperatorProcess | undefined;
     const monitor = {

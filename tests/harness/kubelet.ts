@@ -44,6 +44,11 @@ export interface RunnerKubeletOptions {
   dir?: string;
   /** Copy each runner's output to stderr (prefixed with the pod name) as well as to its log file. */
   echoOutput?: boolean;
+  /** How long the apiserver keeps one pod watch open before the stand-in relists and watches again. Default 20 s. */
+  watchTimeoutSeconds?: number;
+  /** How long a watch may go without any event before it is taken as dead and restarted. Default: 15 s more than
+   * {@linkcode watchTimeoutSeconds}. */
+  watchIdleMs?: number;
 }
 
 /** What the stand-in did with one runner pod; the fields fill in as the pod progresses. */
@@ -114,7 +119,6 @@ interface PodRecord {
 }
 
 const fieldManager = "harness-kubelet";
-const watchTimeoutSeconds = 20;
 const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
 
 /** Starts watching the Node's pods; resolves once the first list has been processed. */
@@ -124,6 +128,8 @@ export async function startRunnerKubelet(options: RunnerKubeletOptions): Promise
   const dir = options.dir ?? await Deno.makeTempDir({ prefix: "gro-kubelet-" });
   const graceMs = options.terminationGraceMs ?? 3_000;
   const fieldSelector = `spec.nodeName=${options.nodeName}`;
+  const watchTimeoutSeconds = options.watchTimeoutSeconds ?? 20;
+  const watchIdleMs = options.watchIdleMs ?? (watchTimeoutSeconds + 15) * 1000;
 
   const latest = new Map<string, V1Pod | undefined>();
   const records = new Map<string, PodRecord>();
@@ -202,8 +208,20 @@ export async function startRunnerKubelet(options: RunnerKubeletOptions): Promise
   };
 
   const syncPod = async (uid: string): Promise<void> => {
-    const pod = latest.get(uid);
+    let pod = latest.get(uid);
     const existing = records.get(uid);
+    if (pod === undefined && existing) {
+      // A pod missing from a relist or reported DELETED is only taken as gone once the apiserver confirms it: killing
+      // the runner of a pod that still exists (nobody set a deletionTimestamp) would leave it Running forever, since
+      // the stand-in forgets a pod it believes gone and so never reports the runner's exit.
+      const found = await readOrUndefined(() =>
+        core.readNamespacedPod({ name: existing.name, namespace: existing.namespace })
+      );
+      if (found?.metadata?.uid === uid) {
+        pod = latest.get(uid) ?? found;
+        latest.set(uid, pod);
+      } else pod = latest.get(uid);
+    }
     if (pod === undefined) {
       // Gone from the API (forcibly deleted, or deletion confirmed): nothing may keep running for it.
       if (existing?.process && !existing.process.exited) {
@@ -232,8 +250,9 @@ export async function startRunnerKubelet(options: RunnerKubeletOptions): Promise
         await process.stop(graceMs);
       }
       if (process && !current.terminalReported) {
+        // A failed write is retried like any sync error: the Job controller needs the pod's terminal phase.
+        await writeStatus(current, terminalStatus(pod, current));
         current.terminalReported = true;
-        await writeStatus(current, terminalStatus(pod, current)).catch(() => {});
       }
       // What a kubelet does once the containers are gone: confirm the deletion.
       // With a body, the apiserver ignores query options: the grace period must be in the body.
@@ -358,7 +377,7 @@ export async function startRunnerKubelet(options: RunnerKubeletOptions): Promise
       };
       const feedWatchdog = (): void => {
         clearTimeout(watchdog);
-        watchdog = setTimeout(() => end(new Error("The pod watch went silent")), (watchTimeoutSeconds + 15) * 1000);
+        watchdog = setTimeout(() => end(new Error("The pod watch went silent")), watchIdleMs);
       };
       endWatch = (): void => end();
       feedWatchdog();

@@ -76,7 +76,7 @@ export async function startOperator(options: StartOperatorOptions): Promise<Oper
     logPath,
     exited,
     running: () => !done,
-    async logs() {
+    async logs(): Promise<Record<string, unknown>[]> {
       return (await readLines()).flatMap((line) => {
         try {
           return [JSON.parse(line)];
@@ -85,10 +85,10 @@ export async function startOperator(options: StartOperatorOptions): Promise<Oper
         }
       });
     },
-    async logTail(lines = 40) {
+    async logTail(lines = 40): Promise<string> {
       return (await readLines()).slice(-lines).join("\n");
     },
-    stop(signal = "SIGTERM") {
+    stop(signal: "SIGTERM" | "SIGKILL" = "SIGTERM"): Promise<number> {
       child.kill(signal);
       return exited;
     },

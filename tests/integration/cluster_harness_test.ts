@@ -54,6 +54,9 @@ Deno.test({
         runnerBinary: stub,
         nodeName: cluster.nodeName,
         echoOutput,
+        // Short watches, so that the idle step below sees the watch end and restart several times.
+        watchTimeoutSeconds: 2,
+        watchIdleMs: 1_500,
       });
       const runner = kubelet;
 
@@ -142,6 +145,56 @@ Deno.test({
         assert.equal(processExists(started.pid), false);
         assert.equal((await Deno.readTextFile(join(started.workDir, "signal"))).trim(), "SIGTERM");
       });
+
+      await t.step(
+        "an idle runner survives watch restarts, and its pod fails when it is killed from outside",
+        async (t) => {
+          await batch.createNamespacedJob({
+            namespace,
+            body: runnerJob("runner-idle", [{ name: "STUB_SLEEP_SECONDS", value: "120" }]),
+          });
+          const pod = await eventually("the runner-idle pod is Running", async () => {
+            const found = await onlyPod(core, "runner-idle").catch(() => undefined);
+            return found?.status?.phase === "Running" ? found : undefined;
+          });
+          const podName = pod.metadata?.name ?? "";
+          const started = runner.observation(namespace, podName);
+          assert.ok(started && started.exitCode === undefined, "the runner is not running");
+
+          await t.step(
+            "no pod event for longer than the watch timeout and idle limit: the runner keeps running",
+            async () => {
+              const restartsBefore = runner.watchRestarts;
+              const idleUntil = Date.now() + 8_000;
+              while (Date.now() < idleUntil) {
+                assert.ok(processExists(started.pid), "the idle runner process was stopped");
+                assert.equal(started.exitCode, undefined, "the idle runner process exited");
+                await new Promise((resolve) => setTimeout(resolve, 250));
+              }
+              assert.ok(runner.watchRestarts > restartsBefore, "the idle watch was never restarted");
+              assert.equal(started.killedOnDeletion, false);
+              const after = await core.readNamespacedPod({ name: podName, namespace });
+              assert.equal(after.metadata?.deletionTimestamp, undefined);
+              assert.equal(after.status?.phase, "Running");
+              assert.equal(await jobWithCondition(batch, "runner-idle", "Failed"), undefined);
+            },
+          );
+
+          await t.step("the runner is killed from outside: the pod fails with 143 and so does the Job", async () => {
+            const kill = await new Deno.Command("kill", { args: ["-TERM", String(started.pid)] }).output();
+            assert.ok(kill.success, "kill -TERM failed");
+            const failed = await eventually("the runner-idle pod is Failed", async () => {
+              const found = await core.readNamespacedPod({ name: podName, namespace });
+              return found.status?.phase === "Failed" ? found : undefined;
+            });
+            assert.equal(failed.status?.containerStatuses?.[0].state?.terminated?.exitCode, 143);
+            await eventually("Job runner-idle is Failed", () => jobWithCondition(batch, "runner-idle", "Failed"));
+            assert.equal(started.exitCode, 143);
+            assert.equal(started.killedOnDeletion, false);
+            assert.equal((await Deno.readTextFile(join(started.workDir, "signal"))).trim(), "SIGTERM");
+          });
+        },
+      );
 
       await t.step("a runner pod whose Secret key is missing waits with CreateContainerConfigError", async () => {
         await batch.createNamespacedJob({
