@@ -140,7 +140,7 @@ class Poller {
   #nextDelay(error: ForgeError | undefined): number {
     const interval = this.options.intervalMs;
     if (!error) return interval;
-    const max = this.options.maxBackoffMs ?? 5 * 60_000;
+    const max = this.options.maxBackoffMs ?? 60_000;
     const backoff = error.transient
       ? Math.min(max, interval * 2 ** Math.min(this.#failures - 1, 10))
       : Math.min(max, Math.max(interval * 6, 60_000));

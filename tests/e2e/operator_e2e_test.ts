@@ -318,9 +318,10 @@ Deno.test({
         for (const name of ["repo", "org", "user", "global"]) {
           const status = await eventually(`status of ${name} to settle`, async () => {
             const status = await statusOf(name);
-            return status.activeRunners === 0 && status.queuedJobs === 0 ? status : undefined;
+            const ready = conditionOf(status, "Ready")?.status === "True";
+            return status.activeRunners === 0 && status.queuedJobs === 0 && ready ? status : undefined;
           }, {
-            timeoutMs: 60_000,
+            timeoutMs: 90_000,
             detail: async () => {
               const jobs = await env.batch.listNamespacedJob({ namespace, labelSelector: `${groupLabel}=${name}` });
               const open = jobs.items.filter((job) => !isFinished(job)).map((job) => job.metadata!.name);
