@@ -5,6 +5,7 @@
  *
  *   deno task sandbox
  */
+import { leaveSignalsToCaller } from "./harness/cluster.ts";
 import { startEnvironment } from "./harness/environment.ts";
 import { startOperator } from "./harness/operator.ts";
 
@@ -12,6 +13,7 @@ const encoder = new TextEncoder();
 const say = (line: string): void => void Deno.stdout.writeSync(encoder.encode(`${line}\n`));
 const namespace = "gitea-runners";
 
+leaveSignalsToCaller();
 say("Starting the sandbox: a local Kubernetes control plane and Gitea (the first run builds them; that takes a while)");
 const env = await startEnvironment();
 const stopped = Promise.withResolvers<void>();

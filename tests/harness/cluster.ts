@@ -688,6 +688,19 @@ const liveProcesses = new Set<() => void>();
 /** Temporary folders to remove if the test process is interrupted. */
 const liveDirs = new Set<string>();
 let guardsInstalled = false;
+let signalGuards = true;
+
+/**
+ * For programs that stop the harness themselves on SIGINT/SIGTERM (the sandbox): the harness then leaves those
+ * signals alone. Its children still die with this process (pdeathsig), and `unload` still cleans up.
+ */
+export function leaveSignalsToCaller(): void {
+  signalGuards = false;
+  if (guardsInstalled) {
+    Deno.removeSignalListener("SIGINT", onInterrupt);
+    Deno.removeSignalListener("SIGTERM", onTerminate);
+  }
+}
 
 function killAllNow(): void {
   for (const kill of liveProcesses) kill();
@@ -718,6 +731,7 @@ function installLeakGuards(): void {
   if (guardsInstalled) return;
   guardsInstalled = true;
   globalThis.addEventListener("unload", cleanUpNow);
+  if (!signalGuards) return;
   Deno.addSignalListener("SIGINT", onInterrupt);
   Deno.addSignalListener("SIGTERM", onTerminate);
 }
@@ -726,6 +740,7 @@ function removeLeakGuardsIfIdle(): void {
   if (!guardsInstalled || liveProcesses.size > 0) return;
   guardsInstalled = false;
   globalThis.removeEventListener("unload", cleanUpNow);
+  if (!signalGuards) return;
   Deno.removeSignalListener("SIGINT", onInterrupt);
   Deno.removeSignalListener("SIGTERM", onTerminate);
 }
