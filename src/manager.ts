@@ -28,6 +28,8 @@ export class Manager {
   #server?: Deno.HttpServer;
   #started = false;
   readonly #stopping = Promise.withResolvers<void>();
+  /** The last seen spec generation of each group, to tell spec changes from status updates. */
+  readonly #generations = new Map<string, number | undefined>();
 
   constructor(readonly config: Config, readonly clients: KubeClients) {
     const namespaces = config.namespaces.length > 0 ? config.namespaces : [undefined];
@@ -140,10 +142,17 @@ export class Manager {
   }
 
   #onGroupChange(group: RunnerGroup): void {
+    const { namespace, name, generation } = group.metadata;
+    const key = groupKey(namespace, name);
+    const present = this.groupInformers.some((informer) => informer.cache.get(name, namespace) !== undefined);
+    const specChanged = !present || this.#generations.get(key) !== generation;
+    if (present) this.#generations.set(key, generation);
+    else this.#generations.delete(key);
     if (!this.#started) return;
-    this.controller.queue.add(groupKey(group.metadata.namespace, group.metadata.name));
-    // A group that appears, changes or goes away can change which group runs a shared job.
-    this.#enqueueAll();
+    // A group that appears, changes its spec or goes away can change which group runs a shared job; a status
+    // update (our own writes come back as events) concerns only its group.
+    if (specChanged) this.#enqueueAll();
+    else this.controller.queue.add(key);
   }
 
   #onJobChange(job: V1Job): void {
