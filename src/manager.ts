@@ -11,6 +11,7 @@ import type { KubeClients } from "./kube/client.ts";
 import { EventRecorder } from "./kube/events.ts";
 import { SupervisedInformer } from "./kube/informer.ts";
 import { logger } from "./log.ts";
+import { OperatorMetrics } from "./metrics.ts";
 import { Controller } from "./runtime/controller.ts";
 import { groupKey, RunnerGroupReconciler } from "./runner_group/reconciler.ts";
 import { labelKeys, runnerJobSelector } from "./runner_group/runner_job.ts";
@@ -24,6 +25,9 @@ export class Manager {
   readonly jobInformers: SupervisedInformer<V1Job>[] = [];
   readonly pollers: DemandPollers;
   readonly controller: Controller;
+  readonly metrics = new OperatorMetrics();
+  /** Uids of failed runner Jobs already counted. */
+  readonly #countedFailures = new Set<string>();
   #resyncTimer?: ReturnType<typeof setInterval>;
   #server?: Deno.HttpServer;
   #started = false;
@@ -37,6 +41,10 @@ export class Manager {
       intervalMs: config.pollInterval,
       timeoutMs: config.forgeTimeout,
       onChange: (keys) => keys.forEach((key) => this.controller.queue.add(key)),
+      observe: (endpoint, code, seconds) => {
+        this.metrics.forgeRequests.inc({ endpoint, code });
+        this.metrics.forgeRequestDuration.observe({ endpoint }, seconds);
+      },
     });
     for (const namespace of namespaces) {
       const where = namespace === undefined ? "" : `/namespaces/${namespace}`;
@@ -47,6 +55,7 @@ export class Manager {
           path: `/apis/${apiGroup}/${apiVersion}${where}/${plural}`,
           list: () => this.#listGroups(namespace),
           onChange: (group) => this.#onGroupChange(group),
+          onRestart: () => this.metrics.informerRestarts.inc({ informer: "runnergroups" }),
         }),
       );
       this.jobInformers.push(
@@ -60,6 +69,7 @@ export class Manager {
               ? clients.batch.listJobForAllNamespaces({ labelSelector: runnerJobSelector })
               : clients.batch.listNamespacedJob({ namespace, labelSelector: runnerJobSelector }),
           onChange: (job) => this.#onJobChange(job),
+          onRestart: () => this.metrics.informerRestarts.inc({ informer: "jobs" }),
         }),
       );
     }
@@ -82,8 +92,19 @@ export class Manager {
       runnerImage: config.runnerImage,
       retry: { limit: config.runnerRetryLimit, baseDelayMs: 10_000, maxDelayMs: 5 * 60_000 },
       resyncIntervalMs: config.resyncInterval,
+      metrics: this.metrics,
     });
-    this.controller = new Controller("runnergroup", reconciler.reconcile);
+    this.controller = new Controller("runnergroup", async (key) => {
+      const end = this.metrics.reconcileDuration.startTimer();
+      try {
+        return await reconciler.reconcile(key);
+      } catch (error) {
+        this.metrics.reconcileErrors.inc();
+        throw error;
+      } finally {
+        end();
+      }
+    });
   }
 
   /** Whether every informer has synced. */
@@ -100,6 +121,11 @@ export class Manager {
           this.#started && this.synced()
             ? { ready: true, reason: "ok" }
             : { ready: false, reason: "informers not synced" },
+      }, {
+        metrics: async () => {
+          this.metrics.workQueueDepth.set(this.controller.queue.length);
+          return { text: await this.metrics.render(), contentType: this.metrics.contentType };
+        },
       }).fetch,
     );
     this.#log.info("Serving health on port {port}", { port: this.healthPort });
@@ -110,6 +136,7 @@ export class Manager {
     // A stop before the caches synced ends the wait; reconciling must never start from a partial cache.
     if (await Promise.race([synced.then(() => true), this.#stopping.promise.then(() => false)]) === false) return;
     this.controller.start(this.config.workers);
+    this.metrics.leader.set(1);
     this.#started = true;
     this.#enqueueAll();
     this.#resyncTimer = setInterval(() => this.#enqueueAll(), this.config.resyncInterval);
@@ -156,6 +183,7 @@ export class Manager {
   }
 
   #onJobChange(job: V1Job): void {
+    this.#countFailure(job);
     if (!this.#started) return;
     const namespace = job.metadata?.namespace;
     const owner = job.metadata?.ownerReferences?.find((reference) => reference.controller);
@@ -163,6 +191,25 @@ export class Manager {
     else if (namespace && job.metadata?.labels?.[labelKeys.groupName]) {
       this.controller.queue.add(groupKey(namespace, job.metadata.labels[labelKeys.groupName]));
     }
+  }
+
+  /** Counts each failed runner Job once; forgets it when it is deleted. */
+  #countFailure(job: V1Job): void {
+    const uid = job.metadata?.uid;
+    const namespace = job.metadata?.namespace;
+    if (!uid || !namespace) return;
+    const inCache = this.jobInformers.some((informer) =>
+      informer.cache.get(job.metadata!.name!, namespace)?.metadata?.uid === uid
+    );
+    if (!inCache) {
+      this.#countedFailures.delete(uid);
+      return;
+    }
+    const failed = (job.status?.conditions ?? []).some((c) => c.type === "Failed" && c.status === "True");
+    if (!failed || this.#countedFailures.has(uid)) return;
+    this.#countedFailures.add(uid);
+    const group = job.metadata?.labels?.[labelKeys.groupName] ?? "";
+    this.metrics.runnerJobsFailed.inc({ namespace, runnergroup: group });
   }
 
   async #listGroups(namespace: string | undefined): Promise<KubernetesListObject<RunnerGroup>> {

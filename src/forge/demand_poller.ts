@@ -38,6 +38,8 @@ export interface DemandPollersOptions {
   onChange: (groupKeys: string[]) => void;
   /** Makes the client; tests pass a fetch of their own. */
   client?: (target: ForgeTarget, timeoutMs: number) => GiteaClient;
+  /** Told about every forge request (see `GiteaClientOptions.observe`). */
+  observe?: (endpoint: string, code: string, seconds: number) => void;
 }
 
 /** The key of a target. The token takes part only as a hash, so keys are safe to log. */
@@ -65,7 +67,12 @@ class Poller {
 
   constructor(readonly key: string, readonly target: ForgeTarget, readonly options: DemandPollersOptions) {
     this.#client = options.client?.(target, options.timeoutMs) ??
-      new GiteaClient({ baseUrl: target.baseUrl, token: target.token, timeoutMs: options.timeoutMs });
+      new GiteaClient({
+        baseUrl: target.baseUrl,
+        token: target.token,
+        timeoutMs: options.timeoutMs,
+        observe: options.observe,
+      });
   }
 
   start(): void {

@@ -65,6 +65,8 @@ export interface GiteaClientOptions {
   token: string;
   timeoutMs?: number;
   fetch?: typeof fetch;
+  /** Told about every request: the endpoint template, the status class (2xx, 4xx, 5xx, error) and seconds taken. */
+  observe?: (endpoint: string, code: string, seconds: number) => void;
 }
 
 /** Path of the jobs list for an endpoint, relative to `/api/v1`. */
@@ -79,6 +81,20 @@ export function jobsPath(endpoint: JobsEndpoint): string {
       return "/user/actions/jobs";
     case "repo":
       return `/repos/${segment(endpoint.owner)}/${segment(endpoint.repo)}/actions/jobs`;
+  }
+}
+
+/** The jobs path with its names replaced by placeholders, for metrics with bounded labels. */
+export function jobsPathTemplate(endpoint: JobsEndpoint): string {
+  switch (endpoint.scope) {
+    case "global":
+      return "/admin/actions/jobs";
+    case "org":
+      return "/orgs/{org}/actions/jobs";
+    case "user":
+      return "/user/actions/jobs";
+    case "repo":
+      return "/repos/{owner}/{repo}/actions/jobs";
   }
 }
 
@@ -102,24 +118,26 @@ export class GiteaClient {
   readonly #token: string;
   readonly #timeoutMs: number;
   readonly #fetch: typeof fetch;
+  readonly #observe?: GiteaClientOptions["observe"];
 
   constructor(options: GiteaClientOptions) {
     this.#baseUrl = options.baseUrl.replace(/\/+$/, "");
     this.#token = options.token;
     this.#timeoutMs = options.timeoutMs ?? 10_000;
     this.#fetch = options.fetch ?? fetch;
+    this.#observe = options.observe;
   }
 
   /** The server's version; throws `UnsupportedVersion` below Gitea 1.25. */
   async version(): Promise<string> {
-    const body = await this.#get("/version", "Get the Gitea version", versionSchema);
+    const body = await this.#get("/version", "/version", "Get the Gitea version", versionSchema);
     checkGiteaVersion(body.value.version);
     return body.value.version;
   }
 
   /** The login of the token's user. */
   async currentUser(): Promise<{ login: string; isAdmin: boolean }> {
-    const body = await this.#get("/user", "Get the token's user", userSchema);
+    const body = await this.#get("/user", "/user", "Get the token's user", userSchema);
     return { login: body.value.login, isAdmin: body.value.is_admin ?? false };
   }
 
@@ -134,6 +152,7 @@ export class GiteaClient {
     for (let page = 1;; page++) {
       const body = await this.#get(
         `${path}?status=queued&status=in_progress&limit=${pageSize}&page=${page}`,
+        jobsPathTemplate(endpoint),
         `List open jobs at ${path}`,
         jobsPageSchema,
       );
@@ -165,7 +184,23 @@ export class GiteaClient {
     return { queued: [...queued.values()].sort((a, b) => a.id - b.id), running: [...running.values()] };
   }
 
-  async #get<T>(path: string, what: string, schema: z.ZodType<T>): Promise<{ value: T }> {
+  async #get<T>(path: string, template: string, what: string, schema: z.ZodType<T>): Promise<{ value: T }> {
+    const started = performance.now();
+    let code = "error";
+    try {
+      const result = await this.#request(path, what, schema, (status) => (code = `${Math.floor(status / 100)}xx`));
+      return result;
+    } finally {
+      this.#observe?.(template, code, (performance.now() - started) / 1000);
+    }
+  }
+
+  async #request<T>(
+    path: string,
+    what: string,
+    schema: z.ZodType<T>,
+    onStatus: (status: number) => void,
+  ): Promise<{ value: T }> {
     const url = `${this.#baseUrl}/api/v1${path}`;
     let response: Response;
     try {
@@ -181,6 +216,7 @@ export class GiteaClient {
         : String(error);
       throw new ForgeError("Unreachable", `${what}: cannot reach ${this.#baseUrl}: ${reason}`, { cause: error });
     }
+    onStatus(response.status);
     let text: string;
     try {
       text = await response.text();

@@ -23,6 +23,8 @@ export interface InformerOptions<T extends KubernetesObject> {
   idleTimeoutMs?: number;
   baseDelayMs?: number;
   maxDelayMs?: number;
+  /** Called on each restart after an error or an idle watch. */
+  onRestart?: () => void;
 }
 
 export class SupervisedInformer<T extends KubernetesObject> {
@@ -150,6 +152,7 @@ export class SupervisedInformer<T extends KubernetesObject> {
     this.#restartTimer = setTimeout(async () => {
       if (this.#stopped) return;
       this.restarts++;
+      this.#options.onRestart?.();
       await this.#listWatch.stop();
       // ListWatch.stop() marks it stopped; start() clears that again.
       void this.#run();

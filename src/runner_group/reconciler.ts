@@ -9,6 +9,7 @@ import { effectiveRunnerLabels, InvalidLabelError, type RunnerLabel } from "../f
 import type { EventRecorder, EventTarget } from "../kube/events.ts";
 import { apiMessage, apiStatus, type KubeClients } from "../kube/client.ts";
 import { describeError, logger, registerSecret } from "../log.ts";
+import type { OperatorMetrics } from "../metrics.ts";
 import type { ReconcileResult } from "../runtime/controller.ts";
 import { chooseOwnerGroup, forgeKey, type GroupCoverage } from "./ownership.ts";
 import { planRunnerJobs, type RetryPolicy, type RunnerJobRecord } from "./planner.ts";
@@ -42,6 +43,7 @@ export interface ReconcilerOptions {
   runnerImage: string;
   retry: RetryPolicy;
   resyncIntervalMs: number;
+  metrics?: OperatorMetrics;
   /** Time for the forge to show that a finished runner took its job. */
   settleMs?: number;
   now?: () => number;
@@ -97,6 +99,7 @@ export class RunnerGroupReconciler {
       // Runner Jobs are owned by the group; the garbage collector removes them.
       this.#options.pollers.unsubscribe(key);
       this.#coverage.delete(key);
+      this.#options.metrics?.forgetGroup(namespace, name);
       return {};
     }
     const reconcileId = ++this.#reconcileCount;
@@ -197,6 +200,15 @@ export class RunnerGroupReconciler {
       try {
         await this.#options.clients.batch.createNamespacedJob({ namespace, body: job });
         created++;
+        const metrics = this.#options.metrics;
+        if (metrics) {
+          metrics.runnerJobsCreated.inc({ namespace, runnergroup: name });
+          if (planned.replaces) metrics.runnerJobsReplaced.inc({ namespace, runnergroup: name });
+          const queuedAt = Date.parse(planned.job.createdAt);
+          if (!planned.replaces && !Number.isNaN(queuedAt)) {
+            metrics.spawnLatency.observe(Math.max(0, Date.now() - queuedAt) / 1000);
+          }
+        }
         log.info("Created runner Job {jobName} for forge job {forgeJobId} ({repository}, runs-on {runsOn})", {
           jobName,
           forgeJobId: planned.job.id,
@@ -246,6 +258,8 @@ export class RunnerGroupReconciler {
       ...(snapshot && snapshot.checkedAt > 0 ? { lastCheckTime: new Date(snapshot.checkedAt).toISOString() } : {}),
     }, now);
 
+    this.#options.metrics?.activeRunners.set({ namespace, runnergroup: name }, plan.active + created);
+    this.#options.metrics?.queuedJobs.set({ namespace, runnergroup: name }, plan.queued);
     log.debug("Reconciled: {active} active, {queued} queued, {created} created, {waiting} waiting for capacity", {
       active: plan.active + created,
       queued: plan.queued,

@@ -408,6 +408,36 @@ Deno.test({
         assert.deepEqual(monitor.violations, [], "invariants held for the whole test");
       });
 
+      await t.step("metrics show the runners created, the forge requests and the outage", async () => {
+        const listening = (await operator!.logs()).find((line) => typeof line.port === "number");
+        assert.ok(listening, "the operator logs its health port");
+        const base = `http://127.0.0.1:${listening.port}`;
+        const ready = await fetch(`${base}/readyz`);
+        assert.equal(ready.status, 200, await ready.text());
+        const text = await (await fetch(`${base}/metrics`)).text();
+        const value = (pattern: string): number => {
+          const match = new RegExp(`^${pattern.replace(/[{}()[\]|.+*?$^\\]/g, "\\$&")} (\\S+)$`, "m").exec(text);
+          return match ? Number(match[1]) : NaN;
+        };
+        assert.ok(
+          value('gitea_runner_operator_runner_jobs_created_total{namespace="ci",runnergroup="repo"}') >= 2,
+          "o1 and o2 got runner Jobs from this operator process",
+        );
+        assert.ok(
+          value(
+            'gitea_runner_operator_forge_requests_total{endpoint="/repos/{owner}/{repo}/actions/jobs",code="2xx"}',
+          ) > 0,
+        );
+        assert.ok(
+          value(
+            'gitea_runner_operator_forge_requests_total{endpoint="/repos/{owner}/{repo}/actions/jobs",code="error"}',
+          ) > 0,
+        );
+        assert.ok(value("gitea_runner_operator_spawn_latency_seconds_count") >= 2);
+        assert.equal(value('gitea_runner_operator_active_runners{namespace="ci",runnergroup="repo"}'), 0);
+        assert.doesNotMatch(text, /job_id|job-id/, "no job ids in labels");
+      });
+
       await t.step("SIGTERM stops the operator cleanly with exit code 0", async () => {
         const code = await operator!.stop("SIGTERM");
         assert.equal(code, 0, await operator!.logTail(20));

@@ -88,7 +88,14 @@ Deno.test("one request when at most 50 jobs are open; blocked jobs, null labels 
         total_count: 4,
       }),
     async (url, requests) => {
-      const open = await new GiteaClient({ baseUrl: url, token: "t" }).listOpenJobs({ scope: "global" });
+      const observed: string[] = [];
+      const client = new GiteaClient({
+        baseUrl: url,
+        token: "t",
+        observe: (endpoint, code, seconds) => observed.push(`${endpoint} ${code} ${seconds >= 0}`),
+      });
+      const open = await client.listOpenJobs({ scope: "global" });
+      assert.deepEqual(observed, ["/admin/actions/jobs 2xx true"], "each request is reported with its template");
       assert.deepEqual(open.queued.map((job) => [job.id, job.runsOn]), [[1, ["linux"]], [2, []]]);
       assert.deepEqual(open.running, [{ id: 9, runnerName: "ci-7" }]);
       assert.equal(requests.length, 1);

@@ -1,0 +1,102 @@
+/**
+ * Prometheus metrics (prom-client), served at `/metrics`. Label values are bounded: namespaces, group names, endpoint
+ * templates and status classes, never job ids or URLs.
+ */
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+
+const prefix = "gitea_runner_operator_";
+
+export class OperatorMetrics {
+  readonly registry = new Registry();
+
+  readonly queuedJobs = new Gauge({
+    name: `${prefix}queued_jobs`,
+    help: "Queued forge jobs that a RunnerGroup runs.",
+    labelNames: ["namespace", "runnergroup"] as const,
+    registers: [this.registry],
+  });
+  readonly activeRunners = new Gauge({
+    name: `${prefix}active_runners`,
+    help: "Runner Jobs of a RunnerGroup that have not finished.",
+    labelNames: ["namespace", "runnergroup"] as const,
+    registers: [this.registry],
+  });
+  readonly runnerJobsCreated = new Counter({
+    name: `${prefix}runner_jobs_created_total`,
+    help: "Runner Jobs created, replacements included.",
+    labelNames: ["namespace", "runnergroup"] as const,
+    registers: [this.registry],
+  });
+  readonly runnerJobsReplaced = new Counter({
+    name: `${prefix}runner_jobs_replaced_total`,
+    help: "Runner Jobs created to replace a failed one.",
+    labelNames: ["namespace", "runnergroup"] as const,
+    registers: [this.registry],
+  });
+  readonly runnerJobsFailed = new Counter({
+    name: `${prefix}runner_jobs_failed_total`,
+    help: "Runner Jobs seen failed.",
+    labelNames: ["namespace", "runnergroup"] as const,
+    registers: [this.registry],
+  });
+  readonly spawnLatency = new Histogram({
+    name: `${prefix}spawn_latency_seconds`,
+    help: "Time from a job being queued on the forge to its runner Job being created.",
+    buckets: [0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600],
+    registers: [this.registry],
+  });
+  readonly forgeRequests = new Counter({
+    name: `${prefix}forge_requests_total`,
+    help: "Requests to the forge API by endpoint and status class (2xx, 4xx, 5xx, error).",
+    labelNames: ["endpoint", "code"] as const,
+    registers: [this.registry],
+  });
+  readonly forgeRequestDuration = new Histogram({
+    name: `${prefix}forge_request_duration_seconds`,
+    help: "Duration of forge API requests by endpoint.",
+    labelNames: ["endpoint"] as const,
+    buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  });
+  readonly reconcileDuration = new Histogram({
+    name: `${prefix}reconcile_duration_seconds`,
+    help: "Duration of RunnerGroup reconciles.",
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [this.registry],
+  });
+  readonly reconcileErrors = new Counter({
+    name: `${prefix}reconcile_errors_total`,
+    help: "RunnerGroup reconciles that failed (and were retried with backoff).",
+    registers: [this.registry],
+  });
+  readonly workQueueDepth = new Gauge({
+    name: `${prefix}work_queue_depth`,
+    help: "RunnerGroup keys waiting in the work queue.",
+    registers: [this.registry],
+  });
+  readonly informerRestarts = new Counter({
+    name: `${prefix}informer_restarts_total`,
+    help: "Restarts of an informer after a watch or list error.",
+    labelNames: ["informer"] as const,
+    registers: [this.registry],
+  });
+  readonly leader = new Gauge({
+    name: `${prefix}leader`,
+    help: "1 when this instance creates runner Jobs. Every instance does: there is no leader election yet.",
+    registers: [this.registry],
+  });
+
+  /** Forgets the per-group series of a deleted group. */
+  forgetGroup(namespace: string, runnergroup: string): void {
+    for (const metric of [this.queuedJobs, this.activeRunners]) metric.remove({ namespace, runnergroup });
+  }
+
+  /** The exposition text. */
+  render(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}
