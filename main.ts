@@ -4,6 +4,7 @@
  * Composition root: parse the config, set up logging, build the parts, run, and stop cleanly on SIGTERM or SIGINT.
  */
 import YAML from "yaml";
+import { runCheck } from "./src/check.ts";
 import { parseConfig, usage, UsageError } from "./src/config.ts";
 import { loadKubeConfig, makeClients } from "./src/kube/client.ts";
 import { configureLogging, describeError, logger } from "./src/log.ts";
@@ -38,6 +39,14 @@ async function main(args: string[]): Promise<number> {
     case "crds":
       print(`---\n${YAML.stringify(buildRunnerGroupCrd()).trimEnd()}`);
       return 0;
+    case "check":
+      configureLogging({ level: "warning", format: "text" });
+      let clients: ReturnType<typeof makeClients> | undefined;
+      return await runCheck({
+        config,
+        print,
+        kube: () => (clients ??= makeClients(loadKubeConfig(config.kubeconfig, (name) => Deno.env.get(name)))),
+      });
     case "run":
       break;
   }

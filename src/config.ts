@@ -14,7 +14,7 @@ export class UsageError extends Error {
   }
 }
 
-export const commands = ["run", "crds", "version"] as const;
+export const commands = ["run", "check", "crds", "version"] as const;
 export type Command = typeof commands[number];
 
 /** Parses "500ms", "10s", "5m", "1h" into milliseconds. */
@@ -49,6 +49,13 @@ const integer = (min: number, max: number) =>
 /** Every setting: flag name, environment twin, default, and the schema of its text. */
 const settings = {
   kubeconfig: { flag: "kubeconfig", env: "GRO_KUBECONFIG", default: "", schema: z.string() },
+  file: { flag: "file", short: "f", env: "GRO_FILE", default: "", schema: z.string() },
+  group: {
+    flag: "group",
+    env: "GRO_GROUP",
+    default: "",
+    schema: z.string().regex(/^$|^[a-z0-9-]+\/[a-z0-9.-]+$/, "expected namespace/name"),
+  },
   namespaces: {
     flag: "namespaces",
     env: "GRO_NAMESPACES",
@@ -109,6 +116,8 @@ export function usage(): string {
     "",
     "Commands:",
     "  run       watch RunnerGroups and start runner Jobs for queued Gitea jobs (default)",
+    "  check     check one RunnerGroup (-f group.yaml or --group ns/name): spec, tokens, forge, and why each",
+    "            queued job would or would not get a runner from it; exit code 0 when the group can work",
     "  crds      print the RunnerGroup CustomResourceDefinition as YAML",
     "  version   print the version",
     "",
@@ -129,7 +138,10 @@ export function parseConfig(args: readonly string[], env: (name: string) => stri
       allowPositionals: true,
       strict: true,
       options: Object.fromEntries(
-        Object.values(settings).map((setting) => [setting.flag, { type: "string" as const }]),
+        Object.values(settings).map((setting) => [
+          setting.flag,
+          { type: "string" as const, ...("short" in setting ? { short: setting.short } : {}) },
+        ]),
       ),
     });
   } catch (error) {
@@ -156,5 +168,8 @@ export function parseConfig(args: readonly string[], env: (name: string) => stri
     config[key] = result.data;
   }
   if (config.kubeconfig === "") config.kubeconfig = env("KUBECONFIG") ?? "";
+  if (command === "check" && (config.file === "") === (config.group === "")) {
+    throw new UsageError("check needs exactly one of -f/--file (GRO_FILE) or --group (GRO_GROUP) namespace/name");
+  }
   return config as Config;
 }

@@ -38,7 +38,7 @@ Deno.test("a bad value is a one-line error naming the flag, its variable and the
     [["--log-level", "loud"], /--log-level \(GRO_LOG_LEVEL\): expected one of debug, info, warning, error/],
     [["--runner-image", "gitea/act_runner:nightly"], /--runner-image .*pinned image tag/],
     [["--namespaces", "Bad_NS"], /--namespaces .*namespace names/],
-    [["deploy"], /^Unknown command "deploy": expected one of run, crds, version$/],
+    [["deploy"], /^Unknown command "deploy": expected one of run, check, crds, version$/],
     [["--nope"], /Unknown option '--nope'/],
   ];
   for (const [args, pattern] of cases) {
@@ -58,4 +58,15 @@ Deno.test("durations", () => {
   assert.equal(parseDuration("2m"), 120_000);
   assert.equal(parseDuration("1h"), 3_600_000);
   assert.equal(parseDuration("10"), undefined);
+});
+
+Deno.test("check takes exactly one of -f/--file or --group", () => {
+  assert.equal(parseConfig(["check", "-f", "group.yaml"], noEnv).file, "group.yaml");
+  assert.equal(parseConfig(["check", "--group", "ci/app"], noEnv).group, "ci/app");
+  assert.throws(() => parseConfig(["check"], noEnv), /check needs exactly one of -f\/--file/);
+  assert.throws(() => parseConfig(["check", "-f", "a.yaml", "--group", "ci/app"], noEnv), /exactly one/);
+  assert.throws(
+    () => parseConfig(["check", "--group", "app"], noEnv),
+    /--group \(GRO_GROUP\): expected namespace\/name/,
+  );
 });

@@ -1,0 +1,160 @@
+/**
+ * `check`: answers "why is my job still waiting?" for one RunnerGroup. It validates the spec, finds the tokens,
+ * reaches Gitea with the group's API token, and says for each queued job whether this group would run it and, if
+ * not, which labels are missing. Exit code 0 when the group can work.
+ */
+import YAML from "yaml";
+import type { Config } from "./config.ts";
+import { ForgeError } from "./forge/errors.ts";
+import { GiteaClient } from "./forge/gitea_client.ts";
+import { effectiveRunnerLabels, InvalidLabelError, missingLabels } from "./forge/labels.ts";
+import { apiMessage, apiStatus, type KubeClients } from "./kube/client.ts";
+import { forgeTargetOf } from "./runner_group/reconciler.ts";
+import {
+  apiGroup,
+  apiVersion,
+  describeSpecIssues,
+  kind,
+  parseRunnerGroupSpec,
+  plural,
+  type SecretKeySelector,
+} from "./runner_group/schema.ts";
+
+type Manifest = {
+  kind?: string;
+  metadata?: { name?: string; namespace?: string };
+  spec?: unknown;
+  data?: Record<string, string>;
+  stringData?: Record<string, string>;
+};
+
+export interface CheckOptions {
+  config: Config;
+  print: (line: string) => void;
+  /** Connects to the cluster; called only when the group or a Secret must be read from it. */
+  kube: () => KubeClients;
+}
+
+const ok = (text: string): string => `ok    ${text}`;
+const bad = (text: string): string => `FAIL  ${text}`;
+const note = (text: string): string => `note  ${text}`;
+
+export async function runCheck({ config, print, kube }: CheckOptions): Promise<number> {
+  const secretsInFile = new Map<string, Record<string, string>>();
+  let group: Manifest;
+  if (config.file !== "") {
+    let documents: Manifest[];
+    try {
+      documents = YAML.parseAllDocuments(await Deno.readTextFile(config.file)).map((d) => d.toJS()).filter(Boolean);
+    } catch (error) {
+      print(bad(`Cannot read ${config.file}: ${error instanceof Error ? error.message : error}`));
+      return 1;
+    }
+    const found = documents.find((document) => document.kind === kind);
+    if (!found) {
+      print(bad(`${config.file} holds no ${kind}`));
+      return 1;
+    }
+    group = found;
+    for (const document of documents.filter((d) => d.kind === "Secret" && d.metadata?.name)) {
+      const values: Record<string, string> = {};
+      for (const [key, value] of Object.entries(document.data ?? {})) values[key] = atob(value);
+      Object.assign(values, document.stringData ?? {});
+      secretsInFile.set(document.metadata!.name!, values);
+    }
+  } else {
+    const [namespace, name] = config.group.split("/");
+    try {
+      group = await kube().custom.getNamespacedCustomObject({
+        group: apiGroup,
+        version: apiVersion,
+        namespace,
+        plural,
+        name,
+      }) as Manifest;
+    } catch (error) {
+      print(bad(`Cannot read ${kind} ${config.group}: ${apiMessage(error)}`));
+      return 1;
+    }
+  }
+  const namespace = group.metadata?.namespace ?? "default";
+  print(`${kind} ${namespace}/${group.metadata?.name ?? "(unnamed)"}`);
+
+  const parsed = parseRunnerGroupSpec(group.spec);
+  if (!parsed.success) {
+    print(bad(`The spec is invalid: ${describeSpecIssues(parsed.error)}`));
+    return 1;
+  }
+  const spec = parsed.data;
+  print(ok(`The spec is valid (scope ${spec.scope}, at most ${spec.maxActiveRunners} runners)`));
+  if (spec.maxActiveRunners === 0) print(note("maxActiveRunners is 0: the group is paused and starts no runner"));
+  let labels;
+  try {
+    labels = effectiveRunnerLabels(spec.labels ?? [], spec.defaultLabels ?? true);
+  } catch (error) {
+    if (!(error instanceof InvalidLabelError)) throw error;
+    print(bad(error.message));
+    return 1;
+  }
+  print(ok(`Runner labels: ${labels.map((label) => label.name).join(", ")}`));
+
+  const readKey = async (selector: SecretKeySelector, field: string): Promise<string | undefined> => {
+    const inFile = secretsInFile.get(selector.name);
+    let value = inFile?.[selector.key];
+    let where = `Secret ${selector.name} in ${config.file}`;
+    if (inFile === undefined) {
+      where = `Secret ${namespace}/${selector.name}`;
+      try {
+        const secret = await kube().core.readNamespacedSecret({ namespace, name: selector.name });
+        const encoded = secret.data?.[selector.key];
+        value = encoded === undefined ? undefined : atob(encoded);
+      } catch (error) {
+        print(
+          bad(`spec.${field}: cannot read ${where}: ${apiStatus(error) === 404 ? "not found" : apiMessage(error)}`),
+        );
+        return undefined;
+      }
+    }
+    if (value === undefined || value.trim() === "") {
+      print(bad(`spec.${field}: ${where} has no non-empty key "${selector.key}"`));
+      return undefined;
+    }
+    print(ok(`spec.${field}: found in ${where}`));
+    return value.trim();
+  };
+  const token = await readKey(spec.authToken, "authToken");
+  const registration = await readKey(spec.registrationToken, "registrationToken");
+  if (token === undefined || registration === undefined) return 1;
+
+  const client = new GiteaClient({ baseUrl: spec.giteaURL, token, timeoutMs: config.forgeTimeout });
+  const target = forgeTargetOf(spec, token);
+  try {
+    print(ok(`Gitea ${await client.version()} answers at ${spec.giteaURL}`));
+    const user = await client.currentUser();
+    print(ok(`The API token belongs to ${user.login}${user.isAdmin ? " (site administrator)" : ""}`));
+    if (spec.scope === "global" && !user.isAdmin) {
+      print(bad("Scope global lists every repository's jobs: the API token must belong to a site administrator"));
+      return 1;
+    }
+    if (target.expectedUser !== undefined && user.login.toLowerCase() !== target.expectedUser.toLowerCase()) {
+      print(bad(`Scope user lists the token owner's jobs: the token must belong to ${target.expectedUser}`));
+      return 1;
+    }
+    const open = await client.listOpenJobs(target.endpoint);
+    print(ok(`The token can list the scope's jobs: ${open.queued.length} queued, ${open.running.length} running`));
+    for (const job of open.queued) {
+      const missing = missingLabels(labels, job.runsOn);
+      const what = `job ${job.id} "${job.name}" of ${job.owner}/${job.repo} (runs-on: ${job.runsOn.join(", ") || "-"})`;
+      print(
+        missing.length === 0
+          ? `      ${what}: this group runs it (unless a group with a more specific scope does)`
+          : `      ${what}: not this group, it lacks the label${missing.length > 1 ? "s" : ""} ${missing.join(", ")}`,
+      );
+    }
+  } catch (error) {
+    if (!(error instanceof ForgeError)) throw error;
+    print(bad(`${error.kind}: ${error.message}`));
+    return 1;
+  }
+  return 0;
+}

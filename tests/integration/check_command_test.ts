@@ -1,0 +1,105 @@
+/** The `check` command against a real Gitea, through main.ts with the run task's permissions. */
+import assert from "node:assert/strict";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import YAML from "yaml";
+import { startGitea } from "../harness/gitea.ts";
+import { runTaskFlags } from "../harness/operator.ts";
+import { ensureTools } from "../harness/tools.ts";
+import { eventually } from "../harness/wait.ts";
+
+const repoRoot = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+
+async function check(file: string): Promise<{ code: number; output: string }> {
+  const result = await new Deno.Command(Deno.execPath(), {
+    args: ["run", ...await runTaskFlags(), join(repoRoot, "main.ts"), "check", "-f", file],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decoder = new TextDecoder();
+  return { code: result.code, output: decoder.decode(result.stdout) + decoder.decode(result.stderr) };
+}
+
+Deno.test({
+  name: "check explains, for one group, whether each queued job would get a runner",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn(t): Promise<void> {
+    const tools = await ensureTools();
+    const gitea = await startGitea({ gitea: tools.gitea, giteaSourceDir: tools.giteaSourceDir });
+    const dir = await Deno.makeTempDir({ prefix: "gro-check-" });
+    try {
+      await gitea.createOrg("acme");
+      await gitea.createRepo("acme", "app");
+      await gitea.pushWorkflow(
+        "acme",
+        "app",
+        ".gitea/workflows/ci.yaml",
+        "on: push\njobs:\n  build:\n    runs-on: linux-test\n    steps:\n      - run: echo hi\n" +
+          "  train:\n    runs-on: [linux-test, gpu]\n    steps:\n      - run: echo hi\n",
+      );
+      await eventually(
+        "two queued jobs",
+        async () =>
+          (await gitea.listJobs({ kind: "repo", owner: "acme", repo: "app" }, { status: ["queued"] })).jobs.length ===
+            2,
+      );
+      const registration = await gitea.registrationToken({ kind: "repo", owner: "acme", repo: "app" });
+      const write = async (name: string, api: string, spec: Record<string, unknown> = {}): Promise<string> => {
+        const path = join(dir, `${name}.yaml`);
+        await Deno.writeTextFile(
+          path,
+          [
+            { apiVersion: "v1", kind: "Secret", metadata: { name: "tokens" }, stringData: { api, registration } },
+            {
+              apiVersion: "gitea.bpg.pw/v1alpha1",
+              kind: "RunnerGroup",
+              metadata: { name: "app", namespace: "ci" },
+              spec: {
+                scope: "repo",
+                org: "acme",
+                repo: "app",
+                giteaURL: gitea.url,
+                labels: ["linux-test"],
+                defaultLabels: false,
+                maxActiveRunners: 2,
+                registrationToken: { name: "tokens", key: "registration" },
+                authToken: { name: "tokens", key: "api" },
+                ...spec,
+              },
+            },
+          ].map((document) => YAML.stringify(document)).join("---\n"),
+        );
+        return path;
+      };
+
+      await t.step("a working group: exit 0, the server version, and a reason for each queued job", async () => {
+        const { code, output } = await check(await write("good", gitea.adminToken));
+        assert.equal(code, 0, output);
+        assert.match(output, /^ok {4}Gitea 1\.26\.0 answers at /m);
+        assert.match(output, /^ok {4}The API token belongs to gitea-admin \(site administrator\)$/m);
+        assert.match(output, /job \d+ "build" of acme\/app \(runs-on: linux-test\): this group runs it/);
+        assert.match(
+          output,
+          /job \d+ "train" of acme\/app \(runs-on: linux-test, gpu\): not this group, it lacks the label gpu/,
+        );
+        assert.ok(!output.includes(gitea.adminToken) && !output.includes(registration), "no token is printed");
+      });
+
+      await t.step("a rejected token: exit 1 and the reason", async () => {
+        const { code, output } = await check(await write("bad-token", "not-a-real-token-0123456789"));
+        assert.equal(code, 1, output);
+        assert.match(output, /^FAIL {2}Unauthorized: /m);
+      });
+
+      await t.step("an invalid spec: exit 1 naming the field, before any request", async () => {
+        const { code, output } = await check(await write("bad-spec", gitea.adminToken, { maxActiveRunners: -1 }));
+        assert.equal(code, 1, output);
+        assert.match(output, /^FAIL {2}The spec is invalid: spec\.maxActiveRunners/m);
+      });
+    } finally {
+      await gitea.dispose();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
