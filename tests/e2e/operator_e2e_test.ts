@@ -406,6 +406,16 @@ Deno.test({
           assert.equal(conditionOf(status, "Ready")?.status, "True", `${name} is Ready`);
         }
         assert.deepEqual(monitor.violations, [], "invariants held for the whole test");
+        // Over the whole test: every job of the watched groups had exactly one runner Job, which ran a job.
+        const runnerJobs = [...monitor.jobs.values()];
+        const names = new Set(runnerJobs.map((r) => r.metadata!.name));
+        for (const job of (await allJobs()).filter((j) => j.name !== "stale-job")) {
+          const count = runnerJobs.filter((r) => r.metadata!.labels![jobIdLabel] === String(job.id)).length;
+          assert.equal(count, job.name === "orphan" ? 0 : 1, `runner Jobs for ${job.name} (${job.id})`);
+          if (job.name === "orphan") continue;
+          assert.equal(job.conclusion, "success", `${job.name} (${job.id})`);
+          assert.ok(names.has(job.runner_name), `${job.name} ran on ${job.runner_name}, one of our runners`);
+        }
       });
 
       await t.step("metrics show the runners created, the forge requests and the outage", async () => {
