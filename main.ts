@@ -39,7 +39,7 @@ async function main(args: string[]): Promise<number> {
     case "crds":
       print(`---\n${YAML.stringify(buildRunnerGroupCrd()).trimEnd()}`);
       return 0;
-    case "check":
+    case "check": {
       configureLogging({ level: "warning", format: "text" });
       let clients: ReturnType<typeof makeClients> | undefined;
       return await runCheck({
@@ -47,6 +47,7 @@ async function main(args: string[]): Promise<number> {
         print,
         kube: () => (clients ??= makeClients(loadKubeConfig(config.kubeconfig, (name) => Deno.env.get(name)))),
       });
+    }
     case "run":
       break;
   }
