@@ -13,6 +13,8 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 log() { printf '[tools %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf 'tools: %s\n' "$*" >&2; exit 1; }
 
+# Go's default install location, for shells whose PATH lacks it.
+command -v go >/dev/null 2>&1 || { [[ -x /usr/local/go/bin/go ]] && export PATH="$PATH:/usr/local/go/bin"; }
 command -v go >/dev/null 2>&1 || die "Go is not installed: install Go >= 1.26 (https://go.dev/dl) and run again"
 go version | grep -qE 'go1\.(2[6-9]|[3-9][0-9])' || die "Go >= 1.26 is needed, found: $(go version)"
 export GOFLAGS="${GOFLAGS:-} -mod=mod"
