@@ -83,6 +83,15 @@ const settings = {
       "expected a pinned image tag, not nightly or latest",
     ),
   },
+  webhookSecret: {
+    flag: "webhook-secret",
+    env: "GRO_WEBHOOK_SECRET",
+    default: "",
+    schema: z.string().regex(
+      /^$|^[a-z0-9-]+\/[a-z0-9.-]+:[-._a-zA-Z0-9]+$/,
+      "expected namespace/name:key of the Secret holding the webhook secret",
+    ),
+  },
   runnerRetryLimit: { flag: "runner-retry-limit", env: "GRO_RUNNER_RETRY_LIMIT", default: "3", schema: integer(1, 20) },
   logLevel: {
     flag: "log-level",

@@ -5,12 +5,12 @@
  */
 import type { KubernetesListObject, V1Job } from "@kubernetes/client-node";
 import type { Config } from "./config.ts";
-import { DemandPollers } from "./forge/demand_poller.ts";
+import { DemandPollers, targetCovers } from "./forge/demand_poller.ts";
 import { createApp } from "./http/app.ts";
 import type { KubeClients } from "./kube/client.ts";
 import { EventRecorder } from "./kube/events.ts";
 import { SupervisedInformer } from "./kube/informer.ts";
-import { logger } from "./log.ts";
+import { describeError, logger, registerSecret } from "./log.ts";
 import { OperatorMetrics } from "./metrics.ts";
 import { Controller } from "./runtime/controller.ts";
 import { groupKey, RunnerGroupReconciler } from "./runner_group/reconciler.ts";
@@ -29,6 +29,7 @@ export class Manager {
   /** Uids of failed runner Jobs already counted. */
   readonly #countedFailures = new Set<string>();
   #resyncTimer?: ReturnType<typeof setInterval>;
+  #webhookSecret?: string;
   #server?: Deno.HttpServer;
   #started = false;
   readonly #stopping = Promise.withResolvers<void>();
@@ -126,6 +127,9 @@ export class Manager {
           this.metrics.workQueueDepth.set(this.controller.queue.length);
           return { text: await this.metrics.render(), contentType: this.metrics.contentType };
         },
+      }, {
+        secret: () => this.#webhookSecret,
+        onJobEvent: ({ owner, repo }) => this.pollers.poke((target) => targetCovers(target, owner, repo)),
       }).fetch,
     );
     this.#log.info("Serving health on port {port}", { port: this.healthPort });
@@ -139,7 +143,11 @@ export class Manager {
     this.metrics.leader.set(1);
     this.#started = true;
     this.#enqueueAll();
-    this.#resyncTimer = setInterval(() => this.#enqueueAll(), this.config.resyncInterval);
+    await this.#loadWebhookSecret();
+    this.#resyncTimer = setInterval(() => {
+      this.#enqueueAll();
+      void this.#loadWebhookSecret();
+    }, this.config.resyncInterval);
     this.#log.info("Started {workers} workers", { workers: this.config.workers });
   }
 
@@ -190,6 +198,27 @@ export class Manager {
     if (namespace && owner) this.controller.queue.add(groupKey(namespace, owner.name));
     else if (namespace && job.metadata?.labels?.[labelKeys.groupName]) {
       this.controller.queue.add(groupKey(namespace, job.metadata.labels[labelKeys.groupName]));
+    }
+  }
+
+  /** Reads the webhook secret named by --webhook-secret (again at each resync, so a rotation is picked up). */
+  async #loadWebhookSecret(): Promise<void> {
+    if (this.config.webhookSecret === "") return;
+    const [namespace, rest] = this.config.webhookSecret.split("/");
+    const [name, key] = rest.split(":");
+    try {
+      const secret = await this.clients.core.readNamespacedSecret({ namespace, name });
+      const encoded = secret.data?.[key];
+      if (encoded === undefined) throw new Error(`Secret ${namespace}/${name} has no key "${key}"`);
+      const value = new TextDecoder().decode(Uint8Array.from(atob(encoded), (c) => c.charCodeAt(0))).trim();
+      registerSecret(value);
+      this.#webhookSecret = value;
+    } catch (error) {
+      this.#log.warn("Cannot read the webhook secret {secret}; webhooks are refused: {error}", {
+        secret: this.config.webhookSecret,
+        error: describeError(error),
+      });
+      this.#webhookSecret = undefined;
     }
   }
 

@@ -48,6 +48,22 @@ export function targetKey(target: ForgeTarget): string {
   return `${target.baseUrl.replace(/\/+$/, "")}${jobsPath(target.endpoint)}#${token}`;
 }
 
+/** Whether a target's jobs endpoint lists the jobs of a repository (for webhooks). Names ignore case, as in Gitea. */
+export function targetCovers(target: ForgeTarget, owner: string, repo: string): boolean {
+  const same = (a: string | undefined, b: string): boolean => a !== undefined && a.toLowerCase() === b.toLowerCase();
+  const endpoint = target.endpoint;
+  switch (endpoint.scope) {
+    case "global":
+      return true;
+    case "org":
+      return same(endpoint.org, owner);
+    case "user":
+      return same(target.expectedUser, owner);
+    case "repo":
+      return same(endpoint.owner, owner) && same(endpoint.repo, repo);
+  }
+}
+
 function fingerprint(snapshot: DemandSnapshot): string {
   const jobs = snapshot.jobs.map((job) => `${job.id}:${job.runsOn.join(",")}`).join(";");
   const busy = [...snapshot.busyRunners].sort().join(",");

@@ -1,5 +1,6 @@
-/** The operator's HTTP endpoints (hono): liveness, readiness and Prometheus metrics. */
+/** The operator's HTTP endpoints (hono): liveness, readiness, Prometheus metrics and Gitea webhooks. */
 import { Hono } from "hono";
+import { addWebhookRoutes, type WebhookOptions } from "./webhook.ts";
 
 export interface HealthSource {
   /** Informers synced and the operator able to work. */
@@ -11,7 +12,7 @@ export interface MetricsSource {
   metrics(): Promise<{ text: string; contentType: string }>;
 }
 
-export function createApp(health: HealthSource, metrics?: MetricsSource): Hono {
+export function createApp(health: HealthSource, metrics?: MetricsSource, webhook?: WebhookOptions): Hono {
   const app = new Hono();
   app.get("/healthz", (c) => c.text("ok"));
   app.get("/readyz", (c) => {
@@ -24,5 +25,6 @@ export function createApp(health: HealthSource, metrics?: MetricsSource): Hono {
       return c.body(text, 200, { "content-type": contentType });
     });
   }
+  if (webhook) addWebhookRoutes(app, webhook);
   return app;
 }
