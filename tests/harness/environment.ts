@@ -49,7 +49,13 @@ export async function installCrd(cluster: ClusterHarness): Promise<void> {
   }, { timeoutMs: 30_000 });
 }
 
-export async function startEnvironment(options: { echo?: boolean } = {}): Promise<Environment> {
+export interface EnvironmentOptions {
+  echo?: boolean;
+  /** Extra app.ini settings for Gitea, e.g. `{ webhook: { ALLOWED_HOST_LIST: "loopback" } }`. */
+  giteaSettings?: Record<string, Record<string, string>>;
+}
+
+export async function startEnvironment(options: EnvironmentOptions = {}): Promise<Environment> {
   const tools = await ensureTools();
   const dir = await Deno.makeTempDir({ prefix: "gro-env-" });
   const cleanups: (() => Promise<void>)[] = [];
@@ -63,7 +69,7 @@ export async function startEnvironment(options: { echo?: boolean } = {}): Promis
   try {
     const [cluster, gitea] = await Promise.all([
       startCluster({ echoOutput: options.echo }),
-      startGitea({ gitea: tools.gitea, giteaSourceDir: tools.giteaSourceDir }),
+      startGitea({ gitea: tools.gitea, giteaSourceDir: tools.giteaSourceDir, settings: options.giteaSettings }),
     ]);
     cleanups.push(() => cluster.dispose(), () => gitea.dispose());
     const kubelet = await startRunnerKubelet({

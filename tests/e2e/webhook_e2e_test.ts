@@ -1,0 +1,131 @@
+/**
+ * Push mode end to end: a real Gitea webhook (workflow_job, signed with a secret the operator reads from a Kubernetes
+ * Secret) makes the operator create a runner Job long before its next poll.
+ */
+import assert from "node:assert/strict";
+import { startEnvironment } from "../harness/environment.ts";
+import { startOperator } from "../harness/operator.ts";
+import { eventually } from "../harness/wait.ts";
+
+const namespace = "push";
+const webhookSecret = "push-mode-webhook-secret-0123";
+
+Deno.test({
+  name: "push mode: a Gitea workflow_job webhook gets a runner Job created well before the next poll",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn(): Promise<void> {
+    const env = await startEnvironment({ giteaSettings: { webhook: { ALLOWED_HOST_LIST: "loopback" } } });
+    let operator: Awaited<ReturnType<typeof startOperator>> | undefined;
+    try {
+      const { gitea, core, custom } = env;
+      await gitea.createOrg("acme");
+      await gitea.createRepo("acme", "app");
+      await core.createNamespace({ body: { metadata: { name: namespace } } });
+      await core.createNamespacedSecret({
+        namespace,
+        body: {
+          metadata: { name: "tokens" },
+          stringData: {
+            api: gitea.adminToken,
+            registration: await gitea.registrationToken({ kind: "repo", owner: "acme", repo: "app" }),
+            webhook: webhookSecret,
+          },
+        },
+      });
+      await custom.createNamespacedCustomObject({
+        group: "gitea.bpg.pw",
+        version: "v1alpha1",
+        namespace,
+        plural: "runnergroups",
+        body: {
+          apiVersion: "gitea.bpg.pw/v1alpha1",
+          kind: "RunnerGroup",
+          metadata: { name: "app" },
+          spec: {
+            scope: "repo",
+            org: "acme",
+            repo: "app",
+            giteaURL: gitea.url.replace(/\/$/, ""),
+            labels: ["push-linux"],
+            defaultLabels: false,
+            maxActiveRunners: 2,
+            registrationToken: { name: "tokens", key: "registration" },
+            authToken: { name: "tokens", key: "api" },
+          },
+        },
+      });
+      // A 10-minute poll: within this test, only a webhook can make the operator look again.
+      operator = await startOperator({
+        kubeconfigPath: env.cluster.kubeconfigPath,
+        dir: env.dir,
+        args: [
+          "--namespaces",
+          namespace,
+          "--poll-interval",
+          "10m",
+          "--resync-interval",
+          "10m",
+          "--webhook-secret",
+          `${namespace}/tokens:webhook`,
+        ],
+      });
+      const listening = await eventually(
+        "the operator's port",
+        async () => (await operator!.logs()).find((line) => typeof line.port === "number"),
+      );
+      // The first poll (at start) has happened once the group's ForgeReachable condition is True.
+      await eventually("the first poll", async () => {
+        const group = await custom.getNamespacedCustomObject({
+          group: "gitea.bpg.pw",
+          version: "v1alpha1",
+          namespace,
+          plural: "runnergroups",
+          name: "app",
+        }) as { status?: { conditions?: { type: string; status: string }[] } };
+        return group.status?.conditions?.some((c) => c.type === "ForgeReachable" && c.status === "True");
+      }, { timeoutMs: 60_000, detail: () => operator!.logTail(20) });
+      await gitea.api("POST", "repos/acme/app/hooks", {
+        type: "gitea",
+        active: true,
+        events: ["workflow_job"],
+        config: {
+          url: `http://127.0.0.1:${listening.port}/webhooks/gitea`,
+          content_type: "json",
+          secret: webhookSecret,
+        },
+      });
+
+      const pushedAt = Date.now();
+      await gitea.pushWorkflow(
+        "acme",
+        "app",
+        ".gitea/workflows/push.yaml",
+        "on: push\njobs:\n  build:\n    runs-on: push-linux\n    steps:\n      - run: echo pushed\n",
+      );
+      await eventually(
+        "a runner Job",
+        async () => (await env.batch.listNamespacedJob({ namespace })).items.length > 0,
+        {
+          timeoutMs: 120_000,
+          detail: () => operator!.logTail(20),
+        },
+      );
+      const seconds = (Date.now() - pushedAt) / 1000;
+      assert.ok(seconds < 120, `created ${seconds} s after the push; the next poll was due after 600 s`);
+      const logs = await operator.logs();
+      assert.ok(
+        logs.some((line) => String(line.message).startsWith("Webhook delivery") && line.action === "queued"),
+        "the webhook delivery was received",
+      );
+      assert.ok(!(await Deno.readTextFile(operator.logPath)).includes(webhookSecret), "the secret is not logged");
+      await eventually("the job to succeed", async () => {
+        const jobs = (await gitea.listJobs({ kind: "repo", owner: "acme", repo: "app" })).jobs;
+        return jobs.length === 1 && jobs[0].conclusion === "success";
+      }, { timeoutMs: 120_000 });
+    } finally {
+      if (operator?.running()) await operator.stop("SIGTERM");
+      await env.dispose();
+    }
+  },
+});
