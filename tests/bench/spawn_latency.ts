@@ -1,0 +1,149 @@
+/**
+ * Benchmark: spawn latency, from a push that queues jobs to the runner Job of each job existing, in poll mode and in
+ * push mode (webhooks), over 20 jobs each, against the real local control plane and Gitea. Prints median and p95.
+ *
+ *   deno task bench
+ *
+ * Latency is measured from the moment Gitea's API accepted the push (the jobs are queued while it handles it) to the
+ * moment a watcher polling the Job list every 100 ms first sees the job's runner Job, so figures carry up to ~0.1 s of
+ * observation delay; Gitea's and Kubernetes' own timestamps have only second resolution.
+ */
+import { startEnvironment } from "../harness/environment.ts";
+import { type OperatorProcess, startOperator } from "../harness/operator.ts";
+import { eventually } from "../harness/wait.ts";
+
+const jobs = 20;
+const namespace = "bench";
+const pollInterval = "10s";
+const webhookSecret = "bench-webhook-secret-0123456789";
+const encoder = new TextEncoder();
+const say = (line: string): void => void Deno.stdout.writeSync(encoder.encode(`${line}\n`));
+
+function percentile(sorted: number[], p: number): number {
+  const index = Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1);
+  return sorted[Math.max(0, index)];
+}
+
+const env = await startEnvironment({ giteaSettings: { webhook: { ALLOWED_HOST_LIST: "loopback" } } });
+let operator: OperatorProcess | undefined;
+try {
+  const { gitea, core, custom } = env;
+  await gitea.createOrg("acme");
+  await gitea.createRepo("acme", "bench");
+  await core.createNamespace({ body: { metadata: { name: namespace } } });
+  await core.createNamespacedSecret({
+    namespace,
+    body: {
+      metadata: { name: "tokens" },
+      stringData: {
+        api: gitea.adminToken,
+        registration: await gitea.registrationToken({ kind: "repo", owner: "acme", repo: "bench" }),
+        webhook: webhookSecret,
+      },
+    },
+  });
+
+  const measure = async (mode: "poll" | "push", extraArgs: string[]): Promise<number[]> => {
+    const label = `bench-${mode}`;
+    await custom.createNamespacedCustomObject({
+      group: "gitea.bpg.pw",
+      version: "v1alpha1",
+      namespace,
+      plural: "runnergroups",
+      body: {
+        apiVersion: "gitea.bpg.pw/v1alpha1",
+        kind: "RunnerGroup",
+        metadata: { name: mode },
+        spec: {
+          scope: "repo",
+          org: "acme",
+          repo: "bench",
+          giteaURL: gitea.url.replace(/\/$/, ""),
+          labels: [label],
+          defaultLabels: false,
+          maxActiveRunners: jobs,
+          registrationToken: { name: "tokens", key: "registration" },
+          authToken: { name: "tokens", key: "api" },
+        },
+      },
+    });
+    operator = await startOperator({
+      kubeconfigPath: env.cluster.kubeconfigPath,
+      dir: env.dir,
+      name: `operator-${mode}`,
+      args: ["--namespaces", namespace, "--log-level", "info", ...extraArgs],
+    });
+    const port = await eventually(
+      "the operator's port",
+      async () => (await operator!.logs()).find((line) => typeof line.port === "number")?.port as number | undefined,
+    );
+    await eventually("the operator's first poll", async () => {
+      const group = await custom.getNamespacedCustomObject({
+        group: "gitea.bpg.pw",
+        version: "v1alpha1",
+        namespace,
+        plural: "runnergroups",
+        name: mode,
+      }) as { status?: { conditions?: { type: string; status: string }[] } };
+      return group.status?.conditions?.some((c) => c.type === "ForgeReachable" && c.status === "True");
+    });
+    if (mode === "push") {
+      await gitea.api("POST", "repos/acme/bench/hooks", {
+        type: "gitea",
+        active: true,
+        events: ["workflow_job"],
+        config: { url: `http://127.0.0.1:${port}/webhooks/gitea`, content_type: "json", secret: webhookSecret },
+      });
+    } else {
+      // Start at a random point of the poll cycle, as a real push would.
+      await new Promise((resolve) => setTimeout(resolve, Math.random() * 10_000));
+    }
+    const path = `.gitea/workflows/${mode}.yaml`;
+    const matrix = Array.from({ length: jobs }, (_, index) => index + 1).join(", ");
+    await gitea.pushWorkflow(
+      "acme",
+      "bench",
+      path,
+      `on:\n  push:\n    paths: ["${path}"]\njobs:\n  run:\n    runs-on: ${label}\n` +
+        `    strategy:\n      matrix:\n        n: [${matrix}]\n    steps:\n      - run: echo \${{ matrix.n }}\n`,
+    );
+    const pushedAt = performance.now();
+    const seen = new Map<string, number>();
+    while (seen.size < jobs) {
+      const list = await env.batch.listNamespacedJob({
+        namespace,
+        labelSelector: `gitea.bpg.pw/runnergroup-name=${mode}`,
+      });
+      for (const job of list.items) {
+        const id = job.metadata!.labels!["gitea.bpg.pw/job-id"];
+        if (!seen.has(id)) seen.set(id, (performance.now() - pushedAt) / 1000);
+      }
+      if (performance.now() - pushedAt > 180_000) throw new Error(`Only ${seen.size} of ${jobs} runner Jobs in 180 s`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    await operator.stop("SIGTERM");
+    operator = undefined;
+    return [...seen.values()].sort((a, b) => a - b);
+  };
+
+  say(`Spawn latency over ${jobs} jobs (push accepted -> runner Job exists), seconds:`);
+  for (
+    const [mode, args] of [["poll", ["--poll-interval", pollInterval]], [
+      "push",
+      ["--poll-interval", "10m", "--webhook-secret", `${namespace}/tokens:webhook`],
+    ]] as const
+  ) {
+    const latencies = await measure(mode, [...args]);
+    say(
+      `${mode.padEnd(5)} mode${mode === "poll" ? ` (interval ${pollInterval})` : ""}: median ${
+        percentile(latencies, 50).toFixed(2)
+      } s, p95 ${percentile(latencies, 95).toFixed(2)} s, min ${latencies[0].toFixed(2)} s, max ${
+        latencies.at(-1)!.toFixed(2)
+      } s, n=${latencies.length}`,
+    );
+  }
+} finally {
+  if (operator?.running()) await operator.stop("SIGTERM");
+  await env.dispose();
+}
+Deno.exit(0);
