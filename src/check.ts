@@ -123,7 +123,9 @@ export async function runCheck({ config, print, kube }: CheckOptions): Promise<n
     return value.trim();
   };
   const token = await readKey(spec.authToken, "authToken");
-  const registration = await readKey(spec.registrationToken, "registrationToken");
+  let registration: string | undefined = "kept by the operator";
+  if (spec.registrationToken) registration = await readKey(spec.registrationToken, "registrationToken");
+  else print(note("No spec.registrationToken: the operator obtains one with the API token and keeps it in a Secret"));
   if (token === undefined || registration === undefined) return 1;
 
   const client = new GiteaClient({ baseUrl: spec.giteaURL, token, timeoutMs: config.forgeTimeout });

@@ -93,6 +93,7 @@ export class Manager {
       runnerImage: config.runnerImage,
       retry: { limit: config.runnerRetryLimit, baseDelayMs: 10_000, maxDelayMs: 5 * 60_000 },
       resyncIntervalMs: config.resyncInterval,
+      forgeTimeoutMs: config.forgeTimeout,
       metrics: this.metrics,
     });
     this.controller = new Controller("runnergroup", async (key) => {

@@ -42,6 +42,7 @@ const jobSchema = z.object({
 });
 const jobsPageSchema = z.object({ jobs: z.array(jobSchema).nullable(), total_count: z.number().int().min(0) });
 const versionSchema = z.object({ version: z.string() });
+const registrationTokenSchema = z.object({ token: z.string().min(1) });
 const userSchema = z.object({ login: z.string(), is_admin: z.boolean().optional() });
 
 /** A job a runner is running, and that runner's name. */
@@ -135,6 +136,23 @@ export class GiteaClient {
     return body.value.version;
   }
 
+  /**
+   * A runner registration token for the scope of `endpoint` (Gitea >= 1.24). Gitea hands out its current token for
+   * that scope, so asking again does not invalidate runners that are starting.
+   */
+  async createRegistrationToken(endpoint: JobsEndpoint): Promise<string> {
+    const path = jobsPath(endpoint).replace(/\/jobs$/, "/runners/registration-token");
+    const template = jobsPathTemplate(endpoint).replace(/\/jobs$/, "/runners/registration-token");
+    const body = await this.#get(
+      path,
+      template,
+      `Get a runner registration token at ${path}`,
+      registrationTokenSchema,
+      "POST",
+    );
+    return body.value.token;
+  }
+
   /** The login of the token's user. */
   async currentUser(): Promise<{ login: string; isAdmin: boolean }> {
     const body = await this.#get("/user", "/user", "Get the token's user", userSchema);
@@ -184,11 +202,23 @@ export class GiteaClient {
     return { queued: [...queued.values()].sort((a, b) => a.id - b.id), running: [...running.values()] };
   }
 
-  async #get<T>(path: string, template: string, what: string, schema: z.ZodType<T>): Promise<{ value: T }> {
+  async #get<T>(
+    path: string,
+    template: string,
+    what: string,
+    schema: z.ZodType<T>,
+    method: "GET" | "POST" = "GET",
+  ): Promise<{ value: T }> {
     const started = performance.now();
     let code = "error";
     try {
-      const result = await this.#request(path, what, schema, (status) => (code = `${Math.floor(status / 100)}xx`));
+      const result = await this.#request(
+        path,
+        what,
+        schema,
+        (status) => (code = `${Math.floor(status / 100)}xx`),
+        method,
+      );
       return result;
     } finally {
       this.#observe?.(template, code, (performance.now() - started) / 1000);
@@ -200,11 +230,13 @@ export class GiteaClient {
     what: string,
     schema: z.ZodType<T>,
     onStatus: (status: number) => void,
+    method: "GET" | "POST",
   ): Promise<{ value: T }> {
     const url = `${this.#baseUrl}/api/v1${path}`;
     let response: Response;
     try {
       response = await this.#fetch(url, {
+        method,
         headers: { authorization: `token ${this.#token}`, accept: "application/json" },
         signal: AbortSignal.timeout(this.#timeoutMs),
       });

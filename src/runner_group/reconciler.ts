@@ -4,7 +4,8 @@
  */
 import { PatchStrategy, setHeaderOptions, type V1Job } from "@kubernetes/client-node";
 import type { DemandPollers, DemandSnapshot, ForgeTarget } from "../forge/demand_poller.ts";
-import type { JobsEndpoint } from "../forge/gitea_client.ts";
+import { ForgeError } from "../forge/errors.ts";
+import { GiteaClient, type JobsEndpoint } from "../forge/gitea_client.ts";
 import { effectiveRunnerLabels, InvalidLabelError, type RunnerLabel } from "../forge/labels.ts";
 import type { EventRecorder, EventTarget } from "../kube/events.ts";
 import { apiMessage, apiStatus, type KubeClients } from "../kube/client.ts";
@@ -13,7 +14,14 @@ import type { OperatorMetrics } from "../metrics.ts";
 import type { ReconcileResult } from "../runtime/controller.ts";
 import { chooseOwnerGroup, forgeKey, type GroupCoverage } from "./ownership.ts";
 import { planRunnerJobs, type RetryPolicy, type RunnerJobRecord } from "./planner.ts";
-import { buildRunnerJob, describeRunnerJob, forgeLabel, labelKeys } from "./runner_job.ts";
+import {
+  buildRunnerJob,
+  describeRunnerJob,
+  forgeLabel,
+  labelKeys,
+  managedBy,
+  managedRegistrationSecret,
+} from "./runner_job.ts";
 import {
   apiGroup,
   apiVersion,
@@ -43,6 +51,8 @@ export interface ReconcilerOptions {
   runnerImage: string;
   retry: RetryPolicy;
   resyncIntervalMs: number;
+  /** Timeout of the registration-token request. */
+  forgeTimeoutMs?: number;
   metrics?: OperatorMetrics;
   /** Time for the forge to show that a finished runner took its job. */
   settleMs?: number;
@@ -134,7 +144,32 @@ export class RunnerGroupReconciler {
     }
 
     const auth = await this.#readSecretKey(namespace, spec.authToken, "authToken");
-    const registration = await this.#readSecretKey(namespace, spec.registrationToken, "registrationToken");
+    const registrationToken = spec.registrationToken ?? managedRegistrationSecret(name);
+    let registration: SecretRead = auth;
+    if (auth.ok) {
+      if (spec.registrationToken) {
+        registration = await this.#readSecretKey(namespace, spec.registrationToken, "registrationToken");
+      } else {
+        try {
+          registration = await this.#ensureRegistrationSecret(group, spec, auth.value, registrationToken);
+        } catch (error) {
+          if (!(error instanceof ForgeError)) throw error;
+          // The forge refused or is down: the same condition and backoff as a failed poll.
+          await this.#options.events.record(target, "Warning", `Forge${error.kind}`, error.message);
+          await this.#writeStatus(
+            group,
+            {
+              spec: { ok: true },
+              credentials: { ok: true },
+              forge: { ok: false, reason: error.kind, message: error.message },
+            },
+            {},
+            now,
+          );
+          throw new Error(`Cannot obtain a runner registration token: ${error.message}`, { cause: error });
+        }
+      }
+    }
     const missing = [auth, registration].find((read) => !read.ok);
     if (missing && !missing.ok) {
       this.#options.pollers.unsubscribe(key);
@@ -195,6 +230,7 @@ export class RunnerGroupReconciler {
         job: planned.job,
         attempt: planned.attempt,
         defaultImage: this.#options.runnerImage,
+        registrationToken,
       });
       const jobName = job.metadata!.name!;
       try {
@@ -283,6 +319,63 @@ export class RunnerGroupReconciler {
       if (entry.coverage && !group.metadata.deletionTimestamp) result.push(entry.coverage);
     }
     return result;
+  }
+
+  /**
+   * For a group without spec.registrationToken: the Secret the operator keeps, owned by the group, created with a
+   * token from Gitea's registration-token endpoint of the group's scope (asked only when the Secret is missing).
+   */
+  async #ensureRegistrationSecret(
+    group: RunnerGroup,
+    spec: RunnerGroupSpec,
+    apiToken: string,
+    selector: { name: string; key: string },
+  ): Promise<SecretRead> {
+    const namespace = group.metadata.namespace;
+    const existing = await this.#readSecretKey(namespace, selector, "registrationToken (kept by the operator)");
+    if (existing.ok) return existing;
+    const client = new GiteaClient({
+      baseUrl: spec.giteaURL,
+      token: apiToken,
+      timeoutMs: this.#options.forgeTimeoutMs,
+    });
+    const token = await client.createRegistrationToken(forgeTargetOf(spec, apiToken).endpoint);
+    registerSecret(token);
+    const body = {
+      metadata: {
+        name: selector.name,
+        namespace,
+        labels: { [labelKeys.managedBy]: managedBy, [labelKeys.groupUid]: group.metadata.uid },
+        ownerReferences: [{
+          apiVersion: `${apiGroup}/${apiVersion}`,
+          kind,
+          name: group.metadata.name,
+          uid: group.metadata.uid,
+          controller: true,
+          blockOwnerDeletion: true,
+        }],
+      },
+      type: "Opaque",
+      stringData: { [selector.key]: token },
+    };
+    try {
+      if (existing.reason === "SecretNotFound") {
+        await this.#options.clients.core.createNamespacedSecret({ namespace, body });
+      } else {
+        await this.#options.clients.core.replaceNamespacedSecret({ namespace, name: selector.name, body });
+      }
+    } catch (error) {
+      if (apiStatus(error) !== 409) {
+        throw new Error(`Cannot write Secret ${namespace}/${selector.name}: ${apiMessage(error)}`, { cause: error });
+      }
+    }
+    await this.#options.events.record(
+      { apiVersion: `${apiGroup}/${apiVersion}`, kind, name: group.metadata.name, namespace, uid: group.metadata.uid },
+      "Normal",
+      "RegistrationTokenStored",
+      `Stored a runner registration token from Gitea in Secret ${namespace}/${selector.name}`,
+    );
+    return { ok: true, value: token };
   }
 
   async #readSecretKey(namespace: string, selector: SecretKeySelector, field: string): Promise<SecretRead> {

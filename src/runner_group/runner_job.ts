@@ -33,6 +33,15 @@ export const annotationKeys = {
   jobUrl: `${apiGroup}/job-url`,
 } as const;
 
+/** The Secret in which the operator keeps a group's registration token when the group names none. */
+export function managedRegistrationSecret(groupName: string): { name: string; key: string } {
+  const suffix = "-registration-token";
+  const name = groupName.length + suffix.length <= 253
+    ? `${groupName}${suffix}`
+    : `${groupName.slice(0, 253 - suffix.length - 9)}-${shortHash(groupName)}${suffix}`;
+  return { name, key: "token" };
+}
+
 /** The label selector that finds every runner Job this operator made. */
 export const runnerJobSelector = `${labelKeys.managedBy}=${managedBy},${labelKeys.component}=runner`;
 
@@ -75,6 +84,8 @@ export interface RunnerJobInput {
   job: QueuedJob;
   attempt: number;
   defaultImage: string;
+  /** Where runner pods find the registration token: the group's own Secret key, or the one the operator keeps. */
+  registrationToken: { name: string; key: string };
 }
 
 /** Builds the Job. Registration tokens are referenced through `secretKeyRef`, never copied into the spec. */
@@ -107,7 +118,7 @@ export function buildRunnerJob(input: RunnerJobInput): V1Job {
     { name: "GITEA_INSTANCE_URL", value: spec.giteaURL },
     {
       name: "GITEA_RUNNER_REGISTRATION_TOKEN",
-      valueFrom: { secretKeyRef: { name: spec.registrationToken.name, key: spec.registrationToken.key } },
+      valueFrom: { secretKeyRef: { name: input.registrationToken.name, key: input.registrationToken.key } },
     },
     { name: "GITEA_RUNNER_EPHEMERAL", value: "true" },
     { name: "GITEA_RUNNER_NAME", value: name },

@@ -100,8 +100,10 @@ export const runnerGroupSpecSchema = z.object({
   maxActiveRunners: z.int().min(0).max(10000).describe(
     "Most runner Jobs of this group that may be active at once; 0 pauses the group.",
   ),
-  registrationToken: secretKeySelectorSchema.describe(
-    "Secret key holding the runner registration token of the scope (referenced by runner pods, never copied).",
+  registrationToken: secretKeySelectorSchema.optional().describe(
+    "Secret key holding the runner registration token of the scope (referenced by runner pods, never copied). " +
+      "When omitted, the operator obtains one with authToken and keeps it in the Secret " +
+      "<group name>-registration-token, owned by the group.",
   ),
   authToken: secretKeySelectorSchema.describe(
     "Secret key holding a Gitea API token that can list the scope's Actions jobs.",

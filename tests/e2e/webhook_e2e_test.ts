@@ -1,6 +1,7 @@
 /**
  * Push mode end to end: a real Gitea webhook (workflow_job, signed with a secret the operator reads from a Kubernetes
- * Secret) makes the operator create a runner Job long before its next poll.
+ * Secret) makes the operator create a runner Job long before its next poll. The group names no registration token:
+ * the operator obtains one from Gitea and keeps it in a Secret the group owns.
  */
 import assert from "node:assert/strict";
 import { startEnvironment } from "../harness/environment.ts";
@@ -11,7 +12,8 @@ const namespace = "push";
 const webhookSecret = "push-mode-webhook-secret-0123";
 
 Deno.test({
-  name: "push mode: a Gitea workflow_job webhook gets a runner Job created well before the next poll",
+  name: "push mode: a Gitea webhook gets a runner Job created well before the next poll; the operator keeps the " +
+    "registration token",
   sanitizeOps: false,
   sanitizeResources: false,
   async fn(): Promise<void> {
@@ -28,7 +30,6 @@ Deno.test({
           metadata: { name: "tokens" },
           stringData: {
             api: gitea.adminToken,
-            registration: await gitea.registrationToken({ kind: "repo", owner: "acme", repo: "app" }),
             webhook: webhookSecret,
           },
         },
@@ -50,7 +51,6 @@ Deno.test({
             labels: ["push-linux"],
             defaultLabels: false,
             maxActiveRunners: 2,
-            registrationToken: { name: "tokens", key: "registration" },
             authToken: { name: "tokens", key: "api" },
           },
         },
@@ -119,6 +119,16 @@ Deno.test({
         "the webhook delivery was received",
       );
       assert.ok(!(await Deno.readTextFile(operator.logPath)).includes(webhookSecret), "the secret is not logged");
+      const kept = await core.readNamespacedSecret({ namespace, name: "app-registration-token" });
+      assert.equal(kept.metadata?.ownerReferences?.[0]?.kind, "RunnerGroup", "the kept Secret is owned by the group");
+      const registration = atob(kept.data!.token);
+      assert.equal(registration, await gitea.registrationToken({ kind: "repo", owner: "acme", repo: "app" }));
+      const job = (await env.batch.listNamespacedJob({ namespace })).items[0];
+      const tokenEnv = job.spec!.template.spec!.containers[0].env!.find((e) =>
+        e.name === "GITEA_RUNNER_REGISTRATION_TOKEN"
+      );
+      assert.deepEqual({ ...tokenEnv?.valueFrom?.secretKeyRef }, { name: "app-registration-token", key: "token" });
+      assert.ok(!(await Deno.readTextFile(operator.logPath)).includes(registration), "the token is not logged");
       await eventually("the job to succeed", async () => {
         const jobs = (await gitea.listJobs({ kind: "repo", owner: "acme", repo: "app" })).jobs;
         return jobs.length === 1 && jobs[0].conclusion === "success";

@@ -185,6 +185,7 @@ Deno.test({
         assert.ok(parsed.success);
         const job = buildRunnerJob({
           group: { name: "doomed", namespace, uid: created.metadata.uid, spec: parsed.data },
+          registrationToken: { name: "tokens", key: "registration" },
           forge: "https://git.example.com",
           labels: effectiveRunnerLabels(["linux:host"], false),
           job: {

@@ -17,6 +17,6 @@ Deno.test("the CRD schema is structural: no empty additionalProperties, no unsaf
   const spec = (versions[0].schema.openAPIV3Schema as { properties: { spec: { required: string[] } } }).properties.spec;
   assert.deepEqual(
     [...spec.required].sort(),
-    ["authToken", "giteaURL", "maxActiveRunners", "registrationToken", "scope"],
+    ["authToken", "giteaURL", "maxActiveRunners", "scope"],
   );
 });

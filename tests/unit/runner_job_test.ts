@@ -7,6 +7,7 @@ import {
   defaultRunnerImage,
   describeRunnerJob,
   labelKeys,
+  managedRegistrationSecret,
   runnerJobName,
 } from "../../src/runner_group/runner_job.ts";
 import { parseRunnerGroupSpec, type RunnerGroupSpec } from "../../src/runner_group/schema.ts";
@@ -42,6 +43,7 @@ function spec(extra: Record<string, unknown> = {}): RunnerGroupSpec {
 function build(groupSpec = spec(), attempt = 0, name = "ci-runners"): V1Job {
   return buildRunnerJob({
     group: { name, namespace: "ci", uid: "0c6a3e7e-1111-2222-3333-444455556666", spec: groupSpec },
+    registrationToken: groupSpec.registrationToken ?? managedRegistrationSecret(name),
     forge: "https://git.example.com",
     labels: effectiveRunnerLabels(groupSpec.labels ?? [], groupSpec.defaultLabels ?? true),
     job,
@@ -174,4 +176,15 @@ Deno.test("describeRunnerJob reads state, attempt and finish time back", () => {
   assert.equal(describeRunnerJob(complete, 5)?.state, "succeeded");
   assert.equal(describeRunnerJob(complete, 5)?.finishedAt, 2000);
   assert.equal(describeRunnerJob({ metadata: { name: "x", labels: {} } }, 5), undefined);
+});
+
+Deno.test("without spec.registrationToken, runner pods reference the Secret the operator keeps", () => {
+  const { registrationToken: _omitted, ...rest } = spec();
+  const built = build(rest as RunnerGroupSpec);
+  const env = built.spec!.template.spec!.containers[0].env!;
+  assert.deepEqual(env.find((e) => e.name === "GITEA_RUNNER_REGISTRATION_TOKEN")?.valueFrom, {
+    secretKeyRef: { name: "ci-runners-registration-token", key: "token" },
+  });
+  const long = managedRegistrationSecret("g".repeat(250));
+  assert.ok(long.name.length <= 253 && long.name.endsWith("-registration-token"));
 });
