@@ -6,7 +6,7 @@
  *   deno task sandbox
  */
 import { leaveSignalsToCaller } from "./harness/cluster.ts";
-import { startEnvironment } from "./harness/environment.ts";
+import { createRunnerGroup, startEnvironment } from "./harness/environment.ts";
 import { startOperator } from "./harness/operator.ts";
 
 const encoder = new TextEncoder();
@@ -40,25 +40,14 @@ try {
     dir: env.dir,
     args: ["--poll-interval", "3s"],
   });
-  await custom.createNamespacedCustomObject({
-    group: "gitea.bpg.pw",
-    version: "v1alpha1",
-    namespace,
-    plural: "runnergroups",
-    body: {
-      apiVersion: "gitea.bpg.pw/v1alpha1",
-      kind: "RunnerGroup",
-      metadata: { name: "hello" },
-      spec: {
-        scope: "repo",
-        org: "demo",
-        repo: "hello",
-        giteaURL: gitea.url.replace(/\/$/, ""),
-        maxActiveRunners: 2,
-        registrationToken: { name: "gitea-tokens", key: "registration" },
-        authToken: { name: "gitea-tokens", key: "api" },
-      },
-    },
+  await createRunnerGroup(custom, namespace, "hello", {
+    scope: "repo",
+    org: "demo",
+    repo: "hello",
+    giteaURL: gitea.url.replace(/\/$/, ""),
+    maxActiveRunners: 2,
+    registrationToken: { name: "gitea-tokens", key: "registration" },
+    authToken: { name: "gitea-tokens", key: "api" },
   });
   await gitea.pushWorkflow(
     "demo",

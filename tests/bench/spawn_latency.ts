@@ -8,9 +8,8 @@
  * moment a watcher polling the Job list every 100 ms first sees the job's runner Job, so figures carry up to ~0.1 s of
  * observation delay; Gitea's and Kubernetes' own timestamps have only second resolution.
  */
-import { startEnvironment } from "../harness/environment.ts";
+import { createRunnerGroup, startEnvironment, waitForFirstPoll } from "../harness/environment.ts";
 import { type OperatorProcess, startOperator } from "../harness/operator.ts";
-import { eventually } from "../harness/wait.ts";
 
 const jobs = 20;
 const namespace = "bench";
@@ -45,27 +44,16 @@ try {
 
   const measure = async (mode: "poll" | "push", extraArgs: string[]): Promise<number[]> => {
     const label = `bench-${mode}`;
-    await custom.createNamespacedCustomObject({
-      group: "gitea.bpg.pw",
-      version: "v1alpha1",
-      namespace,
-      plural: "runnergroups",
-      body: {
-        apiVersion: "gitea.bpg.pw/v1alpha1",
-        kind: "RunnerGroup",
-        metadata: { name: mode },
-        spec: {
-          scope: "repo",
-          org: "acme",
-          repo: "bench",
-          giteaURL: gitea.url.replace(/\/$/, ""),
-          labels: [label],
-          defaultLabels: false,
-          maxActiveRunners: jobs,
-          registrationToken: { name: "tokens", key: "registration" },
-          authToken: { name: "tokens", key: "api" },
-        },
-      },
+    await createRunnerGroup(custom, namespace, mode, {
+      scope: "repo",
+      org: "acme",
+      repo: "bench",
+      giteaURL: gitea.url.replace(/\/$/, ""),
+      labels: [label],
+      defaultLabels: false,
+      maxActiveRunners: jobs,
+      registrationToken: { name: "tokens", key: "registration" },
+      authToken: { name: "tokens", key: "api" },
     });
     operator = await startOperator({
       kubeconfigPath: env.cluster.kubeconfigPath,
@@ -73,20 +61,8 @@ try {
       name: `operator-${mode}`,
       args: ["--namespaces", namespace, "--log-level", "info", ...extraArgs],
     });
-    const port = await eventually(
-      "the operator's port",
-      async () => (await operator!.logs()).find((line) => typeof line.port === "number")?.port as number | undefined,
-    );
-    await eventually("the operator's first poll", async () => {
-      const group = await custom.getNamespacedCustomObject({
-        group: "gitea.bpg.pw",
-        version: "v1alpha1",
-        namespace,
-        plural: "runnergroups",
-        name: mode,
-      }) as { status?: { conditions?: { type: string; status: string }[] } };
-      return group.status?.conditions?.some((c) => c.type === "ForgeReachable" && c.status === "True");
-    });
+    const port = await operator.port();
+    await waitForFirstPoll(custom, namespace, mode);
     if (mode === "push") {
       await gitea.api("POST", "repos/acme/bench/hooks", {
         type: "gitea",

@@ -14,7 +14,7 @@ import { EventRecorder } from "../../src/kube/events.ts";
 import { RunnerGroupReconciler } from "../../src/runner_group/reconciler.ts";
 import { defaultRunnerImage } from "../../src/runner_group/runner_job.ts";
 import type { RunnerGroup } from "../../src/runner_group/schema.ts";
-import { startEnvironment } from "../harness/environment.ts";
+import { createRunnerGroup, getRunnerGroup, startEnvironment } from "../harness/environment.ts";
 import type { GiteaJob } from "../harness/gitea.ts";
 import { type OperatorProcess, startOperator } from "../harness/operator.ts";
 import { eventually } from "../harness/wait.ts";
@@ -77,24 +77,13 @@ Deno.test({
 
       const giteaURL = gitea.url.replace(/\/$/, "");
       const group = async (name: string, spec: Record<string, unknown>): Promise<void> => {
-        await custom.createNamespacedCustomObject({
-          group: "gitea.bpg.pw",
-          version: "v1alpha1",
-          namespace,
-          plural: "runnergroups",
-          body: {
-            apiVersion: "gitea.bpg.pw/v1alpha1",
-            kind: "RunnerGroup",
-            metadata: { name },
-            spec: {
-              giteaURL,
-              defaultLabels: false,
-              registrationToken: { name: `${name}-tokens`, key: "registration" },
-              authToken: { name: `${name}-tokens`, key: "api" },
-              ttlSecondsAfterFinished: 3600,
-              ...spec,
-            },
-          },
+        await createRunnerGroup(custom, namespace, name, {
+          giteaURL,
+          defaultLabels: false,
+          registrationToken: { name: `${name}-tokens`, key: "registration" },
+          authToken: { name: `${name}-tokens`, key: "api" },
+          ttlSecondsAfterFinished: 3600,
+          ...spec,
         });
       };
       await group("repo", {
@@ -211,16 +200,8 @@ Deno.test({
         },
       );
 
-      const statusOf = async (name: string): Promise<Record<string, unknown>> => {
-        const object = await custom.getNamespacedCustomObject({
-          group: "gitea.bpg.pw",
-          version: "v1alpha1",
-          namespace,
-          plural: "runnergroups",
-          name,
-        }) as { status?: Record<string, unknown> };
-        return object.status ?? {};
-      };
+      const statusOf = async (name: string): Promise<Record<string, unknown>> =>
+        (await getRunnerGroup(custom, namespace, name)).status ?? {};
       const conditionOf = (status: Record<string, unknown>, type: string) =>
         (status.conditions as { type: string; status: string; reason: string }[] | undefined)?.find((c) =>
           c.type === type
@@ -284,28 +265,17 @@ Deno.test({
               },
             },
           });
-          const staleGroup = await custom.createNamespacedCustomObject({
-            group: "gitea.bpg.pw",
-            version: "v1alpha1",
-            namespace: staleNamespace,
-            plural: "runnergroups",
-            body: {
-              apiVersion: "gitea.bpg.pw/v1alpha1",
-              kind: "RunnerGroup",
-              metadata: { name: "stale" },
-              spec: {
-                scope: "repo",
-                org: "acme",
-                repo: "lib",
-                giteaURL,
-                defaultLabels: false,
-                labels: ["stale-linux"],
-                maxActiveRunners: 5,
-                registrationToken: { name: "stale-tokens", key: "registration" },
-                authToken: { name: "stale-tokens", key: "api" },
-              },
-            },
-          }) as RunnerGroup;
+          const staleGroup = await createRunnerGroup(custom, staleNamespace, "stale", {
+            scope: "repo",
+            org: "acme",
+            repo: "lib",
+            giteaURL,
+            defaultLabels: false,
+            labels: ["stale-linux"],
+            maxActiveRunners: 5,
+            registrationToken: { name: "stale-tokens", key: "registration" },
+            authToken: { name: "stale-tokens", key: "api" },
+          }) as unknown as RunnerGroup;
           const clients = makeClients(useHttp1(env.cluster.kubeConfig));
           const pollers = new DemandPollers({ intervalMs: 1000, timeoutMs: 5000, onChange: () => {} });
           const reconciler = new RunnerGroupReconciler({
@@ -419,9 +389,7 @@ Deno.test({
       });
 
       await t.step("metrics show the runners created, the forge requests and the outage", async () => {
-        const listening = (await operator!.logs()).find((line) => typeof line.port === "number");
-        assert.ok(listening, "the operator logs its health port");
-        const base = `http://127.0.0.1:${listening.port}`;
+        const base = `http://127.0.0.1:${await operator!.port()}`;
         const ready = await fetch(`${base}/readyz`);
         assert.equal(ready.status, 200, await ready.text());
         const text = await (await fetch(`${base}/metrics`)).text();

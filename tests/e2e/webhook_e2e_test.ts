@@ -4,7 +4,7 @@
  * the operator obtains one from Gitea and keeps it in a Secret the group owns.
  */
 import assert from "node:assert/strict";
-import { startEnvironment } from "../harness/environment.ts";
+import { createRunnerGroup, startEnvironment, waitForFirstPoll } from "../harness/environment.ts";
 import { startOperator } from "../harness/operator.ts";
 import { eventually } from "../harness/wait.ts";
 
@@ -34,26 +34,15 @@ Deno.test({
           },
         },
       });
-      await custom.createNamespacedCustomObject({
-        group: "gitea.bpg.pw",
-        version: "v1alpha1",
-        namespace,
-        plural: "runnergroups",
-        body: {
-          apiVersion: "gitea.bpg.pw/v1alpha1",
-          kind: "RunnerGroup",
-          metadata: { name: "app" },
-          spec: {
-            scope: "repo",
-            org: "acme",
-            repo: "app",
-            giteaURL: gitea.url.replace(/\/$/, ""),
-            labels: ["push-linux"],
-            defaultLabels: false,
-            maxActiveRunners: 2,
-            authToken: { name: "tokens", key: "api" },
-          },
-        },
+      await createRunnerGroup(custom, namespace, "app", {
+        scope: "repo",
+        org: "acme",
+        repo: "app",
+        giteaURL: gitea.url.replace(/\/$/, ""),
+        labels: ["push-linux"],
+        defaultLabels: false,
+        maxActiveRunners: 2,
+        authToken: { name: "tokens", key: "api" },
       });
       // A 10-minute poll: within this test, only a webhook can make the operator look again.
       operator = await startOperator({
@@ -70,27 +59,14 @@ Deno.test({
           `${namespace}/tokens:webhook`,
         ],
       });
-      const listening = await eventually(
-        "the operator's port",
-        async () => (await operator!.logs()).find((line) => typeof line.port === "number"),
-      );
-      // The first poll (at start) has happened once the group's ForgeReachable condition is True.
-      await eventually("the first poll", async () => {
-        const group = await custom.getNamespacedCustomObject({
-          group: "gitea.bpg.pw",
-          version: "v1alpha1",
-          namespace,
-          plural: "runnergroups",
-          name: "app",
-        }) as { status?: { conditions?: { type: string; status: string }[] } };
-        return group.status?.conditions?.some((c) => c.type === "ForgeReachable" && c.status === "True");
-      }, { timeoutMs: 60_000, detail: () => operator!.logTail(20) });
+      const port = await operator.port();
+      await waitForFirstPoll(custom, namespace, "app");
       await gitea.api("POST", "repos/acme/app/hooks", {
         type: "gitea",
         active: true,
         events: ["workflow_job"],
         config: {
-          url: `http://127.0.0.1:${listening.port}/webhooks/gitea`,
+          url: `http://127.0.0.1:${port}/webhooks/gitea`,
           content_type: "json",
           secret: webhookSecret,
         },

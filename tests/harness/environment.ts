@@ -99,3 +99,46 @@ export async function startEnvironment(options: EnvironmentOptions = {}): Promis
     throw error;
   }
 }
+
+/** A RunnerGroup as the tests read it back. */
+export interface RunnerGroupObject {
+  metadata: { name: string; namespace: string; uid: string };
+  spec: Record<string, unknown>;
+  status?: {
+    activeRunners?: number;
+    queuedJobs?: number;
+    conditions?: { type: string; status: string; reason: string; message: string }[];
+  };
+}
+
+const runnerGroupResource = { group: "gitea.bpg.pw", version: "v1alpha1", plural: "runnergroups" } as const;
+
+/** Creates a RunnerGroup with the given spec. */
+export async function createRunnerGroup(
+  custom: CustomObjectsApi,
+  namespace: string,
+  name: string,
+  spec: Record<string, unknown>,
+): Promise<RunnerGroupObject> {
+  return await custom.createNamespacedCustomObject({
+    ...runnerGroupResource,
+    namespace,
+    body: { apiVersion: "gitea.bpg.pw/v1alpha1", kind: "RunnerGroup", metadata: { name }, spec },
+  }) as RunnerGroupObject;
+}
+
+export async function getRunnerGroup(
+  custom: CustomObjectsApi,
+  namespace: string,
+  name: string,
+): Promise<RunnerGroupObject> {
+  return await custom.getNamespacedCustomObject({ ...runnerGroupResource, namespace, name }) as RunnerGroupObject;
+}
+
+/** Waits until the operator has asked the forge for the group once (its ForgeReachable condition is True). */
+export async function waitForFirstPoll(custom: CustomObjectsApi, namespace: string, name: string): Promise<void> {
+  await eventually(`the first poll for ${namespace}/${name}`, async () => {
+    const group = await getRunnerGroup(custom, namespace, name);
+    return group.status?.conditions?.some((c) => c.type === "ForgeReachable" && c.status === "True");
+  }, { timeoutMs: 60_000 });
+}

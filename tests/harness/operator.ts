@@ -28,6 +28,8 @@ export interface OperatorProcess {
   readonly exited: Promise<number>;
   /** Whether the process is still running. */
   running(): boolean;
+  /** The port of its HTTP server (health, metrics, webhooks), from its log. */
+  port(): Promise<number>;
 }
 
 export interface StartOperatorOptions {
@@ -76,6 +78,20 @@ export async function startOperator(options: StartOperatorOptions): Promise<Oper
     logPath,
     exited,
     running: () => !done,
+    async port(): Promise<number> {
+      for (let attempt = 0; attempt < 300; attempt++) {
+        const line = (await readLines()).map((text) => {
+          try {
+            return JSON.parse(text);
+          } catch {
+            return {};
+          }
+        }).find((entry) => typeof entry.port === "number");
+        if (line) return line.port;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      throw new Error(`The operator logged no port in 30 s (${logPath})`);
+    },
     async logs(): Promise<Record<string, unknown>[]> {
       return (await readLines()).flatMap((line) => {
         try {
