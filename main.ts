@@ -62,22 +62,33 @@ async function main(args: string[]): Promise<number> {
     return 1;
   }
   const stopped = Promise.withResolvers<string>();
+  manager.onFatal = (error) => stopped.reject(error);
   for (const signal of ["SIGTERM", "SIGINT"] as const) Deno.addSignalListener(signal, () => stopped.resolve(signal));
   log.info("Starting gitea-runner-operator {version}", {
     version,
     namespaces: config.namespaces.length > 0 ? config.namespaces.join(",") : "(all)",
   });
   const started = manager.start().catch((error) => stopped.reject(error));
+  // A stop that hangs must not outlive the pod's termination grace period (30 s by default).
+  const stopWithin = async (ms: number): Promise<void> => {
+    const timer = setTimeout(() => {
+      log.error("Stopping took longer than {ms} ms; exiting now", { ms });
+      Deno.exit(1);
+    }, ms);
+    await manager.stop();
+    clearTimeout(timer);
+  };
   try {
     const signal = await stopped.promise;
     log.info("Received {signal}; stopping", { signal });
   } catch (error) {
     log.error("Stopped by an error: {error}", { error: describeError(error) });
-    await manager.stop();
+    await stopWithin(20_000);
     return 1;
   }
+  // Stopping first also ends a start that still waits for the caches to sync.
+  await stopWithin(20_000);
   await started;
-  await manager.stop();
   return 0;
 }
 

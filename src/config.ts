@@ -92,6 +92,24 @@ const settings = {
       "expected namespace/name:key of the Secret holding the webhook secret",
     ),
   },
+  leaderElect: {
+    flag: "leader-elect",
+    env: "GRO_LEADER_ELECT",
+    default: "false",
+    schema: z.enum(["true", "false"], "expected true or false").transform((text) => text === "true"),
+  },
+  leaderElectionNamespace: {
+    flag: "leader-election-namespace",
+    env: "GRO_LEADER_ELECTION_NAMESPACE",
+    default: "",
+    schema: z.string().regex(/^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, "expected a namespace name"),
+  },
+  leaseDuration: {
+    flag: "lease-duration",
+    env: "GRO_LEASE_DURATION",
+    default: "15s",
+    schema: duration(3000, 300_000),
+  },
   runnerRetryLimit: { flag: "runner-retry-limit", env: "GRO_RUNNER_RETRY_LIMIT", default: "3", schema: integer(1, 20) },
   logLevel: {
     flag: "log-level",

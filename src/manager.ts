@@ -9,6 +9,7 @@ import { DemandPollers, targetCovers } from "./forge/demand_poller.ts";
 import { createApp } from "./http/app.ts";
 import type { KubeClients } from "./kube/client.ts";
 import { EventRecorder } from "./kube/events.ts";
+import { LeaderElector } from "./kube/leader_election.ts";
 import { SupervisedInformer } from "./kube/informer.ts";
 import { describeError, logger, registerSecret } from "./log.ts";
 import { OperatorMetrics } from "./metrics.ts";
@@ -18,6 +19,15 @@ import { labelKeys, runnerJobSelector } from "./runner_group/runner_job.ts";
 import { apiGroup, apiVersion, plural, type RunnerGroup } from "./runner_group/schema.ts";
 
 export const operatorName = "gitea-runner-operator";
+
+/** The namespace of the Lease when none is configured: the pod's own namespace in a cluster, else "default". */
+function defaultLeaseNamespace(): string {
+  try {
+    return Deno.readTextFileSync("/var/run/secrets/kubernetes.io/serviceaccount/namespace").trim() || "default";
+  } catch {
+    return "default";
+  }
+}
 
 export class Manager {
   readonly #log = logger("manager");
@@ -32,6 +42,9 @@ export class Manager {
   #webhookSecret?: string;
   #server?: Deno.HttpServer;
   #started = false;
+  #synced = false;
+  #stoppingNow = false;
+  #elector?: LeaderElector;
   readonly #stopping = Promise.withResolvers<void>();
   /** The last seen spec generation of each group, to tell spec changes from status updates. */
   readonly #generations = new Map<string, number | undefined>();
@@ -120,8 +133,8 @@ export class Manager {
       { port: this.config.healthPort, hostname: "0.0.0.0", onListen: () => {} },
       createApp({
         ready: () =>
-          this.#started && this.synced()
-            ? { ready: true, reason: "ok" }
+          this.#synced && this.synced()
+            ? { ready: true, reason: this.#started ? "ok" : "ok (standby)" }
             : { ready: false, reason: "informers not synced" },
       }, {
         metrics: async () => {
@@ -140,6 +153,28 @@ export class Manager {
     );
     // A stop before the caches synced ends the wait; reconciling must never start from a partial cache.
     if (await Promise.race([synced.then(() => true), this.#stopping.promise.then(() => false)]) === false) return;
+    this.#synced = true;
+    this.metrics.leader.set(0);
+    if (!this.config.leaderElect) return await this.#startWorking();
+    this.#elector = new LeaderElector({
+      custom: this.clients.custom,
+      namespace: this.config.leaderElectionNamespace || defaultLeaseNamespace(),
+      name: operatorName,
+      identity: `${Deno.hostname()}-${crypto.randomUUID().slice(0, 8)}`,
+      leaseDurationMs: this.config.leaseDuration,
+      onStartedLeading: () => void this.#startWorking(),
+      onStoppedLeading: () => this.onFatal(new Error("Lost the leader Lease; stopping so that only the leader acts")),
+    });
+    this.#log.info("Waiting to become the leader");
+    this.#elector.start();
+  }
+
+  /** Called when the process must stop (leadership lost); main.ts stops the manager and exits non-zero. */
+  onFatal: (error: Error) => void = () => {};
+
+  /** Workers, resync and webhooks: what only the leader (or the only instance) does. */
+  async #startWorking(): Promise<void> {
+    if (this.#started || this.#stoppingNow) return;
     this.controller.start(this.config.workers);
     this.metrics.leader.set(1);
     this.#started = true;
@@ -160,10 +195,13 @@ export class Manager {
 
   /** Stops polling, drains the workers, stops the informers and the server. */
   async stop(): Promise<void> {
+    this.#stoppingNow = true;
     this.#stopping.resolve();
     clearInterval(this.#resyncTimer);
     await this.pollers.stop();
     await this.controller.stop();
+    // Released after the workers drained, so that the next leader starts from a quiet cluster.
+    await this.#elector?.stop();
     await Promise.all([...this.groupInformers, ...this.jobInformers].map((informer) => informer.stop()));
     await this.#server?.shutdown();
     this.#log.info("Stopped");

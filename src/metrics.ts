@@ -82,7 +82,7 @@ export class OperatorMetrics {
   });
   readonly leader = new Gauge({
     name: `${prefix}leader`,
-    help: "1 when this instance creates runner Jobs. Every instance does: there is no leader election yet.",
+    help: "1 when this instance creates runner Jobs: the leader, or the only instance without --leader-elect.",
     registers: [this.registry],
   });
 
