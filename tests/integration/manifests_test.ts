@@ -231,7 +231,10 @@ Deno.test({
       await t.step("the Deployment runs non-root on a read-only root filesystem", () => {
         const deployment = findObject<V1Deployment>(base, "Deployment");
         const pod = deployment.spec!.template.spec!;
-        assert.equal(deployment.spec?.replicas, 1);
+        // More than one replica only with leader election, so that one instance acts.
+        assert.equal(deployment.spec?.replicas, 2);
+        const env = deployment.spec!.template.spec!.containers[0].env ?? [];
+        assert.equal(env.find((e) => e.name === "GRO_LEADER_ELECT")?.value, "true");
         assert.equal(pod.securityContext?.runAsNonRoot, true);
         assert.equal(pod.securityContext?.seccompProfile?.type, "RuntimeDefault");
         assert.equal(pod.containers.length, 1);
