@@ -233,8 +233,8 @@ Deno.test({
         const pod = deployment.spec!.template.spec!;
         // More than one replica only with leader election, so that one instance acts.
         assert.equal(deployment.spec?.replicas, 2);
-        const env = deployment.spec!.template.spec!.containers[0].env ?? [];
-        assert.equal(env.find((e) => e.name === "GRO_LEADER_ELECT")?.value, "true");
+        const operatorEnv = deployment.spec!.template.spec!.containers[0].env ?? [];
+        assert.equal(operatorEnv.find((e) => e.name === "GRO_LEADER_ELECT")?.value, "true");
         assert.equal(pod.securityContext?.runAsNonRoot, true);
         assert.equal(pod.securityContext?.seccompProfile?.type, "RuntimeDefault");
         assert.equal(pod.containers.length, 1);
