@@ -6,7 +6,7 @@
  *   deno task sandbox
  */
 import { leaveSignalsToCaller } from "./harness/cluster.ts";
-import { createRunnerGroup, startEnvironment } from "./harness/environment.ts";
+import { createRunnerGroup, setUpRepository, startEnvironment } from "./harness/environment.ts";
 import { startOperator } from "./harness/operator.ts";
 
 const encoder = new TextEncoder();
@@ -21,20 +21,8 @@ Deno.addSignalListener("SIGINT", () => stopped.resolve());
 Deno.addSignalListener("SIGTERM", () => stopped.resolve());
 
 try {
-  const { gitea, core, custom } = env;
-  await gitea.createOrg("demo");
-  await gitea.createRepo("demo", "hello");
-  await core.createNamespace({ body: { metadata: { name: namespace } } });
-  await core.createNamespacedSecret({
-    namespace,
-    body: {
-      metadata: { name: "gitea-tokens" },
-      stringData: {
-        api: gitea.adminToken,
-        registration: await gitea.registrationToken({ kind: "repo", owner: "demo", repo: "hello" }),
-      },
-    },
-  });
+  const { gitea, custom } = env;
+  await setUpRepository(env, { org: "demo", repo: "hello", namespace, secretName: "gitea-tokens" });
   const operator = await startOperator({
     kubeconfigPath: env.cluster.kubeconfigPath,
     dir: env.dir,

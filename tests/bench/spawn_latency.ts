@@ -8,7 +8,7 @@
  * moment a watcher polling the Job list every 100 ms first sees the job's runner Job, so figures carry up to ~0.1 s of
  * observation delay; Gitea's and Kubernetes' own timestamps have only second resolution.
  */
-import { createRunnerGroup, startEnvironment, waitForFirstPoll } from "../harness/environment.ts";
+import { createRunnerGroup, setUpRepository, startEnvironment, waitForFirstPoll } from "../harness/environment.ts";
 import { type OperatorProcess, startOperator } from "../harness/operator.ts";
 
 const jobs = 20;
@@ -26,20 +26,12 @@ function percentile(sorted: number[], p: number): number {
 const env = await startEnvironment({ giteaSettings: { webhook: { ALLOWED_HOST_LIST: "loopback" } } });
 let operator: OperatorProcess | undefined;
 try {
-  const { gitea, core, custom } = env;
-  await gitea.createOrg("acme");
-  await gitea.createRepo("acme", "bench");
-  await core.createNamespace({ body: { metadata: { name: namespace } } });
-  await core.createNamespacedSecret({
+  const { gitea, custom } = env;
+  await setUpRepository(env, {
+    org: "acme",
+    repo: "bench",
     namespace,
-    body: {
-      metadata: { name: "tokens" },
-      stringData: {
-        api: gitea.adminToken,
-        registration: await gitea.registrationToken({ kind: "repo", owner: "acme", repo: "bench" }),
-        webhook: webhookSecret,
-      },
-    },
+    extraSecretData: { webhook: webhookSecret },
   });
 
   const measure = async (mode: "poll" | "push", extraArgs: string[]): Promise<number[]> => {

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import type { V1Job } from "@kubernetes/client-node";
-import { createRunnerGroup, startEnvironment } from "../harness/environment.ts";
+import { createRunnerGroup, setUpRepository, startEnvironment } from "../harness/environment.ts";
 import { type OperatorProcess, startOperator } from "../harness/operator.ts";
 import { eventually } from "../harness/wait.ts";
 
@@ -22,20 +22,8 @@ Deno.test({
     let watching = true;
     let watcher: Promise<void> = Promise.resolve();
     try {
-      const { gitea, core, custom } = env;
-      await gitea.createOrg("acme");
-      await gitea.createRepo("acme", "app");
-      await core.createNamespace({ body: { metadata: { name: namespace } } });
-      await core.createNamespacedSecret({
-        namespace,
-        body: {
-          metadata: { name: "tokens" },
-          stringData: {
-            api: gitea.adminToken,
-            registration: await gitea.registrationToken({ kind: "repo", owner: "acme", repo: "app" }),
-          },
-        },
-      });
+      const { gitea, custom } = env;
+      await setUpRepository(env, { org: "acme", repo: "app", namespace });
       await createRunnerGroup(custom, namespace, "app", {
         scope: "repo",
         org: "acme",

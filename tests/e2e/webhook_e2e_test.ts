@@ -4,7 +4,7 @@
  * the operator obtains one from Gitea and keeps it in a Secret the group owns.
  */
 import assert from "node:assert/strict";
-import { createRunnerGroup, startEnvironment, waitForFirstPoll } from "../harness/environment.ts";
+import { createRunnerGroup, setUpRepository, startEnvironment, waitForFirstPoll } from "../harness/environment.ts";
 import { startOperator } from "../harness/operator.ts";
 import { eventually } from "../harness/wait.ts";
 
@@ -21,18 +21,12 @@ Deno.test({
     let operator: Awaited<ReturnType<typeof startOperator>> | undefined;
     try {
       const { gitea, core, custom } = env;
-      await gitea.createOrg("acme");
-      await gitea.createRepo("acme", "app");
-      await core.createNamespace({ body: { metadata: { name: namespace } } });
-      await core.createNamespacedSecret({
+      await setUpRepository(env, {
+        org: "acme",
+        repo: "app",
         namespace,
-        body: {
-          metadata: { name: "tokens" },
-          stringData: {
-            api: gitea.adminToken,
-            webhook: webhookSecret,
-          },
-        },
+        registrationToken: false,
+        extraSecretData: { webhook: webhookSecret },
       });
       await createRunnerGroup(custom, namespace, "app", {
         scope: "repo",

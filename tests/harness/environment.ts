@@ -142,3 +142,37 @@ export async function waitForFirstPoll(custom: CustomObjectsApi, namespace: stri
     return group.status?.conditions?.some((c) => c.type === "ForgeReachable" && c.status === "True");
   }, { timeoutMs: 60_000 });
 }
+
+export interface RepositorySetup {
+  org: string;
+  repo: string;
+  /** The Kubernetes namespace to create, holding the token Secret. */
+  namespace: string;
+  /** Name of the token Secret. Default `tokens`. */
+  secretName?: string;
+  /** Store the repository's runner registration token under `registration`. Default true. */
+  registrationToken?: boolean;
+  /** More keys for the Secret. */
+  extraSecretData?: Record<string, string>;
+}
+
+/**
+ * The common start of a scenario: an organization and repository in Gitea, a namespace, and a Secret with the admin's
+ * API token under `api` (and the repository's registration token under `registration`).
+ */
+export async function setUpRepository(env: Environment, setup: RepositorySetup): Promise<void> {
+  const { gitea, core } = env;
+  await gitea.createOrg(setup.org);
+  await gitea.createRepo(setup.org, setup.repo);
+  await core.createNamespace({ body: { metadata: { name: setup.namespace } } });
+  const registration: Record<string, string> = setup.registrationToken === false
+    ? {}
+    : { registration: await gitea.registrationToken({ kind: "repo", owner: setup.org, repo: setup.repo }) };
+  await core.createNamespacedSecret({
+    namespace: setup.namespace,
+    body: {
+      metadata: { name: setup.secretName ?? "tokens" },
+      stringData: { api: gitea.adminToken, ...registration, ...setup.extraSecretData },
+    },
+  });
+}
