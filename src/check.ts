@@ -8,7 +8,7 @@ import type { Config } from "./config.ts";
 import { ForgeError } from "./forge/errors.ts";
 import { GiteaClient } from "./forge/gitea_client.ts";
 import { effectiveRunnerLabels, InvalidLabelError, missingLabels } from "./forge/labels.ts";
-import { apiMessage, apiStatus, type KubeClients } from "./kube/client.ts";
+import { apiMessage, apiStatus, decodeSecretData, type KubeClients } from "./kube/client.ts";
 import { forgeTargetOf } from "./runner_group/reconciler.ts";
 import {
   apiGroup,
@@ -58,7 +58,7 @@ export async function runCheck({ config, print, kube }: CheckOptions): Promise<n
     group = found;
     for (const document of documents.filter((d) => d.kind === "Secret" && d.metadata?.name)) {
       const values: Record<string, string> = {};
-      for (const [key, value] of Object.entries(document.data ?? {})) values[key] = atob(value);
+      for (const [key, value] of Object.entries(document.data ?? {})) values[key] = decodeSecretData(value);
       Object.assign(values, document.stringData ?? {});
       secretsInFile.set(document.metadata!.name!, values);
     }
@@ -107,7 +107,7 @@ export async function runCheck({ config, print, kube }: CheckOptions): Promise<n
       try {
         const secret = await kube().core.readNamespacedSecret({ namespace, name: selector.name });
         const encoded = secret.data?.[selector.key];
-        value = encoded === undefined ? undefined : atob(encoded);
+        value = encoded === undefined ? undefined : decodeSecretData(encoded);
       } catch (error) {
         print(
           bad(`spec.${field}: cannot read ${where}: ${apiStatus(error) === 404 ? "not found" : apiMessage(error)}`),

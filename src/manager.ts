@@ -7,7 +7,7 @@ import type { KubernetesListObject, V1Job } from "@kubernetes/client-node";
 import type { Config } from "./config.ts";
 import { DemandPollers, targetCovers } from "./forge/demand_poller.ts";
 import { createApp } from "./http/app.ts";
-import type { KubeClients } from "./kube/client.ts";
+import { decodeSecretData, type KubeClients } from "./kube/client.ts";
 import { EventRecorder } from "./kube/events.ts";
 import { LeaderElector } from "./kube/leader_election.ts";
 import { SupervisedInformer } from "./kube/informer.ts";
@@ -249,7 +249,7 @@ export class Manager {
       const secret = await this.clients.core.readNamespacedSecret({ namespace, name });
       const encoded = secret.data?.[key];
       if (encoded === undefined) throw new Error(`Secret ${namespace}/${name} has no key "${key}"`);
-      const value = new TextDecoder().decode(Uint8Array.from(atob(encoded), (c) => c.charCodeAt(0))).trim();
+      const value = decodeSecretData(encoded).trim();
       registerSecret(value);
       this.#webhookSecret = value;
     } catch (error) {

@@ -56,6 +56,11 @@ export function makeClients(kubeConfig: KubeConfig): KubeClients {
   };
 }
 
+/** Decodes one value of a Secret's `data` (base64 of UTF-8 text). */
+export function decodeSecretData(encoded: string): string {
+  return new TextDecoder().decode(Uint8Array.from(atob(encoded), (c) => c.charCodeAt(0)));
+}
+
 /** The HTTP status of an API error, if it is one. */
 export function apiStatus(error: unknown): number | undefined {
   if (error instanceof ApiException) return error.code;

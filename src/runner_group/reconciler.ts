@@ -8,7 +8,7 @@ import { ForgeError } from "../forge/errors.ts";
 import { GiteaClient, type JobsEndpoint } from "../forge/gitea_client.ts";
 import { effectiveRunnerLabels, InvalidLabelError, type RunnerLabel } from "../forge/labels.ts";
 import type { EventRecorder, EventTarget } from "../kube/events.ts";
-import { apiMessage, apiStatus, type KubeClients } from "../kube/client.ts";
+import { apiMessage, apiStatus, decodeSecretData, type KubeClients } from "../kube/client.ts";
 import { describeError, logger, registerSecret } from "../log.ts";
 import type { OperatorMetrics } from "../metrics.ts";
 import type { ReconcileResult } from "../runtime/controller.ts";
@@ -18,6 +18,7 @@ import {
   buildRunnerJob,
   describeRunnerJob,
   forgeLabel,
+  groupOwnerReference,
   labelKeys,
   managedBy,
   managedRegistrationSecret,
@@ -151,7 +152,7 @@ export class RunnerGroupReconciler {
         registration = await this.#readSecretKey(namespace, spec.registrationToken, "registrationToken");
       } else {
         try {
-          registration = await this.#ensureRegistrationSecret(group, spec, auth.value, registrationToken);
+          registration = await this.#ensureRegistrationSecret(group, spec, auth.value, registrationToken, target);
         } catch (error) {
           if (!(error instanceof ForgeError)) throw error;
           // The forge refused or is down: the same condition and backoff as a failed poll.
@@ -330,6 +331,7 @@ export class RunnerGroupReconciler {
     spec: RunnerGroupSpec,
     apiToken: string,
     selector: { name: string; key: string },
+    target: EventTarget,
   ): Promise<SecretRead> {
     const namespace = group.metadata.namespace;
     const existing = await this.#readSecretKey(namespace, selector, "registrationToken (kept by the operator)");
@@ -346,14 +348,7 @@ export class RunnerGroupReconciler {
         name: selector.name,
         namespace,
         labels: { [labelKeys.managedBy]: managedBy, [labelKeys.groupUid]: group.metadata.uid },
-        ownerReferences: [{
-          apiVersion: `${apiGroup}/${apiVersion}`,
-          kind,
-          name: group.metadata.name,
-          uid: group.metadata.uid,
-          controller: true,
-          blockOwnerDeletion: true,
-        }],
+        ownerReferences: [groupOwnerReference({ name: group.metadata.name, uid: group.metadata.uid })],
       },
       type: "Opaque",
       stringData: { [selector.key]: token },
@@ -370,7 +365,7 @@ export class RunnerGroupReconciler {
       }
     }
     await this.#options.events.record(
-      { apiVersion: `${apiGroup}/${apiVersion}`, kind, name: group.metadata.name, namespace, uid: group.metadata.uid },
+      target,
       "Normal",
       "RegistrationTokenStored",
       `Stored a runner registration token from Gitea in Secret ${namespace}/${selector.name}`,
@@ -389,7 +384,7 @@ export class RunnerGroupReconciler {
           message: `Secret ${namespace}/${selector.name} has no key "${selector.key}" (spec.${field})`,
         };
       }
-      const value = new TextDecoder().decode(Uint8Array.from(atob(encoded), (c) => c.charCodeAt(0))).trim();
+      const value = decodeSecretData(encoded).trim();
       if (value === "") {
         return {
           ok: false,

@@ -3,7 +3,7 @@
  * the reader that turns an existing Job back into what the planner needs.
  */
 import { createHash } from "node:crypto";
-import type { V1Container, V1EnvVar, V1Job, V1PodSpec } from "@kubernetes/client-node";
+import type { V1Container, V1EnvVar, V1Job, V1OwnerReference, V1PodSpec } from "@kubernetes/client-node";
 import type { QueuedJob } from "../forge/gitea_client.ts";
 import { formatRunnerLabel, type RunnerLabel } from "../forge/labels.ts";
 import type { RunnerJobRecord } from "./planner.ts";
@@ -40,6 +40,18 @@ export function managedRegistrationSecret(groupName: string): { name: string; ke
     ? `${groupName}${suffix}`
     : `${groupName.slice(0, 253 - suffix.length - 9)}-${shortHash(groupName)}${suffix}`;
   return { name, key: "token" };
+}
+
+/** Makes the group the controlling owner, so that deleting it deletes what the operator made for it. */
+export function groupOwnerReference(group: { name: string; uid: string }): V1OwnerReference {
+  return {
+    apiVersion: `${apiGroup}/${apiVersion}`,
+    kind,
+    name: group.name,
+    uid: group.uid,
+    controller: true,
+    blockOwnerDeletion: true,
+  };
 }
 
 /** The label selector that finds every runner Job this operator made. */
@@ -159,14 +171,7 @@ export function buildRunnerJob(input: RunnerJobInput): V1Job {
       namespace: group.namespace,
       labels: identity,
       annotations,
-      ownerReferences: [{
-        apiVersion: `${apiGroup}/${apiVersion}`,
-        kind,
-        name: group.name,
-        uid: group.uid,
-        controller: true,
-        blockOwnerDeletion: true,
-      }],
+      ownerReferences: [groupOwnerReference(group)],
     },
     spec: {
       backoffLimit: 0,
