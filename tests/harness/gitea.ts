@@ -145,12 +145,39 @@ export async function startGitea(options: StartGiteaOptions): Promise<GiteaHarne
       "--raw",
     ]);
     const adminToken = tokenOutput.trim().split("\n").at(-1) ?? "";
+    if (!/^[0-9a-f]{40}$/.test(adminToken)) {
+      throw new Error(`"gitea admin user generate-access-token" printed no token (${tokenOutput.length} bytes)`);
+    }
     await forge.start();
+    await waitForToken(forge.url, adminToken);
     return new Harness(forge, adminToken);
   } catch (error) {
     await forge.dispose();
     throw error;
   }
+}
+
+/**
+ * Waits until the API accepts a token. Seen once: right after start, Gitea answered an admin request with 401 "token
+ * is required" for a token that worked a moment later.
+ */
+async function waitForToken(url: string, token: string): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  let last = "";
+  while (Date.now() < deadline) {
+    const response = await fetch(`${url}api/v1/user`, {
+      headers: { Authorization: `token ${token}` },
+      signal: AbortSignal.timeout(5_000),
+    }).catch((error) => error as Error);
+    if (response instanceof Response) {
+      last = `${response.status} ${(await response.text()).slice(0, 200)}`;
+      if (response.ok) return;
+    } else {
+      last = response.message;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  throw new Error(`Gitea at ${url} did not accept the admin token within 20 s: ${last}`);
 }
 
 /** Finds a loopback port nobody listens on right now. */
@@ -423,13 +450,20 @@ class Harness implements GiteaHarness {
 
   async #request(method: string, path: string, body: unknown, headers: Record<string, string>): Promise<string> {
     const url = `${this.url}api/v1/${path.replace(/^\//, "")}`;
-    const response = await fetch(url, {
-      method,
-      headers: { ...headers, ...(body === undefined ? {} : { "Content-Type": "application/json" }) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal: AbortSignal.timeout(30_000),
-    });
-    const text = await response.text();
+    let response: Response;
+    let text: string;
+    for (let attempt = 1;; attempt++) {
+      response = await fetch(url, {
+        method,
+        headers: { ...headers, ...(body === undefined ? {} : { "Content-Type": "application/json" }) },
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: AbortSignal.timeout(30_000),
+      });
+      text = await response.text();
+      // Gitea has once answered a valid token with 401 "token is required" (see waitForToken); ask again, twice.
+      if (response.status !== 401 || !text.includes("token is required") || attempt === 3) break;
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
     if (!response.ok) {
       throw new GiteaApiError(
         `Gitea answered ${method} ${url} with ${response.status}: ${text.slice(0, 500)}`,
