@@ -139,11 +139,22 @@ func request[T any](c *client, msg *T) *connect.Request[T] {
 	return req
 }
 
-// retry calls f until it succeeds, fails with anything but "unavailable" (Gitea down or restarting), or ctx ends.
+// transient reports errors that Gitea going down, shutting down or starting up can cause: the same call may succeed
+// later. (A runner that gave up on them mid-task left its job in progress until Gitea's zombie-task timeout.)
+func transient(err error) bool {
+	switch connect.CodeOf(err) {
+	case connect.CodeUnavailable, connect.CodeUnknown, connect.CodeInternal, connect.CodeCanceled,
+		connect.CodeDeadlineExceeded, connect.CodeAborted:
+		return true
+	}
+	return false
+}
+
+// retry calls f until it succeeds, fails with an error that is not transient, or ctx ends.
 func retry[T any](ctx context.Context, what string, f func(context.Context) (T, error)) (T, error) {
 	for {
 		result, err := f(ctx)
-		if err == nil || connect.CodeOf(err) != connect.CodeUnavailable || ctx.Err() != nil {
+		if err == nil || !transient(err) || ctx.Err() != nil {
 			if err != nil {
 				err = fmt.Errorf("cannot %s: %w", what, err)
 			}
