@@ -14,6 +14,10 @@ export interface ToolPaths {
   /** Gitea's source tree (templates, options), used as its static root. */
   giteaSourceDir: string;
   testRunner: string;
+  helm: string;
+  kustomize: string;
+  /** prometheus-operator's ServiceMonitor CustomResourceDefinition (YAML), for the Helm chart's ServiceMonitor. */
+  serviceMonitorCrd: string;
 }
 
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -47,5 +51,8 @@ async function buildTools(): Promise<ToolPaths> {
     gitea: join(need("gitea"), "gitea"),
     giteaSourceDir: join(need("gitea"), "src"),
     testRunner: join(need("test-runner"), "test-runner"),
+    helm: join(need("helm"), "helm"),
+    kustomize: join(need("kustomize"), "kustomize"),
+    serviceMonitorCrd: join(need("prometheus-operator-crds"), "monitoring.coreos.com_servicemonitors.yaml"),
   };
 }

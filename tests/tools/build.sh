@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Builds the pinned binaries that the integration and end-to-end tests run: etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler, Gitea and a test runner. Binaries go to a cache outside the repository,
-# one folder per tool and version, so a second run is a no-op. Prints the cache's bin folder last.
+# kube-controller-manager, kube-scheduler, Gitea, a test runner, Helm and kustomize, and fetches the ServiceMonitor CRD
+# that the Helm chart's test installs. Everything goes to a cache outside the repository, one folder per tool and
+# version, so a second run is a no-op. With --print-paths, prints one name=folder line per tool last.
 set -euo pipefail
 
 K8S_VERSION="${K8S_VERSION:-v1.35.4}"
 GITEA_VERSION="${GITEA_VERSION:-v1.26.0}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
+HELM_VERSION="${HELM_VERSION:-v3.22.0}"
+# v5.8 needs Go 1.27.
+KUSTOMIZE_VERSION="${KUSTOMIZE_VERSION:-v5.7.1}"
+PROMETHEUS_OPERATOR_VERSION="${PROMETHEUS_OPERATOR_VERSION:-v0.85.0}"
 CACHE="${GRO_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gitea-runner-operator/tools}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
@@ -86,6 +91,57 @@ build_gitea() {
   touch "$dir/.done"
 }
 
+build_helm() {
+  local dir; dir="$(tool_dir helm "$HELM_VERSION")"
+  [[ -f "$dir/.done" ]] && { log "helm $HELM_VERSION cached"; return; }
+  log "building helm $HELM_VERSION from helm.sh/helm/v3"
+  local work; work="$(mktemp -d)"
+  printf 'module helmbuild\n\ngo 1.26\n' >"$work/go.mod"
+  mkdir -p "$dir"
+  (cd "$work" && go get "helm.sh/helm/v3/cmd/helm@$HELM_VERSION") || die "cannot resolve helm.sh/helm/v3@$HELM_VERSION"
+  # As Helm's Makefile does: the version, and the Kubernetes version that `helm template` and `helm lint` assume,
+  # taken from the client-go release Helm is built with (v0.X.Y is Kubernetes 1.X).
+  local client_go minor ldflags="-s -w"
+  client_go="$(cd "$work" && go list -m -f '{{.Version}}' k8s.io/client-go)" || die "cannot read helm's client-go version"
+  minor="$(printf '%s' "$client_go" | cut -d. -f2)"
+  ldflags+=" -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.metadata="
+  local pkg
+  for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+    ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$minor"
+  done
+  (cd "$work" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$dir/helm" helm.sh/helm/v3/cmd/helm) ||
+    die "helm build failed"
+  touch "$dir/.done"; rm -rf "$work"
+}
+
+build_kustomize() {
+  local dir; dir="$(tool_dir kustomize "$KUSTOMIZE_VERSION")"
+  [[ -f "$dir/.done" ]] && { log "kustomize $KUSTOMIZE_VERSION cached"; return; }
+  log "building kustomize $KUSTOMIZE_VERSION from sigs.k8s.io/kustomize/kustomize/v5"
+  local work; work="$(mktemp -d)"
+  printf 'module kustomizebuild\n\ngo 1.26\n' >"$work/go.mod"
+  mkdir -p "$dir"
+  (cd "$work" && go get "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION") ||
+    die "cannot resolve sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION"
+  (cd "$work" && CGO_ENABLED=0 go build -trimpath \
+    -ldflags "-s -w -X sigs.k8s.io/kustomize/api/provenance.version=kustomize/$KUSTOMIZE_VERSION" \
+    -o "$dir/kustomize" sigs.k8s.io/kustomize/kustomize/v5) || die "kustomize build failed"
+  touch "$dir/.done"; rm -rf "$work"
+}
+
+build_prometheus_crds() {
+  # Only the ServiceMonitor CRD, so that the Helm chart's ServiceMonitor can be created in the test cluster.
+  local dir; dir="$(tool_dir prometheus-operator-crds "$PROMETHEUS_OPERATOR_VERSION")"
+  [[ -f "$dir/.done" ]] && { log "prometheus-operator CRDs $PROMETHEUS_OPERATOR_VERSION cached"; return; }
+  log "fetching the ServiceMonitor CRD of prometheus-operator $PROMETHEUS_OPERATOR_VERSION"
+  local src file=monitoring.coreos.com_servicemonitors.yaml
+  src="$(module_dir "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION")"
+  [[ -f "$src/example/prometheus-operator-crd/$file" ]] || die "prometheus-operator $PROMETHEUS_OPERATOR_VERSION has no $file"
+  mkdir -p "$dir"
+  cp "$src/example/prometheus-operator-crd/$file" "$dir/$file"; chmod u+w "$dir/$file"
+  touch "$dir/.done"
+}
+
 runner_hash() { cat "$HERE/../harness/runner/"*.go "$HERE/../harness/runner/go."* | sha256sum | cut -c1-12; }
 
 build_runner() {
@@ -108,14 +164,16 @@ targets=()
 for arg in "$@"; do
   case "$arg" in
     --print-paths) print_paths=1 ;;
-    etcd | gitea | runner | kubernetes) targets+=("$arg") ;;
-    *) die "unknown tool \"$arg\": expected etcd, gitea, runner, kubernetes or --print-paths" ;;
+    etcd | gitea | runner | kubernetes | helm | kustomize | prometheus_crds) targets+=("$arg") ;;
+    *) die "unknown tool \"$arg\": expected etcd, gitea, runner, kubernetes, helm, kustomize, prometheus_crds or --print-paths" ;;
   esac
 done
-[[ ${#targets[@]} -gt 0 ]] || targets=(etcd gitea runner kubernetes)
+[[ ${#targets[@]} -gt 0 ]] || targets=(etcd gitea runner kubernetes helm kustomize prometheus_crds)
 for t in "${targets[@]}"; do "build_$t"; done
 log "tools ready in $((SECONDS - start))s under $CACHE"
 if ((print_paths)); then
   printf 'etcd=%s\nkubernetes=%s\ngitea=%s\ntest-runner=%s\n' "$(tool_dir etcd "$ETCD_VERSION")" \
     "$(tool_dir kubernetes "$K8S_VERSION")" "$(tool_dir gitea "$GITEA_VERSION")" "$(tool_dir test-runner "$(runner_hash)")"
+  printf 'helm=%s\nkustomize=%s\nprometheus-operator-crds=%s\n' "$(tool_dir helm "$HELM_VERSION")" \
+    "$(tool_dir kustomize "$KUSTOMIZE_VERSION")" "$(tool_dir prometheus-operator-crds "$PROMETHEUS_OPERATOR_VERSION")"
 fi
