@@ -46,6 +46,14 @@ const integer = (min: number, max: number) =>
     ),
   );
 
+// A Kubernetes label selector: terms separated by commas, each `key`, `!key`, `key=value`, `key==value`,
+// `key!=value`, `key in (v1,v2)` or `key notin (v1,v2)`.
+const labelKey = String.raw`(?:[a-z0-9](?:[-a-z0-9.]*[a-z0-9])?\/)?[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?`;
+const labelValue = String.raw`(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?)?`;
+const selectorTerm = String.raw`(?:!?\s*${labelKey}|${labelKey}\s*(?:==?|!=)\s*${labelValue}|` +
+  String.raw`${labelKey}\s+(?:in|notin)\s*\(\s*${labelValue}(?:\s*,\s*${labelValue})*\s*\))`;
+const labelSelectorPattern = new RegExp(String.raw`^\s*${selectorTerm}(?:\s*,\s*${selectorTerm})*\s*$`);
+
 /** Every setting: flag name, environment twin, default, and the schema of its text. */
 const settings = {
   kubeconfig: { flag: "kubeconfig", env: "GRO_KUBECONFIG", default: "", schema: z.string() },
@@ -62,6 +70,15 @@ const settings = {
     default: "",
     schema: z.string().transform((text) => text.split(",").map((item) => item.trim()).filter(Boolean)).pipe(
       z.array(z.string().regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, "expected namespace names separated by commas")),
+    ),
+  },
+  groupSelector: {
+    flag: "group-selector",
+    env: "GRO_GROUP_SELECTOR",
+    default: "",
+    schema: z.string().trim().refine(
+      (text) => text === "" || labelSelectorPattern.test(text),
+      "expected a label selector such as tier=ci,team in (a,b),!legacy",
     ),
   },
   healthPort: { flag: "health-port", env: "GRO_HEALTH_PORT", default: "8081", schema: integer(0, 65535) },
@@ -103,6 +120,18 @@ const settings = {
     env: "GRO_LEADER_ELECTION_NAMESPACE",
     default: "",
     schema: z.string().regex(/^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, "expected a namespace name"),
+  },
+  leaderElectionId: {
+    flag: "leader-election-id",
+    env: "GRO_LEADER_ELECTION_ID",
+    default: "",
+    schema: z.string().regex(/^$|^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/, "expected a Lease name (DNS subdomain)"),
+  },
+  idleRunnerGrace: {
+    flag: "idle-runner-grace",
+    env: "GRO_IDLE_RUNNER_GRACE",
+    default: "2m",
+    schema: duration(1000, 3_600_000),
   },
   leaseDuration: {
     flag: "lease-duration",

@@ -3,6 +3,7 @@
  * RunnerGroup controller with its worker pool, the periodic resync and the HTTP server. `main.ts` builds one and
  * stops it on SIGTERM.
  */
+import { createHash } from "node:crypto";
 import type { KubernetesListObject, V1Job } from "@kubernetes/client-node";
 import type { Config } from "./config.ts";
 import { DemandPollers, targetCovers } from "./forge/demand_poller.ts";
@@ -29,6 +30,17 @@ function defaultLeaseNamespace(): string {
   }
 }
 
+/**
+ * The Lease's name: `--leader-election-id` when given; else the operator's name, suffixed with a hash of the shard
+ * (watched namespaces and group selector) when the installation is split, so each shard elects its own leader.
+ */
+export function leaseName(config: Pick<Config, "leaderElectionId" | "namespaces" | "groupSelector">): string {
+  if (config.leaderElectionId) return config.leaderElectionId;
+  if (config.namespaces.length === 0 && config.groupSelector === "") return operatorName;
+  const shard = `${[...config.namespaces].sort().join(",")}|${config.groupSelector}`;
+  return `${operatorName}-${createHash("sha256").update(shard).digest("hex").slice(0, 10)}`;
+}
+
 export class Manager {
   readonly #log = logger("manager");
   readonly groupInformers: SupervisedInformer<RunnerGroup>[] = [];
@@ -51,14 +63,15 @@ export class Manager {
 
   constructor(readonly config: Config, readonly clients: KubeClients) {
     const namespaces = config.namespaces.length > 0 ? config.namespaces : [undefined];
+    const observeForge = (endpoint: string, code: string, seconds: number): void => {
+      this.metrics.forgeRequests.inc({ endpoint, code });
+      this.metrics.forgeRequestDuration.observe({ endpoint }, seconds);
+    };
     this.pollers = new DemandPollers({
       intervalMs: config.pollInterval,
       timeoutMs: config.forgeTimeout,
       onChange: (keys) => keys.forEach((key) => this.controller.queue.add(key)),
-      observe: (endpoint, code, seconds) => {
-        this.metrics.forgeRequests.inc({ endpoint, code });
-        this.metrics.forgeRequestDuration.observe({ endpoint }, seconds);
-      },
+      observe: observeForge,
     });
     for (const namespace of namespaces) {
       const where = namespace === undefined ? "" : `/namespaces/${namespace}`;
@@ -67,6 +80,7 @@ export class Manager {
           name: `runnergroups${namespace ? `/${namespace}` : ""}`,
           kubeConfig: clients.kubeConfig,
           path: `/apis/${apiGroup}/${apiVersion}${where}/${plural}`,
+          ...(config.groupSelector ? { labelSelector: config.groupSelector } : {}),
           list: () => this.#listGroups(namespace),
           onChange: (group) => this.#onGroupChange(group),
           onRestart: () => this.metrics.informerRestarts.inc({ informer: "runnergroups" }),
@@ -108,6 +122,8 @@ export class Manager {
       resyncIntervalMs: config.resyncInterval,
       forgeTimeoutMs: config.forgeTimeout,
       metrics: this.metrics,
+      idleGraceMs: config.idleRunnerGrace,
+      observeForge: observeForge,
     });
     this.controller = new Controller("runnergroup", async (key) => {
       const end = this.metrics.reconcileDuration.startTimer();
@@ -159,7 +175,7 @@ export class Manager {
     this.#elector = new LeaderElector({
       custom: this.clients.custom,
       namespace: this.config.leaderElectionNamespace || defaultLeaseNamespace(),
-      name: operatorName,
+      name: leaseName(this.config),
       identity: `${Deno.hostname()}-${crypto.randomUUID().slice(0, 8)}`,
       leaseDurationMs: this.config.leaseDuration,
       onStartedLeading: () => void this.#startWorking(),
@@ -281,13 +297,20 @@ export class Manager {
   }
 
   async #listGroups(namespace: string | undefined): Promise<KubernetesListObject<RunnerGroup>> {
+    const labelSelector = this.config.groupSelector || undefined;
     const list = namespace === undefined
-      ? await this.clients.custom.listClusterCustomObject({ group: apiGroup, version: apiVersion, plural })
+      ? await this.clients.custom.listClusterCustomObject({
+        group: apiGroup,
+        version: apiVersion,
+        plural,
+        labelSelector,
+      })
       : await this.clients.custom.listNamespacedCustomObject({
         group: apiGroup,
         version: apiVersion,
         namespace,
         plural,
+        labelSelector,
       });
     return list as KubernetesListObject<RunnerGroup>;
   }

@@ -21,6 +21,12 @@ export class OperatorMetrics {
     labelNames: ["namespace", "runnergroup"] as const,
     registers: [this.registry],
   });
+  readonly idleRunners = new Gauge({
+    name: `${prefix}idle_runners`,
+    help: "Active runner Jobs of a RunnerGroup without a job to run: the warm pool and spare runners.",
+    labelNames: ["namespace", "runnergroup"] as const,
+    registers: [this.registry],
+  });
   readonly runnerJobsCreated = new Counter({
     name: `${prefix}runner_jobs_created_total`,
     help: "Runner Jobs created, replacements included.",
@@ -36,6 +42,19 @@ export class OperatorMetrics {
   readonly runnerJobsFailed = new Counter({
     name: `${prefix}runner_jobs_failed_total`,
     help: "Runner Jobs seen failed.",
+    labelNames: ["namespace", "runnergroup"] as const,
+    registers: [this.registry],
+  });
+  readonly idleRunnersRemoved = new Counter({
+    name: `${prefix}idle_runners_removed_total`,
+    help:
+      "Idle runner Jobs removed with their registrations: job cancelled or taken by another runner, or beyond the warm pool.",
+    labelNames: ["namespace", "runnergroup"] as const,
+    registers: [this.registry],
+  });
+  readonly registrationsRemoved = new Counter({
+    name: `${prefix}runner_registrations_removed_total`,
+    help: "Offline runner registrations removed from the forge because their runner Job is gone.",
     labelNames: ["namespace", "runnergroup"] as const,
     registers: [this.registry],
   });
@@ -88,7 +107,9 @@ export class OperatorMetrics {
 
   /** Forgets the per-group series of a deleted group. */
   forgetGroup(namespace: string, runnergroup: string): void {
-    for (const metric of [this.queuedJobs, this.activeRunners]) metric.remove({ namespace, runnergroup });
+    for (const metric of [this.queuedJobs, this.activeRunners, this.idleRunners]) {
+      metric.remove({ namespace, runnergroup });
+    }
   }
 
   /** The exposition text. */

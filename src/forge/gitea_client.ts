@@ -41,6 +41,19 @@ const jobSchema = z.object({
   runner_name: z.string().optional().default(""),
 });
 const jobsPageSchema = z.object({ jobs: z.array(jobSchema).nullable(), total_count: z.number().int().min(0) });
+const runnerSchema = z.object({
+  id: z.number().int().positive(),
+  name: z.string(),
+  status: z.string(),
+  busy: z.boolean(),
+  disabled: z.boolean().optional().default(false),
+  ephemeral: z.boolean().optional().default(false),
+});
+const runnersPageSchema = z.object({
+  runners: z.array(runnerSchema).nullable().transform((runners) => runners ?? []),
+  total_count: z.number().int().min(0),
+});
+const emptySchema = z.unknown();
 const versionSchema = z.object({ version: z.string() });
 const registrationTokenSchema = z.object({ token: z.string().min(1) });
 const userSchema = z.object({ login: z.string(), is_admin: z.boolean().optional() });
@@ -49,6 +62,18 @@ const userSchema = z.object({ login: z.string(), is_admin: z.boolean().optional(
 export interface RunningJob {
   id: number;
   runnerName: string;
+}
+
+/** A runner registration as the runners API (Gitea >= 1.24) shows it. */
+export interface RunnerRegistration {
+  id: number;
+  name: string;
+  /** "online" when the runner reached Gitea within the last minute, else "offline". */
+  online: boolean;
+  /** True while the runner has reported activity in the last seconds (running a task). */
+  busy: boolean;
+  disabled: boolean;
+  ephemeral: boolean;
 }
 
 /** The jobs of an endpoint that matter for planning runners. */
@@ -99,6 +124,15 @@ export function jobsPathTemplate(endpoint: JobsEndpoint): string {
   }
 }
 
+/** Path of the runners list of an endpoint's scope, relative to `/api/v1`. */
+export function runnersPath(endpoint: JobsEndpoint): string {
+  return jobsPath(endpoint).replace(/\/jobs$/, "/runners");
+}
+
+function runnersPathTemplate(endpoint: JobsEndpoint): string {
+  return jobsPathTemplate(endpoint).replace(/\/jobs$/, "/runners");
+}
+
 /** Parses Gitea's version string ("1.26.0", "1.26.0+dev-12-g1234") and checks it is supported. */
 export function checkGiteaVersion(version: string): { major: number; minor: number; patch: number } {
   const match = /^v?(\d+)\.(\d+)\.(\d+)/.exec(version.trim());
@@ -113,6 +147,8 @@ export function checkGiteaVersion(version: string): { major: number; minor: numb
   }
   return { major, minor, patch };
 }
+
+type Method = "GET" | "POST" | "PATCH" | "DELETE";
 
 export class GiteaClient {
   readonly #baseUrl: string;
@@ -151,6 +187,71 @@ export class GiteaClient {
       "POST",
     );
     return body.value.token;
+  }
+
+  /** Every runner registered in the scope of `endpoint`, reading all pages. */
+  async listRunners(endpoint: JobsEndpoint): Promise<RunnerRegistration[]> {
+    const path = runnersPath(endpoint);
+    const result: RunnerRegistration[] = [];
+    for (let page = 1;; page++) {
+      const body = await this.#get(
+        `${path}?limit=${pageSize}&page=${page}`,
+        runnersPathTemplate(endpoint),
+        `List runners at ${path}`,
+        runnersPageSchema,
+      );
+      for (const runner of body.value.runners) {
+        result.push({
+          id: runner.id,
+          name: runner.name,
+          online: runner.status === "online",
+          busy: runner.busy,
+          disabled: runner.disabled,
+          ephemeral: runner.ephemeral,
+        });
+      }
+      if (body.value.runners.length < pageSize || page * pageSize >= body.value.total_count) break;
+    }
+    return result;
+  }
+
+  /** Stops (or lets again) Gitea hand tasks to a runner. A disabled runner gets no task from its next fetch on. */
+  async setRunnerDisabled(endpoint: JobsEndpoint, id: number, disabled: boolean): Promise<RunnerRegistration> {
+    const path = `${runnersPath(endpoint)}/${id}`;
+    const body = await this.#get(
+      path,
+      `${runnersPathTemplate(endpoint)}/{id}`,
+      `${disabled ? "Disable" : "Enable"} runner ${id} at ${path}`,
+      runnerSchema,
+      "PATCH",
+      { disabled },
+    );
+    const runner = body.value;
+    return {
+      id: runner.id,
+      name: runner.name,
+      online: runner.status === "online",
+      busy: runner.busy,
+      disabled: runner.disabled,
+      ephemeral: runner.ephemeral,
+    };
+  }
+
+  /** Removes a runner registration; a registration that is gone already is not an error. */
+  async deleteRunner(endpoint: JobsEndpoint, id: number): Promise<void> {
+    const path = `${runnersPath(endpoint)}/${id}`;
+    try {
+      await this.#get(
+        path,
+        `${runnersPathTemplate(endpoint)}/{id}`,
+        `Delete runner ${id} at ${path}`,
+        emptySchema,
+        "DELETE",
+      );
+    } catch (error) {
+      if (error instanceof ForgeError && error.kind === "NotFound") return;
+      throw error;
+    }
   }
 
   /** The login of the token's user. */
@@ -207,7 +308,8 @@ export class GiteaClient {
     template: string,
     what: string,
     schema: z.ZodType<T>,
-    method: "GET" | "POST" = "GET",
+    method: Method = "GET",
+    body?: unknown,
   ): Promise<{ value: T }> {
     const started = performance.now();
     let code = "error";
@@ -218,6 +320,7 @@ export class GiteaClient {
         schema,
         (status) => (code = `${Math.floor(status / 100)}xx`),
         method,
+        body,
       );
       return result;
     } finally {
@@ -230,14 +333,20 @@ export class GiteaClient {
     what: string,
     schema: z.ZodType<T>,
     onStatus: (status: number) => void,
-    method: "GET" | "POST",
+    method: Method,
+    body: unknown,
   ): Promise<{ value: T }> {
     const url = `${this.#baseUrl}/api/v1${path}`;
     let response: Response;
     try {
       response = await this.#fetch(url, {
         method,
-        headers: { authorization: `token ${this.#token}`, accept: "application/json" },
+        headers: {
+          authorization: `token ${this.#token}`,
+          accept: "application/json",
+          ...(body === undefined ? {} : { "content-type": "application/json" }),
+        },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
         signal: AbortSignal.timeout(this.#timeoutMs),
       });
     } catch (error) {
@@ -257,6 +366,7 @@ export class GiteaClient {
     }
     if (!response.ok) throw classifyHttpError(response.status, what, response.headers.get("retry-after"), text);
     let json: unknown;
+    if (response.status === 204 || (method === "DELETE" && text.trim() === "")) return { value: schema.parse(null) };
     try {
       json = JSON.parse(text);
     } catch (error) {

@@ -8,7 +8,8 @@ import { canRunJob, type RunnerLabel } from "../forge/labels.ts";
 /** What the planner knows of one existing runner Job, read from the cluster. */
 export interface RunnerJobRecord {
   name: string;
-  forgeJobId: number;
+  /** The forge job the runner was started for; undefined for a warm-pool runner. */
+  forgeJobId?: number;
   attempt: number;
   state: "active" | "succeeded" | "failed";
   /** When the Job finished (ms since epoch), for finished Jobs. */
@@ -25,6 +26,14 @@ export interface RetryPolicy {
 export interface PlanInput {
   groupKey: string;
   maxActiveRunners: number;
+  /** Idle runners to keep ready (the warm pool); capped at maxActiveRunners. */
+  minIdleRunners?: number;
+  /**
+   * When this process first saw a runner idle (ms since epoch); undefined when it did not yet. Idle runners beyond
+   * the warm pool are removed once idle for `idleGraceMs`.
+   */
+  idleSince?: (name: string) => number | undefined;
+  idleGraceMs?: number;
   labels: readonly RunnerLabel[];
   /**
    * The latest answer of the group's forge target, or undefined before the first: queued jobs and the names of the
@@ -52,6 +61,12 @@ export interface PlannedRunner {
 
 export interface Plan {
   create: PlannedRunner[];
+  /** Warm-pool runner Jobs to create, after `create`. */
+  createWarm: number;
+  /** Active runner Jobs without a job to run: not running one, and their own job (if any) no longer queued. */
+  idle: string[];
+  /** Idle runner Jobs to remove (with their registrations): beyond the warm pool and idle past the grace period. */
+  remove: string[];
   /** Unfinished runner Jobs of the group, before the new ones. */
   active: number;
   /** Queued jobs this group runs (with or without a runner yet). */
@@ -72,20 +87,31 @@ export function retryDelay(failures: number, retry: RetryPolicy): number {
 /**
  * Plans runner Jobs for one group. Each queued job the group runs gets a runner Job named after it; but a Gitea
  * runner takes whichever matching job Gitea hands it, not necessarily the one it was started for. So a runner whose
- * own job was taken by another runner is *spare*: it is still waiting and will take one of the group's queued jobs.
- * Queued jobs without a runner of their own are first counted against the spare runners, oldest first, and only the
- * rest get new runner Jobs. This never starts more runners than queued jobs, so no job gets two.
+ * own job was taken by another runner, or cancelled, is *idle*, like a warm-pool runner: it is still waiting and will
+ * take one of the group's queued jobs. Queued jobs without a runner of their own are first counted against the idle
+ * runners, oldest first, and only the rest get new runner Jobs, so no job gets two. Idle runners left over keep the
+ * warm pool (`minIdleRunners`) filled; those beyond it are removed after a grace period, so none lingers as a ghost.
  */
 export function planRunnerJobs(input: PlanInput): Plan {
   const byForgeJob = new Map<number, RunnerJobRecord[]>();
   for (const record of input.runnerJobs) {
+    if (record.forgeJobId === undefined) continue;
     const list = byForgeJob.get(record.forgeJobId) ?? [];
     list.push(record);
     byForgeJob.set(record.forgeJobId, list);
   }
   const activeRecords = input.runnerJobs.filter((record) => record.state === "active");
   const active = activeRecords.length;
-  const plan: Plan = { create: [], active, queued: 0, waitingForCapacity: 0, gaveUp: [] };
+  const plan: Plan = {
+    create: [],
+    createWarm: 0,
+    idle: [],
+    remove: [],
+    active,
+    queued: 0,
+    waitingForCapacity: 0,
+    gaveUp: [],
+  };
   const demand = input.demand;
   if (!demand) return plan;
   const wake = (at: number): void => {
@@ -131,15 +157,38 @@ export function planRunnerJobs(input: PlanInput): Plan {
     });
   }
 
-  // Runners still waiting for a job although theirs is no longer queued: they will take one of the uncovered jobs.
-  const spare =
-    activeRecords.filter((record) => !demand.busyRunners.has(record.name) && !queuedIds.has(record.forgeJobId)).length;
-  for (const planned of uncovered.slice(spare)) {
+  // Idle runners: not running a job, and their own job (if any) no longer queued. A Gitea runner takes whichever
+  // matching job it is handed, so each idle runner will take one of the uncovered jobs; those get no runner of their own.
+  const idle = activeRecords.filter((record) =>
+    !demand.busyRunners.has(record.name) && (record.forgeJobId === undefined || !queuedIds.has(record.forgeJobId))
+  );
+  plan.idle = idle.map((record) => record.name);
+  for (const planned of uncovered.slice(idle.length)) {
     if (active + plan.create.length >= input.maxActiveRunners) {
       plan.waitingForCapacity++;
       continue;
     }
     plan.create.push(planned);
+  }
+
+  // The warm pool: idle runners left once the uncovered jobs took theirs, topped up to minIdleRunners.
+  const leftover = Math.max(0, idle.length - uncovered.length);
+  const warmTarget = Math.min(input.minIdleRunners ?? 0, input.maxActiveRunners);
+  const room = Math.max(0, input.maxActiveRunners - active - plan.create.length);
+  plan.createWarm = Math.min(room, Math.max(0, warmTarget - leftover));
+
+  // Idle runners beyond the pool (or beyond a lowered limit) are removed once idle for the grace period, longest
+  // idle first. Unknown idle times count as "just now": a restart only delays removal.
+  const excess = Math.min(leftover, Math.max(leftover - warmTarget, active - input.maxActiveRunners));
+  if (excess > 0) {
+    const grace = input.idleGraceMs ?? 0;
+    const since = (record: RunnerJobRecord): number => input.idleSince?.(record.name) ?? input.now;
+    const candidates = [...idle].sort((a, b) => since(a) - since(b) || a.name.localeCompare(b.name));
+    for (const record of candidates.slice(0, excess)) {
+      const due = since(record) + grace;
+      if (due <= input.now) plan.remove.push(record.name);
+      else wake(due);
+    }
   }
   return plan;
 }

@@ -5,7 +5,7 @@
 import { PatchStrategy, setHeaderOptions, type V1Job } from "@kubernetes/client-node";
 import type { DemandPollers, DemandSnapshot, ForgeTarget } from "../forge/demand_poller.ts";
 import { ForgeError } from "../forge/errors.ts";
-import { GiteaClient, type JobsEndpoint } from "../forge/gitea_client.ts";
+import { GiteaClient, type JobsEndpoint, type QueuedJob, type RunnerRegistration } from "../forge/gitea_client.ts";
 import { effectiveRunnerLabels, InvalidLabelError, type RunnerLabel } from "../forge/labels.ts";
 import type { EventRecorder, EventTarget } from "../kube/events.ts";
 import { apiMessage, apiStatus, decodeSecretData, type KubeClients } from "../kube/client.ts";
@@ -13,15 +13,17 @@ import { describeError, logger, registerSecret } from "../log.ts";
 import type { OperatorMetrics } from "../metrics.ts";
 import type { ReconcileResult } from "../runtime/controller.ts";
 import { chooseOwnerGroup, forgeKey, type GroupCoverage } from "./ownership.ts";
-import { planRunnerJobs, type RetryPolicy, type RunnerJobRecord } from "./planner.ts";
+import { type PlannedRunner, planRunnerJobs, type RetryPolicy, type RunnerJobRecord } from "./planner.ts";
 import {
   buildRunnerJob,
   describeRunnerJob,
   forgeLabel,
   groupOwnerReference,
+  isGroupRunnerName,
   labelKeys,
   managedBy,
   managedRegistrationSecret,
+  warmRunnerJobName,
 } from "./runner_job.ts";
 import {
   apiGroup,
@@ -57,6 +59,13 @@ export interface ReconcilerOptions {
   metrics?: OperatorMetrics;
   /** Time for the forge to show that a finished runner took its job. */
   settleMs?: number;
+  /**
+   * How long a runner may stay idle beyond the warm pool before it is removed, and an offline registration of a
+   * gone runner Job before it is deleted. Default 2 minutes.
+   */
+  idleGraceMs?: number;
+  /** Told about every forge request made by the reconcile (registration tokens, runners API). */
+  observeForge?: (endpoint: string, code: string, seconds: number) => void;
   now?: () => number;
 }
 
@@ -97,6 +106,10 @@ export class RunnerGroupReconciler {
   readonly #options: ReconcilerOptions;
   readonly #log = logger("reconcile");
   readonly #coverage = new Map<string, { resourceVersion?: string; coverage?: GroupCoverage }>();
+  /** Per group: when each idle runner Job was first seen idle. */
+  readonly #idleSince = new Map<string, Map<string, number>>();
+  /** Per group: when each offline registration without a runner Job was first seen, and when the last sweep ran. */
+  readonly #orphans = new Map<string, { sweptAt: number; firstSeen: Map<number, number> }>();
   #reconcileCount = 0;
 
   constructor(options: ReconcilerOptions) {
@@ -110,6 +123,8 @@ export class RunnerGroupReconciler {
       // Runner Jobs are owned by the group; the garbage collector removes them.
       this.#options.pollers.unsubscribe(key);
       this.#coverage.delete(key);
+      this.#idleSince.delete(key);
+      this.#orphans.delete(key);
       this.#options.metrics?.forgetGroup(namespace, name);
       return {};
     }
@@ -200,16 +215,25 @@ export class RunnerGroupReconciler {
       if (!record) continue;
       const labelsOfJob = job.metadata?.labels ?? {};
       if (labelsOfJob[labelKeys.groupUid] === group.metadata.uid) records.push(record);
-      else if (labelsOfJob[labelKeys.forge] === forgeLabel(forge) && record.state === "active") {
+      else if (
+        labelsOfJob[labelKeys.forge] === forgeLabel(forge) && record.state === "active" &&
+        record.forgeJobId !== undefined
+      ) {
         activeElsewhere.add(record.forgeJobId);
       }
     }
 
     const coverages = this.#coverages();
     const usable = snapshot && !snapshot.error && snapshot.fetchedAt > 0;
+    const idleGraceMs = this.#options.idleGraceMs ?? 120_000;
+    const idleSince = this.#idleSince.get(key) ?? new Map<string, number>();
+    this.#idleSince.set(key, idleSince);
     const plan = planRunnerJobs({
       groupKey: key,
       maxActiveRunners: spec.maxActiveRunners,
+      minIdleRunners: spec.minIdleRunners ?? 0,
+      idleSince: (runner) => idleSince.get(runner),
+      idleGraceMs,
       labels,
       demand: usable
         ? { jobs: snapshot.jobs, busyRunners: snapshot.busyRunners, fetchedAt: snapshot.fetchedAt }
@@ -222,55 +246,39 @@ export class RunnerGroupReconciler {
       settleMs: this.#options.settleMs ?? 3000,
     });
 
+    // Idle times are kept only for runners idle now: one that took a job and went idle again starts over.
+    for (const runner of [...idleSince.keys()]) if (!plan.idle.includes(runner)) idleSince.delete(runner);
+    for (const runner of plan.idle) if (!idleSince.has(runner)) idleSince.set(runner, now);
+
+    const context: GroupContext = { key, namespace, name, uid: group.metadata.uid, spec, labels, registrationToken };
     let created = 0;
     for (const planned of plan.create) {
-      const job = buildRunnerJob({
-        group: { name, namespace, uid: group.metadata.uid, spec },
-        forge,
-        labels,
-        job: planned.job,
-        attempt: planned.attempt,
-        defaultImage: this.#options.runnerImage,
-        registrationToken,
-      });
-      const jobName = job.metadata!.name!;
-      try {
-        await this.#options.clients.batch.createNamespacedJob({ namespace, body: job });
+      if (
+        await this.#createRunnerJob(context, forge, { job: planned.job, attempt: planned.attempt }, planned, target)
+      ) {
         created++;
-        const metrics = this.#options.metrics;
-        if (metrics) {
-          metrics.runnerJobsCreated.inc({ namespace, runnergroup: name });
-          if (planned.replaces) metrics.runnerJobsReplaced.inc({ namespace, runnergroup: name });
-          const queuedAt = Date.parse(planned.job.createdAt);
-          if (!planned.replaces && !Number.isNaN(queuedAt)) {
-            metrics.spawnLatency.observe(Math.max(0, Date.now() - queuedAt) / 1000);
-          }
-        }
-        log.info("Created runner Job {jobName} for forge job {forgeJobId} ({repository}, runs-on {runsOn})", {
-          jobName,
-          forgeJobId: planned.job.id,
-          repository: `${planned.job.owner}/${planned.job.repo}`,
-          runsOn: planned.job.runsOn.join(","),
-          attempt: planned.attempt,
-        });
-        const [reason, message] = planned.replaces
-          ? [
-            "RunnerJobReplaced",
-            `Created runner Job ${jobName} for job ${planned.job.id} (${planned.job.name}), replacing failed ${planned.replaces}`,
-          ]
-          : [
-            "RunnerJobCreated",
-            `Created runner Job ${jobName} for job ${planned.job.id} (${planned.job.name}) of ${planned.job.owner}/${planned.job.repo}`,
-          ];
-        await this.#options.events.record(target, "Normal", reason, message);
-      } catch (error) {
-        if (apiStatus(error) === 409) {
-          log.debug("Runner Job {jobName} exists already", { jobName, forgeJobId: planned.job.id });
-          continue;
-        }
-        throw new Error(`Cannot create runner Job ${namespace}/${jobName}: ${apiMessage(error)}`, { cause: error });
       }
     }
+    // Warm-pool runners take the lowest free slots; a slot's name held by any Job (finished ones too) is not free.
+    const namesInUse = new Set(
+      allRunnerJobs.filter((job) => job.metadata?.namespace === namespace).map((job) => job.metadata?.name),
+    );
+    for (let slot = 0, made = 0; made < plan.createWarm && slot < spec.maxActiveRunners * 4 + 8; slot++) {
+      if (namesInUse.has(warmRunnerJobName(name, slot))) continue;
+      made++;
+      if (await this.#createRunnerJob(context, forge, { warmSlot: slot }, undefined, target)) created++;
+    }
+
+    const cleanup = new RunnerCleanup(this, context, token, target, log);
+    let removed = 0;
+    for (const runner of plan.remove) {
+      if (await cleanup.removeIdleRunner(runner, idleSince.get(runner) ?? now, now)) {
+        removed++;
+        idleSince.delete(runner);
+      }
+    }
+    const sweepWake = await this.#sweepOrphanRegistrations(cleanup, allRunnerJobs, now, idleGraceMs);
+
     for (const { job, failures } of plan.gaveUp) {
       await this.#options.events.record(
         target,
@@ -289,23 +297,149 @@ export class RunnerGroupReconciler {
     if (snapshot?.error) {
       await this.#options.events.record(target, "Warning", `Forge${snapshot.error.kind}`, snapshot.error.message);
     }
+    const idleNow = plan.idle.length - removed + plan.createWarm;
     await this.#writeStatus(group, observations, {
-      activeRunners: plan.active + created,
+      activeRunners: plan.active + created - removed,
       queuedJobs: plan.queued,
+      idleRunners: Math.max(0, idleNow),
       ...(snapshot && snapshot.checkedAt > 0 ? { lastCheckTime: new Date(snapshot.checkedAt).toISOString() } : {}),
     }, now);
 
-    this.#options.metrics?.activeRunners.set({ namespace, runnergroup: name }, plan.active + created);
+    this.#options.metrics?.activeRunners.set({ namespace, runnergroup: name }, plan.active + created - removed);
     this.#options.metrics?.queuedJobs.set({ namespace, runnergroup: name }, plan.queued);
-    log.debug("Reconciled: {active} active, {queued} queued, {created} created, {waiting} waiting for capacity", {
-      active: plan.active + created,
-      queued: plan.queued,
-      created,
-      waiting: plan.waitingForCapacity,
-      runnerJobs: records.length,
-    });
-    return plan.wakeAt !== undefined ? { requeueAfterMs: Math.max(0, plan.wakeAt - now) } : {};
+    this.#options.metrics?.idleRunners.set({ namespace, runnergroup: name }, Math.max(0, idleNow));
+    log.debug(
+      "Reconciled: {active} active, {queued} queued, {idle} idle, {created} created, {removed} removed, " +
+        "{waiting} waiting for capacity",
+      {
+        active: plan.active + created - removed,
+        queued: plan.queued,
+        idle: Math.max(0, idleNow),
+        created,
+        removed,
+        waiting: plan.waitingForCapacity,
+        runnerJobs: records.length,
+      },
+    );
+    const wakeAt = [plan.wakeAt, sweepWake].filter((at): at is number => at !== undefined);
+    return wakeAt.length > 0 ? { requeueAfterMs: Math.max(0, Math.min(...wakeAt) - now) } : {};
   };
+
+  /** Creates one runner Job; false when it exists already. */
+  async #createRunnerJob(
+    context: GroupContext,
+    forge: string,
+    runFor: { job: QueuedJob; attempt: number } | { warmSlot: number },
+    planned: PlannedRunner | undefined,
+    target: EventTarget,
+  ): Promise<boolean> {
+    const { namespace, name } = context;
+    const job = buildRunnerJob({
+      group: { name, namespace, uid: context.uid, spec: context.spec },
+      forge,
+      labels: context.labels,
+      for: runFor,
+      defaultImage: this.#options.runnerImage,
+      registrationToken: context.registrationToken,
+    });
+    const jobName = job.metadata!.name!;
+    const log = this.#log.with({ group: context.key });
+    try {
+      await this.#options.clients.batch.createNamespacedJob({ namespace, body: job });
+    } catch (error) {
+      if (apiStatus(error) === 409) {
+        log.debug("Runner Job {jobName} exists already", { jobName });
+        return false;
+      }
+      throw new Error(`Cannot create runner Job ${namespace}/${jobName}: ${apiMessage(error)}`, { cause: error });
+    }
+    const metrics = this.#options.metrics;
+    metrics?.runnerJobsCreated.inc({ namespace, runnergroup: name });
+    if (!planned) {
+      log.info("Created warm-pool runner Job {jobName}", { jobName });
+      await this.#options.events.record(
+        target,
+        "Normal",
+        "WarmRunnerCreated",
+        `Created runner Job ${jobName} for the warm pool (minIdleRunners ${context.spec.minIdleRunners})`,
+      );
+      return true;
+    }
+    if (planned.replaces) metrics?.runnerJobsReplaced.inc({ namespace, runnergroup: name });
+    const queuedAt = Date.parse(planned.job.createdAt);
+    if (metrics && !planned.replaces && !Number.isNaN(queuedAt)) {
+      metrics.spawnLatency.observe(Math.max(0, Date.now() - queuedAt) / 1000);
+    }
+    log.info("Created runner Job {jobName} for forge job {forgeJobId} ({repository}, runs-on {runsOn})", {
+      jobName,
+      forgeJobId: planned.job.id,
+      repository: `${planned.job.owner}/${planned.job.repo}`,
+      runsOn: planned.job.runsOn.join(","),
+      attempt: planned.attempt,
+    });
+    const [reason, message] = planned.replaces
+      ? [
+        "RunnerJobReplaced",
+        `Created runner Job ${jobName} for job ${planned.job.id} (${planned.job.name}), replacing failed ${planned.replaces}`,
+      ]
+      : [
+        "RunnerJobCreated",
+        `Created runner Job ${jobName} for job ${planned.job.id} (${planned.job.name}) of ${planned.job.owner}/${planned.job.repo}`,
+      ];
+    await this.#options.events.record(target, "Normal", reason, message);
+    return true;
+  }
+
+  /**
+   * Deletes the group's runner registrations that are offline, ephemeral, named like the group's runners and have no
+   * runner Job left, once seen so for the grace period: runners whose pod died before they got a job. Runs at most
+   * once per grace period (at least 5 s, at most 5 min) per group; returns when to look again while some wait.
+   */
+  async #sweepOrphanRegistrations(
+    cleanup: RunnerCleanup,
+    allRunnerJobs: V1Job[],
+    now: number,
+    graceMs: number,
+  ): Promise<number | undefined> {
+    const key = cleanup.context.key;
+    const state = this.#orphans.get(key) ?? { sweptAt: 0, firstSeen: new Map<number, number>() };
+    this.#orphans.set(key, state);
+    const interval = Math.min(300_000, Math.max(5_000, graceMs));
+    if (now - state.sweptAt < interval) return state.firstSeen.size > 0 ? state.sweptAt + interval : undefined;
+    state.sweptAt = now;
+    const registrations = await cleanup.registrations();
+    if (!registrations) return now + interval;
+    // Runner Jobs of every namespace: a name may be claimed by two groups (see isGroupRunnerName).
+    const jobNames = new Set(allRunnerJobs.map((job) => job.metadata?.name));
+    const orphans = registrations.filter((runner) =>
+      runner.ephemeral && !runner.online && !runner.busy && !jobNames.has(runner.name) &&
+      isGroupRunnerName(cleanup.context.name, runner.name)
+    );
+    const seen = new Map<number, number>();
+    for (const runner of orphans) {
+      const since = state.firstSeen.get(runner.id) ?? now;
+      if (now - since >= graceMs) {
+        if (await cleanup.removeOrphanRegistration(runner)) continue;
+      }
+      seen.set(runner.id, since);
+    }
+    state.firstSeen = seen;
+    return seen.size > 0 ? now + interval : undefined;
+  }
+
+  /** A forge client for the group's API token, counted in the forge request metrics. */
+  forgeClient(spec: RunnerGroupSpec, token: string): GiteaClient {
+    return new GiteaClient({
+      baseUrl: spec.giteaURL,
+      token,
+      timeoutMs: this.#options.forgeTimeoutMs,
+      observe: this.#options.observeForge,
+    });
+  }
+
+  get options(): ReconcilerOptions {
+    return this.#options;
+  }
 
   /** What the ownership rule needs of every group, re-parsed only when a group changes. */
   #coverages(): GroupCoverage[] {
@@ -336,11 +470,7 @@ export class RunnerGroupReconciler {
     const namespace = group.metadata.namespace;
     const existing = await this.#readSecretKey(namespace, selector, "registrationToken (kept by the operator)");
     if (existing.ok) return existing;
-    const client = new GiteaClient({
-      baseUrl: spec.giteaURL,
-      token: apiToken,
-      timeoutMs: this.#options.forgeTimeoutMs,
-    });
+    const client = this.forgeClient(spec, apiToken);
     const token = await client.createRegistrationToken(forgeTargetOf(spec, apiToken).endpoint);
     registerSecret(token);
     const body = {
@@ -408,13 +538,14 @@ export class RunnerGroupReconciler {
   async #writeStatus(
     group: RunnerGroup,
     observations: Observations,
-    counts: Pick<RunnerGroupStatus, "activeRunners" | "queuedJobs" | "lastCheckTime">,
+    counts: Pick<RunnerGroupStatus, "activeRunners" | "queuedJobs" | "idleRunners" | "lastCheckTime">,
     now: number,
   ): Promise<void> {
     const current = group.status;
     const next: RunnerGroupStatus = {
       activeRunners: counts.activeRunners ?? current?.activeRunners ?? 0,
       queuedJobs: counts.queuedJobs ?? current?.queuedJobs ?? 0,
+      idleRunners: counts.idleRunners ?? current?.idleRunners ?? 0,
       ...(counts.lastCheckTime ?? current?.lastCheckTime
         ? { lastCheckTime: counts.lastCheckTime ?? current?.lastCheckTime }
         : {}),
@@ -474,5 +605,142 @@ function coverageOf(key: string, group: RunnerGroup): GroupCoverage | undefined 
   } catch (error) {
     logger("reconcile").debug("Group {group} takes no jobs: {error}", { group: key, error: describeError(error) });
     return undefined;
+  }
+}
+
+/** What the reconcile knows of a group whose spec and credentials are valid. */
+interface GroupContext {
+  key: string;
+  namespace: string;
+  name: string;
+  uid: string;
+  spec: RunnerGroupSpec;
+  labels: RunnerLabel[];
+  registrationToken: { name: string; key: string };
+}
+
+/**
+ * Removes idle runners and stale registrations of one group, within one reconcile. The group's runner list is read
+ * at most once per reconcile. Forge errors are reported (event, log) and end the cleanup for this round: removal is
+ * retried by a later reconcile, and nothing is removed on a guess.
+ */
+class RunnerCleanup {
+  #registrations?: Promise<RunnerRegistration[] | undefined>;
+  readonly #client: GiteaClient;
+  readonly #endpoint: JobsEndpoint;
+
+  constructor(
+    readonly reconciler: RunnerGroupReconciler,
+    readonly context: GroupContext,
+    token: string,
+    readonly target: EventTarget,
+    readonly log: ReturnType<typeof logger>,
+  ) {
+    this.#client = reconciler.forgeClient(context.spec, token);
+    this.#endpoint = forgeTargetOf(context.spec, token).endpoint;
+  }
+
+  /** The group's runner registrations, or undefined when the forge did not answer (reported). */
+  registrations(): Promise<RunnerRegistration[] | undefined> {
+    this.#registrations ??= this.#client.listRunners(this.#endpoint).catch(async (error) => {
+      await this.#reportForgeError(error, "list the runner registrations");
+      return undefined;
+    });
+    return this.#registrations;
+  }
+
+  /**
+   * Removes an idle runner Job and its registration. A registered runner is first disabled, so Gitea hands it no
+   * task, and the jobs list is read again: if it took a job meanwhile, it is enabled again and kept.
+   */
+  async removeIdleRunner(jobName: string, idleSince: number, now: number): Promise<boolean> {
+    const { namespace, name, key } = this.context;
+    const registrations = await this.registrations();
+    if (!registrations) return false;
+    const registration = registrations.find((runner) => runner.name === jobName);
+    try {
+      if (registration) {
+        if (registration.busy) return false;
+        if (!registration.disabled) await this.#client.setRunnerDisabled(this.#endpoint, registration.id, true);
+        const open = await this.#client.listOpenJobs(this.#endpoint);
+        if (open.running.some((job) => job.runnerName === jobName)) {
+          await this.#client.setRunnerDisabled(this.#endpoint, registration.id, false);
+          this.log.info("Kept runner {jobName}: it took a job while being removed", { jobName });
+          return false;
+        }
+      }
+    } catch (error) {
+      await this.#reportForgeError(error, `remove idle runner ${jobName}`);
+      return false;
+    }
+    try {
+      await this.reconciler.options.clients.batch.deleteNamespacedJob({
+        name: jobName,
+        namespace,
+        propagationPolicy: "Background",
+      });
+    } catch (error) {
+      if (apiStatus(error) !== 404) {
+        throw new Error(`Cannot delete runner Job ${namespace}/${jobName}: ${apiMessage(error)}`, { cause: error });
+      }
+    }
+    if (registration) {
+      try {
+        await this.#client.deleteRunner(this.#endpoint, registration.id);
+      } catch (error) {
+        // The Job is gone: the registration is now an orphan, which the registration sweep removes later.
+        await this.#reportForgeError(error, `delete the registration of runner ${jobName}`);
+      }
+    }
+    const idleSeconds = Math.round((now - idleSince) / 1000);
+    this.log.info("Removed idle runner Job {jobName} (idle {idleSeconds} s, registered {registered})", {
+      jobName,
+      idleSeconds,
+      registered: registration !== undefined,
+      group: key,
+    });
+    this.reconciler.options.metrics?.idleRunnersRemoved.inc({ namespace, runnergroup: name });
+    await this.reconciler.options.events.record(
+      this.target,
+      "Normal",
+      "IdleRunnerRemoved",
+      `Removed runner Job ${jobName}${registration ? " and its registration" : ""}: idle for ${idleSeconds} s ` +
+        "with no queued job for it (cancelled, or taken by another runner)",
+    );
+    return true;
+  }
+
+  /** Deletes a registration whose runner Job is gone. */
+  async removeOrphanRegistration(runner: RunnerRegistration): Promise<boolean> {
+    const { namespace, name } = this.context;
+    try {
+      await this.#client.deleteRunner(this.#endpoint, runner.id);
+    } catch (error) {
+      await this.#reportForgeError(error, `delete the registration of runner ${runner.name}`);
+      return false;
+    }
+    this.log.info("Removed offline registration {runner} (id {id}) whose runner Job is gone", {
+      runner: runner.name,
+      id: runner.id,
+    });
+    this.reconciler.options.metrics?.registrationsRemoved.inc({ namespace, runnergroup: name });
+    await this.reconciler.options.events.record(
+      this.target,
+      "Normal",
+      "RunnerRegistrationRemoved",
+      `Removed offline runner registration ${runner.name} (id ${runner.id}) from Gitea: its runner Job is gone`,
+    );
+    return true;
+  }
+
+  async #reportForgeError(error: unknown, what: string): Promise<void> {
+    if (!(error instanceof ForgeError)) throw error;
+    this.log.warn("Cannot {what}: {error}", { what, error: error.message });
+    await this.reconciler.options.events.record(
+      this.target,
+      "Warning",
+      "RunnerCleanupFailed",
+      `Cannot ${what}: ${error.message}`,
+    );
   }
 }

@@ -20,6 +20,8 @@ export const labelKeys = {
   groupName: `${apiGroup}/runnergroup-name`,
   groupUid: `${apiGroup}/runnergroup-uid`,
   jobId: `${apiGroup}/job-id`,
+  /** "true" on warm-pool runners, which are started for no job in particular. */
+  warm: `${apiGroup}/warm`,
   attempt: `${apiGroup}/attempt`,
   forge: `${apiGroup}/forge`,
 } as const;
@@ -77,7 +79,29 @@ export function forgeLabel(forge: string): string {
  * characters (the Job controller copies them into a pod label).
  */
 export function runnerJobName(groupName: string, forgeJobId: number, attempt: number): string {
-  const suffix = attempt === 0 ? `-${forgeJobId}` : `-${forgeJobId}-${attempt}`;
+  return withGroupPrefix(groupName, attempt === 0 ? `-${forgeJobId}` : `-${forgeJobId}-${attempt}`);
+}
+
+/** The name of the warm-pool runner Job in `slot` (0, 1, ...): one name per slot, so a second create conflicts. */
+export function warmRunnerJobName(groupName: string, slot: number): string {
+  return withGroupPrefix(groupName, `-warm-${slot}`);
+}
+
+/**
+ * Whether `name` is a runner name this group's Jobs use (runner registrations carry the Job's name). Decided by
+ * rebuilding the name, so groups whose names share a prefix never claim each other's runners.
+ */
+export function isGroupRunnerName(groupName: string, name: string): boolean {
+  const warm = /-warm-(\d{1,6})$/.exec(name);
+  if (warm) return warmRunnerJobName(groupName, Number(warm[1])) === name;
+  const first = /-(\d{1,18})$/.exec(name);
+  if (first && runnerJobName(groupName, Number(first[1]), 0) === name) return true;
+  const retried = /-(\d{1,18})-(\d{1,3})$/.exec(name);
+  return retried !== null && Number(retried[2]) > 0 &&
+    runnerJobName(groupName, Number(retried[1]), Number(retried[2])) === name;
+}
+
+function withGroupPrefix(groupName: string, suffix: string): string {
   const room = 63 - suffix.length;
   let prefix = groupName.toLowerCase().replace(/[^a-z0-9-]+/g, "-");
   if (prefix.length > room || prefix !== groupName) {
@@ -93,8 +117,8 @@ export interface RunnerJobInput {
   group: { name: string; namespace: string; uid: string; spec: RunnerGroupSpec };
   forge: string;
   labels: readonly RunnerLabel[];
-  job: QueuedJob;
-  attempt: number;
+  /** The queued job the runner is started for, or a warm-pool slot. */
+  for: { job: QueuedJob; attempt: number } | { warmSlot: number };
   defaultImage: string;
   /** Where runner pods find the registration token: the group's own Secret key, or the one the operator keeps. */
   registrationToken: { name: string; key: string };
@@ -102,10 +126,13 @@ export interface RunnerJobInput {
 
 /** Builds the Job. Registration tokens are referenced through `secretKeyRef`, never copied into the spec. */
 export function buildRunnerJob(input: RunnerJobInput): V1Job {
-  const { group, job, attempt } = input;
+  const { group } = input;
+  const job = "job" in input.for ? input.for.job : undefined;
   const spec = group.spec;
   const template = spec.template ?? {};
-  const name = runnerJobName(group.name, job.id, attempt);
+  const name = "job" in input.for
+    ? runnerJobName(group.name, input.for.job.id, input.for.attempt)
+    : warmRunnerJobName(group.name, input.for.warmSlot);
   const runnerLabels = input.labels.map(formatRunnerLabel).join(",");
 
   const identity: Record<string, string> = {
@@ -113,17 +140,22 @@ export function buildRunnerJob(input: RunnerJobInput): V1Job {
     [labelKeys.component]: "runner",
     [labelKeys.groupName]: labelValue(group.name),
     [labelKeys.groupUid]: group.uid,
-    [labelKeys.jobId]: String(job.id),
-    [labelKeys.attempt]: String(attempt),
+    ...("job" in input.for
+      ? { [labelKeys.jobId]: String(input.for.job.id), [labelKeys.attempt]: String(input.for.attempt) }
+      : { [labelKeys.warm]: "true" }),
     [labelKeys.forge]: forgeLabel(input.forge),
   };
   const annotations: Record<string, string> = {
-    [annotationKeys.runId]: String(job.runId),
-    [annotationKeys.repository]: `${job.owner}/${job.repo}`,
-    [annotationKeys.jobName]: job.name,
-    [annotationKeys.runsOn]: JSON.stringify(job.runsOn),
+    ...(job
+      ? {
+        [annotationKeys.runId]: String(job.runId),
+        [annotationKeys.repository]: `${job.owner}/${job.repo}`,
+        [annotationKeys.jobName]: job.name,
+        [annotationKeys.runsOn]: JSON.stringify(job.runsOn),
+        ...(job.htmlUrl ? { [annotationKeys.jobUrl]: job.htmlUrl } : {}),
+      }
+      : {}),
     [annotationKeys.runnerLabels]: runnerLabels,
-    ...(job.htmlUrl ? { [annotationKeys.jobUrl]: job.htmlUrl } : {}),
   };
 
   const operatorEnv: V1EnvVar[] = [
@@ -192,9 +224,11 @@ export function buildRunnerJob(input: RunnerJobInput): V1Job {
 /** Reads an existing runner Job back; undefined when it is not one of ours or is malformed. */
 export function describeRunnerJob(job: V1Job, now: number): RunnerJobRecord | undefined {
   const labels = job.metadata?.labels ?? {};
-  const forgeJobId = Number(labels[labelKeys.jobId]);
-  const attempt = Number(labels[labelKeys.attempt] ?? "0");
-  if (!job.metadata?.name || !Number.isSafeInteger(forgeJobId) || !Number.isSafeInteger(attempt)) return undefined;
+  const warm = labels[labelKeys.warm] === "true";
+  const forgeJobId = warm ? undefined : Number(labels[labelKeys.jobId]);
+  const attempt = warm ? 0 : Number(labels[labelKeys.attempt] ?? "0");
+  if (!job.metadata?.name || !Number.isSafeInteger(attempt)) return undefined;
+  if (forgeJobId !== undefined && !Number.isSafeInteger(forgeJobId)) return undefined;
   const conditions = job.status?.conditions ?? [];
   const finished = (type: string): { at: number } | undefined => {
     const condition = conditions.find((c) => c.type === type && c.status === "True");

@@ -100,6 +100,9 @@ export const runnerGroupSpecSchema = z.object({
   maxActiveRunners: z.int().min(0).max(10000).describe(
     "Most runner Jobs of this group that may be active at once; 0 pauses the group.",
   ),
+  minIdleRunners: z.int().min(0).max(10000).optional().describe(
+    "Warm pool: registered, idle, ephemeral runners kept ready for the next job, within maxActiveRunners. Default 0.",
+  ),
   registrationToken: secretKeySelectorSchema.optional().describe(
     "Secret key holding the runner registration token of the scope (referenced by runner pods, never copied). " +
       "When omitted, the operator obtains one with authToken and keeps it in the Secret " +
@@ -149,6 +152,7 @@ export type Condition = z.infer<typeof conditionSchema>;
 export const runnerGroupStatusSchema = z.object({
   activeRunners: z.int().optional().describe("Runner Jobs of this group that have not finished."),
   queuedJobs: z.int().optional().describe("Queued jobs on the forge that this group runs."),
+  idleRunners: z.int().optional().describe("Active runner Jobs without a job: the warm pool and spare runners."),
   lastCheckTime: z.string().optional().describe("When the forge was last asked for queued jobs (RFC 3339)."),
   observedGeneration: z.int().optional().describe("The spec generation this status describes."),
   conditions: z.array(conditionSchema).optional().meta({

@@ -188,17 +188,19 @@ Deno.test({
           registrationToken: { name: "tokens", key: "registration" },
           forge: "https://git.example.com",
           labels: effectiveRunnerLabels(["linux:host"], false),
-          job: {
-            id: 77,
-            runId: 1,
-            name: "build",
-            runsOn: ["linux"],
-            owner: "acme",
-            repo: "app",
-            createdAt: "",
-            htmlUrl: "",
+          for: {
+            job: {
+              id: 77,
+              runId: 1,
+              name: "build",
+              runsOn: ["linux"],
+              owner: "acme",
+              repo: "app",
+              createdAt: "",
+              htmlUrl: "",
+            },
+            attempt: 0,
           },
-          attempt: 0,
           defaultImage: defaultRunnerImage,
         });
         await batch.createNamespacedJob({ namespace, body: job });

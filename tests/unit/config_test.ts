@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { parseConfig, parseDuration, UsageError } from "../../src/config.ts";
+import { leaseName } from "../../src/manager.ts";
 import { defaultRunnerImage } from "../../src/runner_group/runner_job.ts";
 
 const noEnv = (): undefined => undefined;
@@ -69,4 +70,33 @@ Deno.test("check takes exactly one of -f/--file or --group", () => {
     () => parseConfig(["check", "--group", "app"], noEnv),
     /--group \(GRO_GROUP\): expected namespace\/name/,
   );
+});
+
+Deno.test("--group-selector takes Kubernetes label selectors and rejects anything else", () => {
+  for (const selector of ["tier=ci", "tier==ci,!legacy", "team in (a, b),env notin (prod)", "gitea.bpg.pw/shard!=2"]) {
+    assert.equal(parseConfig(["run", "--group-selector", selector], () => undefined).groupSelector, selector);
+  }
+  assert.equal(parseConfig(["run", "--group-selector", "tier="], () => undefined).groupSelector, "tier=");
+  for (const selector of ["=ci", "tier in a,b", "tier=ci,", "tier ~ ci"]) {
+    assert.throws(
+      () => parseConfig(["run", "--group-selector", selector], () => undefined),
+      (error: Error) => error instanceof UsageError && /--group-selector/.test(error.message),
+      selector,
+    );
+  }
+});
+
+Deno.test("each shard of a split installation elects its own leader; an explicit id wins", () => {
+  const config = (args: string[]) => parseConfig(["run", ...args], () => undefined);
+  assert.equal(leaseName(config([])), "gitea-runner-operator");
+  const a = leaseName(config(["--group-selector", "shard=a"]));
+  const b = leaseName(config(["--group-selector", "shard=b"]));
+  assert.match(a, /^gitea-runner-operator-[0-9a-f]{10}$/);
+  assert.notEqual(a, b);
+  assert.equal(
+    leaseName(config(["--namespaces", "x,y"])),
+    leaseName(config(["--namespaces", "y,x"])),
+    "the order of the namespaces does not matter",
+  );
+  assert.equal(leaseName(config(["--group-selector", "shard=a", "--leader-election-id", "mine"])), "mine");
 });

@@ -197,3 +197,111 @@ Deno.test("paused groups and groups whose labels do not match never own a job", 
   ];
   assert.equal(chooseOwnerGroup(forge, job(1), groups), "x/global");
 });
+
+const warm = (slot: number): RunnerJobRecord => ({ name: `g-warm-${slot}`, attempt: 0, state: "active" });
+const demandOf = (jobs: QueuedJob[], busy: string[] = []) => ({
+  jobs,
+  fetchedAt: now,
+  busyRunners: new Set(busy),
+});
+
+Deno.test("a runner whose job was cancelled is idle, and removed once idle for the grace period", () => {
+  // Job 4 is neither queued nor running any more (cancelled); its runner waits for nothing.
+  const base = input({ runnerJobs: [record(4, "active")], demand: demandOf([]), idleGraceMs: 60_000 });
+  let plan = planRunnerJobs({ ...base, idleSince: () => undefined });
+  assert.deepEqual(plan.idle, ["g-4"]);
+  assert.deepEqual(plan.remove, [], "first seen idle now: not removed yet");
+  assert.equal(plan.wakeAt, now + 60_000, "the reconcile comes back when the grace period ends");
+  plan = planRunnerJobs({ ...base, idleSince: () => now - 59_999 });
+  assert.deepEqual(plan.remove, []);
+  plan = planRunnerJobs({ ...base, idleSince: () => now - 60_000 });
+  assert.deepEqual(plan.remove, ["g-4"]);
+});
+
+Deno.test("a runner that is running a job, or whose own job is still queued, is never idle", () => {
+  const plan = planRunnerJobs(input({
+    runnerJobs: [record(1, "active"), record(2, "active")],
+    // g-1 runs job 9 (taken from another runner); job 2 is still queued and waits for g-2.
+    demand: demandOf([job(2)], ["g-1"]),
+    idleGraceMs: 0,
+    idleSince: () => now - 1_000_000,
+  }));
+  assert.deepEqual(plan.idle, []);
+  assert.deepEqual(plan.remove, []);
+  assert.deepEqual(createdIds(plan), []);
+});
+
+Deno.test("an idle runner that will take an uncovered job is kept, and that job gets no runner of its own", () => {
+  const plan = planRunnerJobs(input({
+    runnerJobs: [record(4, "active")],
+    demand: demandOf([job(8)]),
+    idleGraceMs: 0,
+    idleSince: () => now - 1_000_000,
+  }));
+  assert.deepEqual(plan.idle, ["g-4"]);
+  assert.deepEqual(plan.remove, []);
+  assert.deepEqual(createdIds(plan), []);
+});
+
+Deno.test("the warm pool is filled up to minIdleRunners, within maxActiveRunners, after the queued jobs", () => {
+  let plan = planRunnerJobs(input({ minIdleRunners: 2, demand: demandOf([]) }));
+  assert.equal(plan.createWarm, 2);
+  plan = planRunnerJobs(input({ minIdleRunners: 2, runnerJobs: [warm(0)], demand: demandOf([]) }));
+  assert.equal(plan.createWarm, 1);
+  // Three queued jobs, limit 4: the jobs take three slots, one is left for the pool.
+  plan = planRunnerJobs(input({ maxActiveRunners: 4, minIdleRunners: 2, demand: demandOf([job(1), job(2), job(3)]) }));
+  assert.deepEqual(createdIds(plan), [1, 2, 3]);
+  assert.equal(plan.createWarm, 1);
+  // minIdleRunners above the limit is capped by it; a paused group keeps no pool.
+  plan = planRunnerJobs(input({ maxActiveRunners: 1, minIdleRunners: 5, demand: demandOf([]) }));
+  assert.equal(plan.createWarm, 1);
+  plan = planRunnerJobs(input({ maxActiveRunners: 0, minIdleRunners: 5, demand: demandOf([]) }));
+  assert.equal(plan.createWarm, 0);
+  // No answer from the forge: nothing is created, nothing removed.
+  plan = planRunnerJobs(input({ minIdleRunners: 2, demand: undefined }));
+  assert.equal(plan.createWarm, 0);
+  assert.deepEqual(plan.remove, []);
+});
+
+Deno.test("a warm runner that takes a queued job is replaced; the job gets no runner of its own", () => {
+  // Job 5 is queued and warm-0 is idle: warm-0 will take it, and the pool needs a new runner.
+  let plan = planRunnerJobs(input({ minIdleRunners: 1, runnerJobs: [warm(0)], demand: demandOf([job(5)]) }));
+  assert.deepEqual(createdIds(plan), []);
+  assert.equal(plan.createWarm, 1);
+  // warm-0 now runs job 5: it is busy; warm-1 is the pool.
+  plan = planRunnerJobs(input({
+    minIdleRunners: 1,
+    runnerJobs: [warm(0), warm(1)],
+    demand: demandOf([], ["g-warm-0"]),
+  }));
+  assert.deepEqual(plan.idle, ["g-warm-1"]);
+  assert.equal(plan.createWarm, 0);
+  assert.deepEqual(plan.remove, []);
+});
+
+Deno.test("idle runners beyond the warm pool are removed, longest idle first; the pool itself is kept", () => {
+  const idleSince = new Map([["g-warm-0", now - 500_000], ["g-4", now - 900_000], ["g-6", now - 100_000]]);
+  const plan = planRunnerJobs(input({
+    minIdleRunners: 1,
+    runnerJobs: [warm(0), record(4, "active"), record(6, "active")],
+    demand: demandOf([]),
+    idleGraceMs: 60_000,
+    idleSince: (name) => idleSince.get(name),
+  }));
+  assert.deepEqual(plan.idle.sort(), ["g-4", "g-6", "g-warm-0"]);
+  assert.deepEqual(plan.remove, ["g-4", "g-warm-0"]);
+  assert.equal(plan.createWarm, 0);
+});
+
+Deno.test("lowering maxActiveRunners below the active count removes idle runners, never busy ones", () => {
+  const plan = planRunnerJobs(input({
+    maxActiveRunners: 1,
+    minIdleRunners: 3,
+    runnerJobs: [warm(0), warm(1), warm(2)],
+    demand: demandOf([], ["g-warm-1"]),
+    idleGraceMs: 0,
+    idleSince: () => now,
+  }));
+  assert.deepEqual(plan.remove.sort(), ["g-warm-0", "g-warm-2"]);
+  assert.equal(plan.createWarm, 0);
+});

@@ -6,9 +6,11 @@ import {
   buildRunnerJob,
   defaultRunnerImage,
   describeRunnerJob,
+  isGroupRunnerName,
   labelKeys,
   managedRegistrationSecret,
   runnerJobName,
+  warmRunnerJobName,
 } from "../../src/runner_group/runner_job.ts";
 import { parseRunnerGroupSpec, type RunnerGroupSpec } from "../../src/runner_group/schema.ts";
 
@@ -46,8 +48,7 @@ function build(groupSpec = spec(), attempt = 0, name = "ci-runners"): V1Job {
     registrationToken: groupSpec.registrationToken ?? managedRegistrationSecret(name),
     forge: "https://git.example.com",
     labels: effectiveRunnerLabels(groupSpec.labels ?? [], groupSpec.defaultLabels ?? true),
-    job,
-    attempt,
+    for: { job, attempt },
     defaultImage: defaultRunnerImage,
   });
 }
@@ -187,4 +188,42 @@ Deno.test("without spec.registrationToken, runner pods reference the Secret the 
   });
   const long = managedRegistrationSecret("g".repeat(250));
   assert.ok(long.name.length <= 253 && long.name.endsWith("-registration-token"));
+});
+
+Deno.test("a warm-pool runner Job has a slot name, no job id, and reads back as a runner for no job", () => {
+  const groupSpec = spec();
+  const warmJob = buildRunnerJob({
+    group: { name: "ci-runners", namespace: "ci", uid: "0c6a3e7e-1111-2222-3333-444455556666", spec: groupSpec },
+    registrationToken: { name: "gitea-tokens", key: "registration" },
+    forge: "https://git.example.com",
+    labels: effectiveRunnerLabels(groupSpec.labels ?? [], true),
+    for: { warmSlot: 2 },
+    defaultImage: defaultRunnerImage,
+  });
+  assert.equal(warmJob.metadata?.name, "ci-runners-warm-2");
+  assert.equal(warmJob.metadata?.labels?.[labelKeys.warm], "true");
+  assert.equal(warmJob.metadata?.labels?.[labelKeys.jobId], undefined);
+  const env = warmJob.spec?.template.spec?.containers[0].env ?? [];
+  assert.equal(env.find((e) => e.name === "GITEA_RUNNER_NAME")?.value, "ci-runners-warm-2");
+  assert.ok(env.find((e) => e.name === "GITEA_RUNNER_REGISTRATION_TOKEN")?.valueFrom?.secretKeyRef);
+  const record = describeRunnerJob(warmJob, 0);
+  assert.deepEqual(record, { name: "ci-runners-warm-2", forgeJobId: undefined, attempt: 0, state: "active" });
+});
+
+Deno.test("a group claims exactly the runner names its Jobs use, not those of a group sharing its prefix", () => {
+  assert.ok(isGroupRunnerName("ci", "ci-42"));
+  assert.ok(isGroupRunnerName("ci", "ci-42-1"));
+  assert.ok(isGroupRunnerName("ci", "ci-warm-0"));
+  assert.ok(!isGroupRunnerName("ci", "ci-42-0"), "attempt 0 has no suffix");
+  assert.ok(!isGroupRunnerName("ci", "ci-1-5-2"));
+  assert.ok(!isGroupRunnerName("ci", "my-laptop"));
+  // "ci-1-5" is both job 1, attempt 5, of group "ci" and job 5 of group "ci-1": names cannot tell these apart, so
+  // the registration sweep also requires the registration to be offline and no runner Job of that name to exist.
+  assert.ok(isGroupRunnerName("ci", "ci-1-5") && isGroupRunnerName("ci-1", "ci-1-5"));
+  assert.ok(!isGroupRunnerName("ci", "ci-1-warm-3"));
+  assert.ok(isGroupRunnerName("ci-1", "ci-1-warm-3"));
+  const long = "a".repeat(100);
+  assert.ok(isGroupRunnerName(long, runnerJobName(long, 123456, 2)));
+  assert.ok(isGroupRunnerName(long, warmRunnerJobName(long, 7)));
+  assert.ok(!isGroupRunnerName("b".repeat(100), runnerJobName(long, 123456, 2)));
 });
