@@ -1,29 +1,34 @@
 /**
  * Proves the install manifests and the samples against a real kube-apiserver: the kustomize base in
- * `manifests/base` is rendered (by the small kustomize subset below, so no kustomize binary is needed), the CRD and
- * Namespace are created for real, every other object is created with a server-side dry run, and every sample
- * RunnerGroup and Secret in `manifests/samples` must be accepted by the CRD's schema and validation rules.
+ * `manifests/base` is rendered by the real `kustomize build`, the CRD and Namespace are created for real, every other
+ * object is created with a server-side dry run, and every sample RunnerGroup and Secret in `manifests/samples` must be
+ * accepted by the CRD's schema and validation rules.
  *
  * Set GRO_HARNESS_DEBUG=1 to copy every process's output to stderr.
  */
 import assert from "node:assert/strict";
-import { dirname, join, relative } from "node:path";
+import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import {
-  HttpMethod,
-  type KubernetesObject,
-  KubernetesObjectApi,
-  type V1ClusterRole,
-  type V1ClusterRoleBinding,
-  type V1CustomResourceDefinition,
-  type V1Deployment,
-  type V1Secret,
+import type {
+  KubernetesObject,
+  V1ClusterRole,
+  V1ClusterRoleBinding,
+  V1CustomResourceDefinition,
+  V1Deployment,
+  V1Secret,
 } from "@kubernetes/client-node";
-import YAML from "yaml";
 import { environmentVariables, parseConfig } from "../../src/config.ts";
 import { apiMessage, apiStatus } from "../../src/kube/client.ts";
-import { apiGroup, apiVersion, describeSpecIssues, kind, parseRunnerGroupSpec } from "../../src/runner_group/schema.ts";
+import { describeSpecIssues, kind, parseRunnerGroupSpec } from "../../src/runner_group/schema.ts";
+import {
+  createObject,
+  describeObject,
+  installCustomResourceDefinition,
+  readObjects,
+  WireObjectApi,
+} from "../harness/apply.ts";
 import { startCluster } from "../harness/cluster.ts";
+import { kustomizeBuild } from "../harness/render.ts";
 
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const baseDir = join(repoRoot, "manifests", "base");
@@ -31,117 +36,13 @@ const samplesDir = join(repoRoot, "manifests", "samples");
 const sampleNamespace = "default";
 const echoOutput = Deno.env.get("GRO_HARNESS_DEBUG") === "1";
 
-// ---------------------------------------------------------------------------------------------------------------
-// A kustomize subset: `resources` (files, and directories holding their own kustomization.yaml) and `namespace`.
-
 /** Kinds of the base that are cluster-scoped; kustomize's `namespace:` leaves them alone. */
 const clusterScopedKinds = new Set(["Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"]);
-const supportedKustomizationFields = new Set(["apiVersion", "kind", "resources", "namespace"]);
-
-interface Kustomization {
-  resources?: string[];
-  namespace?: string;
-}
-
-/** Renders the kustomization in `dir` as `kustomize build` would, for the fields this repository uses. */
-async function renderKustomization(dir: string): Promise<KubernetesObject[]> {
-  const file = join(dir, "kustomization.yaml");
-  const kustomization = YAML.parse(await Deno.readTextFile(file)) as Kustomization & Record<string, unknown>;
-  for (const field of Object.keys(kustomization)) {
-    if (!supportedKustomizationFields.has(field)) {
-      throw new Error(`Cannot render ${file}: field "${field}" is outside the kustomize subset of this test`);
-    }
-  }
-  const objects: KubernetesObject[] = [];
-  for (const resource of kustomization.resources ?? []) {
-    const path = join(dir, resource);
-    if ((await Deno.stat(path)).isDirectory) {
-      objects.push(...await renderKustomization(path));
-      continue;
-    }
-    // kustomize's default load restrictor: a file resource must lie inside the kustomization's own folder.
-    if (relative(dir, path).startsWith("..")) {
-      throw new Error(`Cannot render ${file}: resource "${resource}" lies outside ${dir}`);
-    }
-    objects.push(...await readObjects(path));
-  }
-  if (kustomization.namespace) {
-    for (const object of objects) {
-      if (!clusterScopedKinds.has(object.kind ?? "")) {
-        object.metadata = { ...object.metadata, namespace: kustomization.namespace };
-      }
-    }
-  }
-  return objects;
-}
-
-async function readObjects(path: string): Promise<KubernetesObject[]> {
-  const objects: KubernetesObject[] = [];
-  for (const document of YAML.parseAllDocuments(await Deno.readTextFile(path))) {
-    if (document.errors.length > 0) throw new Error(`Cannot parse ${path}: ${document.errors[0].message}`);
-    const object = document.toJS() as KubernetesObject | null;
-    if (object !== null) objects.push(object);
-  }
-  return objects;
-}
 
 function findObject<T extends KubernetesObject>(objects: KubernetesObject[], objectKind: string): T {
   const matches = objects.filter((object) => object.kind === objectKind);
   assert.equal(matches.length, 1, `expected one ${objectKind} in the base, found ${matches.length}`);
   return matches[0] as T;
-}
-
-function describeObject(object: KubernetesObject): string {
-  const namespace = object.metadata?.namespace ? `${object.metadata.namespace}/` : "";
-  return `${object.kind} ${namespace}${object.metadata?.name}`;
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// API server helpers
-
-/**
- * Sends objects exactly as written. `KubernetesObjectApi.create` re-encodes a body through the typed models, which
- * silently drops every field a model does not know by its wire name: the CRD would lose its
- * `x-kubernetes-validations` and most `x-kubernetes-preserve-unknown-fields`, and a misspelt field in a manifest
- * would vanish instead of being rejected. Strict field validation makes the server reject unknown fields.
- */
-class WireObjectApi extends KubernetesObjectApi {
-  async createAsWritten(object: KubernetesObject, options: { dryRun: boolean }): Promise<void> {
-    const request = this.configuration.baseServer.makeRequestContext(
-      await this.specUriPath(object, "create"),
-      HttpMethod.POST,
-    );
-    request.setHeaderParam("Accept", "application/json");
-    request.setHeaderParam("Content-Type", "application/json");
-    request.setQueryParam("fieldValidation", "Strict");
-    if (options.dryRun) request.setQueryParam("dryRun", "All");
-    request.setBody(JSON.stringify(object));
-    await this.requestPromise(request);
-  }
-}
-
-/** Creates the object (or dry-runs it); an API error is rethrown with the server's message and the object named. */
-async function create(client: WireObjectApi, object: KubernetesObject, dryRun: boolean): Promise<void> {
-  try {
-    await client.createAsWritten(object, { dryRun });
-  } catch (error) {
-    throw new Error(`The API server rejected ${describeObject(object)}: ${apiMessage(error)}`, { cause: error });
-  }
-}
-
-/** Polls until `probe` returns true; returns the last error on timeout. */
-async function eventually(what: string, probe: () => Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + 30_000;
-  let lastError: unknown;
-  while (Date.now() < deadline) {
-    try {
-      if (await probe()) return;
-    } catch (error) {
-      lastError = error;
-    }
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-  throw new Error(`Timed out waiting until ${what}`, { cause: lastError });
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -152,7 +53,7 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async (t) => {
-    const base = await renderKustomization(baseDir);
+    const base = await kustomizeBuild(baseDir);
     const sampleFiles = [...Deno.readDirSync(samplesDir)].filter((entry) => entry.name.endsWith(".yaml"))
       .map((entry) => entry.name).sort();
     assert.deepEqual(sampleFiles, [
@@ -169,22 +70,11 @@ Deno.test({
       await t.step("the base installs: CRD and Namespace for real, the rest as a dry run", async () => {
         const crd = findObject<V1CustomResourceDefinition>(base, "CustomResourceDefinition");
         const namespace = findObject(base, "Namespace");
-        await create(client, crd, false);
-        await create(client, namespace, false);
+        await installCustomResourceDefinition(client, crd);
+        await createObject(client, namespace, { dryRun: false });
         for (const object of base) {
-          if (object !== crd && object !== namespace) await create(client, object, true);
+          if (object !== crd && object !== namespace) await createObject(client, object, { dryRun: true });
         }
-        await eventually("the RunnerGroup API is served", async () => {
-          const served = await client.read<V1CustomResourceDefinition>({
-            apiVersion: "apiextensions.k8s.io/v1",
-            kind: "CustomResourceDefinition",
-            metadata: { name: crd.metadata!.name! },
-          });
-          const established = served.status?.conditions?.some((c) => c.type === "Established" && c.status === "True");
-          if (!established) return false;
-          await client.list(`${apiGroup}/${apiVersion}`, kind, sampleNamespace);
-          return true;
-        });
       });
 
       await t.step("every namespaced object of the base lands in the operator's namespace", () => {
@@ -281,7 +171,8 @@ Deno.test({
 
           for (const object of objects) {
             assert.equal(object.metadata?.namespace, undefined, `${describeObject(object)} should not pin a namespace`);
-            await create(client, { ...object, metadata: { ...object.metadata, namespace: sampleNamespace } }, true);
+            const inNamespace = { ...object, metadata: { ...object.metadata, namespace: sampleNamespace } };
+            await createObject(client, inNamespace, { dryRun: true });
           }
         });
       }
@@ -304,26 +195,3 @@ Deno.test({
     }
   },
 });
-
-Deno.test({
-  name: "the kustomize subset renders the base as kustomize does",
-  ignore: !hasKubectl(),
-  fn: async () => {
-    const output = await new Deno.Command("kubectl", { args: ["kustomize", baseDir], stderr: "inherit" }).output();
-    assert.ok(output.success, "kubectl kustomize failed");
-    const expected = YAML.parseAllDocuments(new TextDecoder().decode(output.stdout)).map((document) => document.toJS());
-    const key = (object: KubernetesObject): string => describeObject(object);
-    const sorted = (objects: KubernetesObject[]): KubernetesObject[] =>
-      [...objects].sort((a, b) => key(a).localeCompare(key(b)));
-    assert.deepEqual(sorted(await renderKustomization(baseDir)), sorted(expected));
-  },
-});
-
-function hasKubectl(): boolean {
-  try {
-    return new Deno.Command("kubectl", { args: ["version", "--client"], stdout: "null", stderr: "null" }).outputSync()
-      .success;
-  } catch {
-    return false;
-  }
-}
