@@ -113,17 +113,18 @@ export interface RunnerGroupObject {
 
 const runnerGroupResource = { group: "gitea.bpg.pw", version: "v1alpha1", plural: "runnergroups" } as const;
 
-/** Creates a RunnerGroup with the given spec. */
+/** Creates a RunnerGroup with the given spec (and metadata labels). */
 export async function createRunnerGroup(
   custom: CustomObjectsApi,
   namespace: string,
   name: string,
   spec: Record<string, unknown>,
+  labels?: Record<string, string>,
 ): Promise<RunnerGroupObject> {
   return await custom.createNamespacedCustomObject({
     ...runnerGroupResource,
     namespace,
-    body: { apiVersion: "gitea.bpg.pw/v1alpha1", kind: "RunnerGroup", metadata: { name }, spec },
+    body: { apiVersion: "gitea.bpg.pw/v1alpha1", kind: "RunnerGroup", metadata: { name, labels }, spec },
   }) as RunnerGroupObject;
 }
 

@@ -97,6 +97,11 @@ export interface GiteaHarness {
   listJobs(scope: JobScope, options?: ListJobsOptions): Promise<GiteaJobPage>;
   /** All runners on the instance (admin API). */
   listRunners(): Promise<GiteaRunner[]>;
+  /**
+   * Cancels a workflow run as a user does, with the web UI's cancel action (Gitea 1.26's API has no cancel endpoint),
+   * signed in as the admin.
+   */
+  cancelRun(owner: string, repo: string, runId: number): Promise<void>;
   /** Stops the Gitea process, keeping its port and data (for outage tests). */
   stop(): Promise<void>;
   /** Starts a stopped Gitea again on the same port and data and waits until its API answers. */
@@ -590,6 +595,38 @@ class Harness implements GiteaHarness {
     }
   }
 
+  async cancelRun(owner: string, repo: string, runId: number): Promise<void> {
+    // Gitea 1.26 has no CSRF token: its cross-origin protection lets requests without Origin/Sec-Fetch-Site through.
+    const login = await fetch(`${this.url}user/login`, {
+      method: "POST",
+      body: new URLSearchParams({ user_name: adminUser.username, password: adminUser.password }),
+      redirect: "manual",
+      signal: AbortSignal.timeout(30_000),
+    });
+    await login.body?.cancel();
+    // The sign-in renews the session: Gitea sets i_like_gitea twice, and only the last one is signed in.
+    const jar = new Map<string, string>();
+    for (const cookie of login.headers.getSetCookie()) {
+      const pair = cookie.split(";")[0];
+      jar.set(pair.slice(0, pair.indexOf("=")), pair);
+    }
+    const cookies = [...jar.values()];
+    if (login.status !== 303 && login.status !== 302 || !jar.has("i_like_gitea")) {
+      throw new Error(`Cannot sign in to Gitea's web UI: ${login.status} ${login.headers.get("location") ?? ""}`);
+    }
+    const path = `${encodeURIComponent(owner)}/${encodeURIComponent(repo)}/actions/runs/${runId}/cancel`;
+    const response = await fetch(`${this.url}${path}`, {
+      method: "POST",
+      headers: { Cookie: cookies.join("; ") },
+      redirect: "manual",
+      signal: AbortSignal.timeout(30_000),
+    });
+    const text = await response.text();
+    if (!response.ok) {
+      throw new GiteaApiError(`Cannot cancel run ${runId}: ${response.status} ${text.slice(0, 300)}`, response.status);
+    }
+  }
+
   #tokenOf(user: string): string {
     const token = this.#userTokens.get(user);
     if (!token) throw new Error(`Cannot act as user "${user}": the harness did not create it`);
@@ -624,6 +661,8 @@ export interface TestRunnerEnv {
   GITEA_RUNNER_NAME?: string;
   GITEA_RUNNER_LABELS: string;
   GITEA_RUNNER_EPHEMERAL?: string;
+  /** "true": register, then exit (a runner whose pod died right after registering). */
+  TEST_RUNNER_REGISTER_ONLY?: string;
 }
 
 export interface TestRunnerProcess {

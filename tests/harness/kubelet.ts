@@ -28,6 +28,9 @@ export const managedByValue = "gitea-runner-operator";
 /** The container in a runner pod whose environment configures the runner. */
 export const runnerContainerName = "runner";
 
+/** Pod annotation: seconds the stand-in kubelet keeps the pod Pending before it starts the runner. */
+export const startDelayAnnotation = "test.gitea-runner-operator/start-delay-seconds";
+
 export interface RunnerKubeletOptions {
   kubeConfig: KubeConfig;
   /** The executable started for each runner pod, with the `runner` container's resolved environment. */
@@ -265,6 +268,13 @@ export async function startRunnerKubelet(options: RunnerKubeletOptions): Promise
 
     if (!process) {
       if (pod.status?.phase === "Succeeded" || pod.status?.phase === "Failed") return;
+      // A pod annotated with a start delay stays Pending that long, like one whose image is still being pulled.
+      const delaySeconds = Number(pod.metadata?.annotations?.[startDelayAnnotation] ?? "0");
+      const startAt = new Date(pod.metadata?.creationTimestamp ?? 0).getTime() + delaySeconds * 1000;
+      if (delaySeconds > 0 && Date.now() < startAt) {
+        later(startAt - Date.now(), () => enqueue(uid));
+        return;
+      }
       let env: Record<string, string>;
       try {
         env = await resolveRunnerEnv(core, pod);

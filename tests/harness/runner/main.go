@@ -181,6 +181,23 @@ func run(ctx context.Context, cfg config) error {
 	}
 	c.uuid, c.token = registered.Msg.Runner.Uuid, registered.Msg.Runner.Token
 	log.Printf("registered runner %q (id %d, labels %v, ephemeral %v)", cfg.name, registered.Msg.Runner.Id, cfg.labels, cfg.ephemeral)
+	// Test hooks: TEST_RUNNER_REGISTER_ONLY leaves a registration that never reached Gitea again (a runner whose pod
+	// died right after registering); TEST_RUNNER_FETCH_DELAY holds a registered runner idle before it asks for a task.
+	if os.Getenv("TEST_RUNNER_REGISTER_ONLY") == "true" {
+		return nil
+	}
+	if raw := os.Getenv("TEST_RUNNER_FETCH_DELAY"); raw != "" {
+		delay, err := time.ParseDuration(raw)
+		if err != nil {
+			return fmt.Errorf("cannot parse TEST_RUNNER_FETCH_DELAY %q: %w", raw, err)
+		}
+		log.Printf("waiting %s before asking for a task", delay)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+	}
 
 	if _, err := retry(ctx, "declare labels", func(ctx context.Context) (*connect.Response[runnerv1.DeclareResponse], error) {
 		return c.rpc.Declare(ctx, request(c, &runnerv1.DeclareRequest{Version: version, Labels: cfg.labels}))

@@ -1,0 +1,305 @@
+/**
+ * No ghost runners, a warm pool, and a shard: against a real Gitea and a real cluster.
+ *
+ * - A warm pool (`minIdleRunners: 1`) keeps one registered idle runner; it takes the next job at once and is topped
+ *   up again; lowering the pool to 0 removes the idle runner and its registration.
+ * - A run is cancelled (with the web UI's cancel action) while one runner pod is still starting (Pending) and another
+ *   runner is registered but idle: both runner Jobs are removed, and the registered one's registration too, with an
+ *   event and a metric each; the starting pod never runs a runner.
+ * - A registration named like the group's runners whose runner Job is gone (a pod that died right after registering)
+ *   is deleted from Gitea; a registration with another name is left alone.
+ * - `--group-selector tier=ci`: a group without that label is not reconciled, and its queued job gets no runner.
+ */
+import assert from "node:assert/strict";
+import { PatchStrategy, setHeaderOptions, type V1Job } from "@kubernetes/client-node";
+import type { GiteaJob } from "../harness/gitea.ts";
+import { runTestRunner } from "../harness/gitea.ts";
+import {
+  createRunnerGroup,
+  type Environment,
+  getRunnerGroup,
+  setUpRepository,
+  startEnvironment,
+  waitForFirstPoll,
+} from "../harness/environment.ts";
+import { startDelayAnnotation } from "../harness/kubelet.ts";
+import { type OperatorProcess, startOperator } from "../harness/operator.ts";
+import { eventually } from "../harness/wait.ts";
+
+const namespace = "cleanup";
+const repoScope = { kind: "repo", owner: "acme", repo: "app" } as const;
+const groupLabel = "gitea.bpg.pw/runnergroup-name";
+
+/** A workflow that runs only when its own file changes, so pushing one file starts one run. */
+function workflow(file: string, jobs: Record<string, string>): string {
+  const body = Object.entries(jobs).map(([name, runsOn]) =>
+    `  ${name}:\n    runs-on: ${runsOn}\n    steps:\n      - run: echo ${name}\n`
+  ).join("");
+  return `on:\n  push:\n    paths: [".gitea/workflows/${file}"]\njobs:\n${body}`;
+}
+
+async function runnerJobs(env: Environment, group?: string): Promise<V1Job[]> {
+  const list = await env.batch.listNamespacedJob({
+    namespace,
+    ...(group ? { labelSelector: `${groupLabel}=${group}` } : {}),
+  });
+  return list.items;
+}
+
+const isActive = (job: V1Job): boolean =>
+  !job.metadata?.deletionTimestamp &&
+  !(job.status?.conditions ?? []).some((c) => (c.type === "Complete" || c.type === "Failed") && c.status === "True");
+
+async function jobsNamed(env: Environment, names: string[]): Promise<GiteaJob[]> {
+  const page = await env.gitea.listJobs(repoScope, { limit: 50 });
+  return page.jobs.filter((job) => names.includes(job.name));
+}
+
+async function registrationNames(env: Environment): Promise<string[]> {
+  return (await env.gitea.listRunners()).map((runner) => runner.name).sort();
+}
+
+async function eventReasons(env: Environment, group: string): Promise<string[]> {
+  const events = await env.core.listNamespacedEvent({ namespace });
+  return events.items.filter((event) => event.involvedObject.name === group).map((event) => event.reason ?? "");
+}
+
+function metricValue(text: string, name: string, group: string): number {
+  const line = text.split("\n").find((row) => row.startsWith(`${name}{`) && row.includes(`runnergroup="${group}"`));
+  return line === undefined ? 0 : Number(line.split(" ").at(-1));
+}
+
+Deno.test({
+  name: "no ghost runners: cancelled runs and orphan registrations are cleaned up; warm pool; group selector",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn(t): Promise<void> {
+    const env = await startEnvironment();
+    let operator: OperatorProcess | undefined;
+    const detail = async (): Promise<string> =>
+      `operator log:\n${await operator?.logTail(40)}\nrunner Jobs: ${
+        (await runnerJobs(env)).map((job) => job.metadata?.name).join(", ")
+      }`;
+    // Never more active runner Jobs than a group's limit, checked all along.
+    const limits: Record<string, number> = { starting: 2, idle: 2, pool: 2 };
+    const overLimit: string[] = [];
+    let monitoring = true;
+    const monitor = (async () => {
+      while (monitoring) {
+        const active = (await runnerJobs(env).catch(() => [])).filter(isActive);
+        for (const [group, limit] of Object.entries(limits)) {
+          const count = active.filter((job) => job.metadata?.labels?.[groupLabel] === group).length;
+          if (count > limit) overLimit.push(`${group}: ${count}`);
+        }
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+    })();
+    try {
+      const { gitea, custom } = env;
+      await setUpRepository(env, { org: "acme", repo: "app", namespace });
+      const base = {
+        scope: "repo",
+        org: "acme",
+        repo: "app",
+        giteaURL: gitea.url.replace(/\/$/, ""),
+        defaultLabels: false,
+        maxActiveRunners: 2,
+        authToken: { name: "tokens", key: "api" },
+        registrationToken: { name: "tokens", key: "registration" },
+      };
+      const ci = { tier: "ci" };
+      // Runner pods of "starting" stay Pending for 10 minutes, like pods whose image is being pulled.
+      await createRunnerGroup(custom, namespace, "starting", {
+        ...base,
+        labels: ["slow-start"],
+        template: { podAnnotations: { [startDelayAnnotation]: "600" } },
+      }, ci);
+      // Runners of "idle" register, then wait 10 minutes before asking for a task.
+      await createRunnerGroup(custom, namespace, "idle", {
+        ...base,
+        labels: ["slow-fetch"],
+        template: { env: [{ name: "TEST_RUNNER_FETCH_DELAY", value: "10m" }] },
+      }, ci);
+      await createRunnerGroup(custom, namespace, "pool", { ...base, labels: ["pool"], minIdleRunners: 1 }, ci);
+      await createRunnerGroup(custom, namespace, "other", { ...base, labels: ["sharded"] }, { tier: "batch" });
+
+      operator = await startOperator({
+        kubeconfigPath: env.cluster.kubeconfigPath,
+        dir: env.dir,
+        args: [
+          "--namespaces",
+          namespace,
+          "--group-selector",
+          "tier=ci",
+          "--poll-interval",
+          "2s",
+          "--resync-interval",
+          "10s",
+          "--idle-runner-grace",
+          "5s",
+        ],
+      });
+      const port = await operator.port();
+      for (const group of ["starting", "idle", "pool"]) await waitForFirstPoll(custom, namespace, group);
+
+      await t.step("the warm pool keeps one registered idle runner", async () => {
+        await eventually("runner pool-warm-0 registered in Gitea", async () => {
+          return (await registrationNames(env)).includes("pool-warm-0");
+        }, { timeoutMs: 60_000, detail });
+        const jobs = (await runnerJobs(env, "pool")).filter(isActive);
+        assert.deepEqual(jobs.map((job) => job.metadata?.name), ["pool-warm-0"]);
+        assert.equal(jobs[0].metadata?.labels?.["gitea.bpg.pw/warm"], "true");
+        await eventually("status.idleRunners 1", async () => {
+          const group = await getRunnerGroup(custom, namespace, "pool");
+          return (group.status as { idleRunners?: number } | undefined)?.idleRunners === 1;
+        }, { timeoutMs: 30_000, detail });
+      });
+
+      await t.step("the warm runner takes the next job at once, and the pool is topped up", async () => {
+        await gitea.pushWorkflow(
+          "acme",
+          "app",
+          ".gitea/workflows/pool.yaml",
+          workflow("pool.yaml", { pooled: "pool" }),
+        );
+        const done = await eventually("job pooled to succeed", async () => {
+          const [job] = await jobsNamed(env, ["pooled"]);
+          return job?.status === "completed" ? job : undefined;
+        }, { timeoutMs: 120_000, detail });
+        assert.equal(done.conclusion, "success");
+        // Gitea hands the job to whichever warm runner asks first: warm-0, or warm-1 that replaced it in the pool.
+        assert.match(done.runner_name, /^pool-warm-\d+$/, "a warm-pool runner ran it");
+        const forJob = (await runnerJobs(env, "pool")).filter((job) =>
+          job.metadata?.labels?.["gitea.bpg.pw/job-id"] !== undefined
+        );
+        assert.deepEqual(forJob.map((job) => job.metadata?.name), [], "the job got no runner Job of its own");
+        await eventually("a new idle warm runner registered", async () => {
+          const active = (await runnerJobs(env, "pool")).filter(isActive).map((job) => job.metadata?.name);
+          return active.length === 1 && active[0] !== done.runner_name &&
+            (await registrationNames(env)).includes(active[0]!);
+        }, { timeoutMs: 60_000, detail });
+      });
+
+      let cancelled: GiteaJob[] = [];
+      await t.step("a cancelled run leaves no starting pod and no idle registered runner behind", async () => {
+        await gitea.pushWorkflow(
+          "acme",
+          "app",
+          ".gitea/workflows/cancel.yaml",
+          workflow("cancel.yaml", { slow: "slow-start", held: "slow-fetch", sharded: "sharded" }),
+        );
+        const jobs = await eventually("the three jobs queued", async () => {
+          const found = await jobsNamed(env, ["slow", "held", "sharded"]);
+          return found.length === 3 ? found : undefined;
+        }, { timeoutMs: 60_000 });
+        const id = (name: string): number => jobs.find((job) => job.name === name)!.id;
+        const startingJob = `starting-${id("slow")}`;
+        const idleJob = `idle-${id("held")}`;
+        await eventually(`runner Jobs ${startingJob} and ${idleJob}, and ${idleJob} registered`, async () => {
+          const names = (await runnerJobs(env)).map((job) => job.metadata?.name);
+          return names.includes(startingJob) && names.includes(idleJob) &&
+            (await registrationNames(env)).includes(idleJob);
+        }, { timeoutMs: 90_000, detail });
+        const pods = await env.core.listNamespacedPod({ namespace, labelSelector: `${groupLabel}=starting` });
+        assert.deepEqual(pods.items.map((pod) => pod.status?.phase), ["Pending"], "the starting pod is Pending");
+
+        await gitea.cancelRun("acme", "app", jobs[0].run_id);
+        cancelled = await eventually("the run's jobs cancelled", async () => {
+          const found = await jobsNamed(env, ["slow", "held", "sharded"]);
+          return found.every((job) => job.status === "completed") ? found : undefined;
+        }, { timeoutMs: 30_000 });
+        assert.deepEqual(cancelled.map((job) => job.conclusion), ["cancelled", "cancelled", "cancelled"]);
+
+        await eventually("both runner Jobs and their pods gone", async () => {
+          const names = (await runnerJobs(env)).map((job) => job.metadata?.name);
+          const pods = await env.core.listNamespacedPod({ namespace });
+          const podGroups = pods.items.map((pod) => pod.metadata?.labels?.[groupLabel]);
+          return !names.includes(startingJob) && !names.includes(idleJob) && !podGroups.includes("starting") &&
+            !podGroups.includes("idle");
+        }, { timeoutMs: 60_000, detail });
+        assert.ok(!(await registrationNames(env)).includes(idleJob), `registration ${idleJob} is gone from Gitea`);
+        assert.equal(
+          env.kubelet.started.filter((pod) => pod.runnerGroup === "starting").length,
+          0,
+          "the starting pod never ran a runner",
+        );
+        for (const group of ["starting", "idle"]) {
+          assert.ok(
+            (await eventReasons(env, group)).includes("IdleRunnerRemoved"),
+            `event IdleRunnerRemoved on ${group}`,
+          );
+        }
+      });
+
+      await t.step(
+        "an offline registration of a gone runner Job is deleted; other registrations are kept",
+        async () => {
+          const token = await gitea.registrationToken(repoScope);
+          for (const name of ["idle-999999", "hand-made-runner"]) {
+            const runner = runTestRunner(env.tools.testRunner, {
+              GITEA_INSTANCE_URL: gitea.url,
+              GITEA_RUNNER_REGISTRATION_TOKEN: token,
+              GITEA_RUNNER_NAME: name,
+              GITEA_RUNNER_LABELS: "slow-fetch",
+              GITEA_RUNNER_EPHEMERAL: "true",
+              TEST_RUNNER_REGISTER_ONLY: "true",
+            });
+            const exit = await runner.exited;
+            assert.equal(exit.code, 0, exit.output);
+          }
+          assert.ok((await registrationNames(env)).includes("idle-999999"));
+          await eventually("registration idle-999999 deleted", async () => {
+            return !(await registrationNames(env)).includes("idle-999999");
+          }, { timeoutMs: 60_000, detail });
+          assert.ok(
+            (await registrationNames(env)).includes("hand-made-runner"),
+            "a registration of another name stays",
+          );
+          assert.ok((await eventReasons(env, "idle")).includes("RunnerRegistrationRemoved"));
+        },
+      );
+
+      await t.step("the group outside the selector was never reconciled; its job got no runner", async () => {
+        const other = await getRunnerGroup(custom, namespace, "other");
+        assert.equal(other.status, undefined, "no status written for group other");
+        assert.deepEqual((await runnerJobs(env, "other")).map((job) => job.metadata?.name), []);
+        assert.ok(cancelled.some((job) => job.name === "sharded"), "its job was queued during the step before");
+      });
+
+      await t.step("metrics count the removals", async () => {
+        const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+        assert.equal(metricValue(text, "gitea_runner_operator_idle_runners_removed_total", "starting"), 1);
+        assert.equal(metricValue(text, "gitea_runner_operator_idle_runners_removed_total", "idle"), 1);
+        assert.equal(metricValue(text, "gitea_runner_operator_runner_registrations_removed_total", "idle"), 1);
+        assert.equal(metricValue(text, "gitea_runner_operator_idle_runners", "pool"), 1);
+      });
+
+      await t.step("lowering minIdleRunners to 0 removes the idle warm runner and its registration", async () => {
+        await custom.patchNamespacedCustomObject(
+          {
+            group: "gitea.bpg.pw",
+            version: "v1alpha1",
+            namespace,
+            plural: "runnergroups",
+            name: "pool",
+            body: { spec: { minIdleRunners: 0 } },
+          },
+          setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+        );
+        await eventually("no active pool runner and no pool registration", async () => {
+          const active = (await runnerJobs(env, "pool")).filter(isActive);
+          const names = await registrationNames(env);
+          return active.length === 0 && !names.some((name) => name.startsWith("pool-warm-"));
+        }, { timeoutMs: 60_000, detail });
+      });
+
+      assert.deepEqual(overLimit, [], "a group had more active runner Jobs than its maxActiveRunners");
+      assert.equal(await operator.stop("SIGTERM"), 0);
+    } finally {
+      monitoring = false;
+      await monitor;
+      if (operator?.running()) await operator.stop("SIGKILL");
+      await env.dispose();
+    }
+  },
+});
