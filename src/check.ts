@@ -153,6 +153,32 @@ export async function runCheck({ config, print, kube }: CheckOptions): Promise<n
           : `      ${what}: not this group, it lacks the label${missing.length > 1 ? "s" : ""} ${missing.join(", ")}`,
       );
     }
+    // The runners API needs what the registration token needs: the scope's owner (or a site administrator).
+    try {
+      const runners = await client.listRunners(target.endpoint);
+      print(
+        ok(`The token can manage the scope's runners (${runners.length} registered): ghost runners are cleaned up`),
+      );
+    } catch (error) {
+      if (!(error instanceof ForgeError)) throw error;
+      print(note(
+        `The token cannot manage the scope's runners (${error.kind}): idle runners and stale registrations ` +
+          "will not be cleaned up",
+      ));
+    }
+    if (!spec.registrationToken) {
+      try {
+        await client.createRegistrationToken(target.endpoint);
+        print(ok("The token can obtain the scope's runner registration token"));
+      } catch (error) {
+        if (!(error instanceof ForgeError)) throw error;
+        print(bad(
+          `The token cannot obtain the scope's runner registration token (${error.kind}): set ` +
+            "spec.registrationToken, or use a token of the scope's owner or a site administrator",
+        ));
+        return 1;
+      }
+    }
   } catch (error) {
     if (!(error instanceof ForgeError)) throw error;
     print(bad(`${error.kind}: ${error.message}`));

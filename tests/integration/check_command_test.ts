@@ -86,6 +86,30 @@ Deno.test({
         assert.ok(!output.includes(gitea.adminToken) && !output.includes(registration), "no token is printed");
       });
 
+      await t.step(
+        "a token that reads jobs but cannot manage runners: a note, and FAIL without registrationToken",
+        async () => {
+          const readerToken = await gitea.createUser("reader");
+          await gitea.api("PUT", "repos/acme/app/collaborators/reader", { permission: "read" });
+          let { code, output } = await check(await write("reader", readerToken));
+          assert.equal(code, 0, output);
+          assert.match(output, /^ok {4}The token can list the scope's jobs: 2 queued/m);
+          assert.match(output, /^note {2}The token cannot manage the scope's runners \(Forbidden\)/m);
+          ({ code, output } = await check(
+            await write("reader-managed", readerToken, { registrationToken: undefined }),
+          ));
+          assert.equal(code, 1, output);
+          assert.match(output, /^FAIL {2}The token cannot obtain the scope's runner registration token \(Forbidden\)/m);
+          // The admin's token can do both.
+          ({ code, output } = await check(
+            await write("admin-managed", gitea.adminToken, { registrationToken: undefined }),
+          ));
+          assert.equal(code, 0, output);
+          assert.match(output, /^ok {4}The token can manage the scope's runners \(\d+ registered\)/m);
+          assert.match(output, /^ok {4}The token can obtain the scope's runner registration token$/m);
+        },
+      );
+
       await t.step("a rejected token: exit 1 and the reason", async () => {
         const { code, output } = await check(await write("bad-token", "not-a-real-token-0123456789"));
         assert.equal(code, 1, output);
