@@ -263,7 +263,7 @@ export class RunnerGroupReconciler {
     const namesInUse = new Set(
       allRunnerJobs.filter((job) => job.metadata?.namespace === namespace).map((job) => job.metadata?.name),
     );
-    for (let slot = 0, made = 0; made < plan.createWarm && slot < spec.maxActiveRunners * 4 + 8; slot++) {
+    for (let slot = 0, made = 0; made < plan.createWarm && slot <= namesInUse.size + plan.createWarm; slot++) {
       if (namesInUse.has(warmRunnerJobName(name, slot))) continue;
       made++;
       if (await this.#createRunnerJob(context, forge, { warmSlot: slot }, undefined, target)) created++;

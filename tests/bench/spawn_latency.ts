@@ -7,8 +7,20 @@
  * Latency is measured from the moment Gitea's API accepted the push (the jobs are queued while it handles it) to the
  * moment a watcher polling the Job list every 100 ms first sees the job's runner Job, so figures carry up to ~0.1 s of
  * observation delay; Gitea's and Kubernetes' own timestamps have only second resolution.
+ *
+ * A second table shows what the warm pool (`minIdleRunners`) buys: start latency, from the push to Gitea reporting the
+ * job in progress (a runner took it), for 20 jobs pushed one after another, without and with a pool of 2, both in push
+ * mode. The stand-in kubelet starts runner processes at once; a real node adds image pull and container start to every
+ * cold start, which the pool avoids too.
  */
-import { createRunnerGroup, setUpRepository, startEnvironment, waitForFirstPoll } from "../harness/environment.ts";
+import {
+  createRunnerGroup,
+  getRunnerGroup,
+  setUpRepository,
+  startEnvironment,
+  waitForFirstPoll,
+} from "../harness/environment.ts";
+import { eventually } from "../harness/wait.ts";
 import { type OperatorProcess, startOperator } from "../harness/operator.ts";
 
 const jobs = 20;
@@ -108,6 +120,88 @@ try {
       } s, p95 ${percentile(latencies, 95).toFixed(2)} s, min ${latencies[0].toFixed(2)} s, max ${
         latencies.at(-1)!.toFixed(2)
       } s, n=${latencies.length}`,
+    );
+  }
+
+  /** The status of the newest job named `name`, looking through every page of the repository's jobs. */
+  const jobStatus = async (name: string): Promise<string | undefined> => {
+    for (let page = 1;; page++) {
+      const answer = await gitea.listJobs({ kind: "repo", owner: "acme", repo: "bench" }, { limit: 50, page });
+      const job = answer.jobs.find((entry) => entry.name === name);
+      if (job) return job.status;
+      if (answer.jobs.length < 50) return undefined;
+    }
+  };
+
+  const measureStart = async (mode: "cold" | "warm"): Promise<number[]> => {
+    const label = `bench-${mode}`;
+    const pool = mode === "warm" ? 2 : 0;
+    await createRunnerGroup(custom, namespace, mode, {
+      scope: "repo",
+      org: "acme",
+      repo: "bench",
+      giteaURL: gitea.url.replace(/\/$/, ""),
+      labels: [label],
+      defaultLabels: false,
+      maxActiveRunners: 4,
+      minIdleRunners: pool,
+      registrationToken: { name: "tokens", key: "registration" },
+      authToken: { name: "tokens", key: "api" },
+    });
+    operator = await startOperator({
+      kubeconfigPath: env.cluster.kubeconfigPath,
+      dir: env.dir,
+      name: `operator-${mode}`,
+      args: ["--namespaces", namespace, "--poll-interval", "10m", "--webhook-secret", `${namespace}/tokens:webhook`],
+    });
+    const port = await operator.port();
+    await waitForFirstPoll(custom, namespace, mode);
+    await gitea.api("POST", "repos/acme/bench/hooks", {
+      type: "gitea",
+      active: true,
+      events: ["workflow_job"],
+      config: { url: `http://127.0.0.1:${port}/webhooks/gitea`, content_type: "json", secret: webhookSecret },
+    });
+    const latencies: number[] = [];
+    for (let n = 1; n <= jobs; n++) {
+      // Jobs arrive slower than the pool refills: wait until it is full again.
+      await eventually(`${pool} idle runners registered`, async () => {
+        const group = await getRunnerGroup(custom, namespace, mode);
+        const idle = (group.status as { idleRunners?: number } | undefined)?.idleRunners ?? 0;
+        const registered = (await gitea.listRunners()).filter((runner) => runner.name.startsWith(`${mode}-warm-`));
+        return idle === pool && registered.length >= pool;
+      }, { timeoutMs: 120_000 });
+      const name = `${mode}${n}`;
+      const path = `.gitea/workflows/${name}.yaml`;
+      await gitea.pushWorkflow(
+        "acme",
+        "bench",
+        path,
+        `on:\n  push:\n    paths: ["${path}"]\njobs:\n  ${name}:\n    runs-on: ${label}\n    steps:\n      - run: echo\n`,
+      );
+      const pushedAt = performance.now();
+      await eventually(`job ${name} started`, async () => {
+        const status = await jobStatus(name);
+        return status !== undefined && status !== "queued" && status !== "waiting";
+      }, { timeoutMs: 120_000, intervalMs: 100 });
+      latencies.push((performance.now() - pushedAt) / 1000);
+      await eventually(`job ${name} done`, async () => (await jobStatus(name)) === "completed", { timeoutMs: 120_000 });
+    }
+    await operator.stop("SIGTERM");
+    operator = undefined;
+    return latencies.sort((a, b) => a - b);
+  };
+
+  say(`Start latency over ${jobs} jobs pushed one at a time (push accepted -> job in progress), push mode, seconds:`);
+  for (const mode of ["cold", "warm"] as const) {
+    const latencies = await measureStart(mode);
+    say(
+      `${mode === "cold" ? "no warm pool    " : "minIdleRunners 2"}: median ${
+        percentile(latencies, 50).toFixed(2)
+      } s, ` +
+        `p95 ${percentile(latencies, 95).toFixed(2)} s, min ${latencies[0].toFixed(2)} s, max ${
+          latencies.at(-1)!.toFixed(2)
+        } s, n=${latencies.length}`,
     );
   }
 } finally {

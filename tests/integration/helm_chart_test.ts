@@ -57,6 +57,7 @@ const customValues = {
   rbac: { create: true, scope: "namespace" },
   serviceAccount: { create: true, name: "ci-operator", annotations: { "example.com/role": "ci" } },
   pollInterval: "30s",
+  idleRunnerGrace: "45s",
   logLevel: "debug",
   logFormat: "text",
   runnerImage: "docker.gitea.com/act_runner:0.2.13",
@@ -324,6 +325,7 @@ Deno.test({
         assert.equal(config.groupSelector, customValues.groupSelector);
         assert.equal(config.leaderElect, false);
         assert.equal(config.pollInterval, 30_000);
+        assert.equal(config.idleRunnerGrace, 45_000);
         assert.equal(config.logLevel, "debug");
         assert.equal(config.logFormat, "text");
         assert.equal(config.runnerImage, customValues.runnerImage);
