@@ -1,5 +1,6 @@
 /** Kubernetes connection: kubeconfig loading and the typed API clients the operator uses. */
 import { ApiException, BatchV1Api, CoreV1Api, CustomObjectsApi, KubeConfig } from "@kubernetes/client-node";
+import { createHash } from "node:crypto";
 import { Agent } from "undici";
 
 export interface KubeClients {
@@ -39,10 +40,19 @@ type KubeConfigInternals = {
 export function useHttp1(kubeConfig: KubeConfig): KubeConfig {
   const internals = kubeConfig as unknown as KubeConfigInternals;
   const original = internals.createDispatcher.bind(kubeConfig);
+  // The client asks for a dispatcher on every request; one Agent per distinct TLS setup keeps connections alive and
+  // reused instead of opening (and leaving idle) a new one each time.
+  const agents = new Map<string, Agent>();
   internals.createDispatcher = (cluster, agentOptions) => {
     const options = internals.createDispatcherOptions(cluster, agentOptions);
     if (options.type !== "agent") return original(cluster, agentOptions);
-    return new Agent({ connect: options.connect, allowH2: false });
+    const key = createHash("sha256").update(JSON.stringify(options.connect ?? {})).digest("hex");
+    let agent = agents.get(key);
+    if (!agent) {
+      agent = new Agent({ connect: options.connect, allowH2: false });
+      agents.set(key, agent);
+    }
+    return agent;
   };
   return kubeConfig;
 }

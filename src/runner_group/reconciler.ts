@@ -297,24 +297,26 @@ export class RunnerGroupReconciler {
     if (snapshot?.error) {
       await this.#options.events.record(target, "Warning", `Forge${snapshot.error.kind}`, snapshot.error.message);
     }
-    const idleNow = plan.idle.length - removed + plan.createWarm;
+    const idleNow = Math.max(0, plan.idle.length - removed + plan.createWarm);
+    // Without a usable answer from the forge, the last known queued and idle counts stay (in status and metrics).
     await this.#writeStatus(group, observations, {
       activeRunners: plan.active + created - removed,
-      queuedJobs: plan.queued,
-      idleRunners: Math.max(0, idleNow),
+      ...(usable ? { queuedJobs: plan.queued, idleRunners: idleNow } : {}),
       ...(snapshot && snapshot.checkedAt > 0 ? { lastCheckTime: new Date(snapshot.checkedAt).toISOString() } : {}),
     }, now);
 
     this.#options.metrics?.activeRunners.set({ namespace, runnergroup: name }, plan.active + created - removed);
-    this.#options.metrics?.queuedJobs.set({ namespace, runnergroup: name }, plan.queued);
-    this.#options.metrics?.idleRunners.set({ namespace, runnergroup: name }, Math.max(0, idleNow));
+    if (usable) {
+      this.#options.metrics?.queuedJobs.set({ namespace, runnergroup: name }, plan.queued);
+      this.#options.metrics?.idleRunners.set({ namespace, runnergroup: name }, idleNow);
+    }
     log.debug(
       "Reconciled: {active} active, {queued} queued, {idle} idle, {created} created, {removed} removed, " +
         "{waiting} waiting for capacity",
       {
         active: plan.active + created - removed,
         queued: plan.queued,
-        idle: Math.max(0, idleNow),
+        idle: idleNow,
         created,
         removed,
         waiting: plan.waitingForCapacity,
