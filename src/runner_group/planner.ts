@@ -176,6 +176,19 @@ export function planRunnerJobs(input: PlanInput): Plan {
   const warmTarget = Math.min(input.minIdleRunners ?? 0, input.maxActiveRunners);
   const room = Math.max(0, input.maxActiveRunners - active - plan.create.length);
   plan.createWarm = Math.min(room, Math.max(0, warmTarget - leftover));
+  // Warm runners that fail (a bad image, a wrong token) are not replaced in a tight loop: after each failure still
+  // on record, the next one waits the retry delay, doubling.
+  const warmFailures = input.runnerJobs.filter((record) =>
+    record.forgeJobId === undefined && record.state === "failed"
+  );
+  if (plan.createWarm > 0 && warmFailures.length > 0) {
+    const lastFailure = Math.max(...warmFailures.map((record) => record.finishedAt ?? input.now));
+    const retryAt = lastFailure + retryDelay(warmFailures.length, input.retry);
+    if (input.now < retryAt) {
+      plan.createWarm = 0;
+      wake(retryAt);
+    } else plan.createWarm = Math.min(plan.createWarm, 1);
+  }
 
   // Idle runners beyond the pool (or beyond a lowered limit) are removed once idle for the grace period, longest
   // idle first. Unknown idle times count as "just now": a restart only delays removal.

@@ -305,3 +305,27 @@ Deno.test("lowering maxActiveRunners below the active count removes idle runners
   assert.deepEqual(plan.remove.sort(), ["g-warm-0", "g-warm-2"]);
   assert.equal(plan.createWarm, 0);
 });
+
+Deno.test("failing warm runners are replaced one at a time, after a doubling delay", () => {
+  const failed = (slot: number, finishedAt: number): RunnerJobRecord => ({
+    name: `g-warm-${slot}`,
+    attempt: 0,
+    state: "failed",
+    finishedAt,
+  });
+  // One failure 5 s ago: the base delay (10 s) has not passed.
+  let plan = planRunnerJobs(input({ minIdleRunners: 2, runnerJobs: [failed(0, now - 5_000)], demand: demandOf([]) }));
+  assert.equal(plan.createWarm, 0);
+  assert.equal(plan.wakeAt, now + 5_000);
+  // Once it has, one runner at a time.
+  plan = planRunnerJobs(input({ minIdleRunners: 2, runnerJobs: [failed(0, now - 10_000)], demand: demandOf([]) }));
+  assert.equal(plan.createWarm, 1);
+  // Three failures on record: 40 s after the last.
+  const three = [failed(0, now - 60_000), failed(1, now - 50_000), failed(2, now - 30_000)];
+  plan = planRunnerJobs(input({ minIdleRunners: 2, runnerJobs: three, demand: demandOf([]) }));
+  assert.equal(plan.createWarm, 0);
+  assert.equal(plan.wakeAt, now + 10_000);
+  // Queued jobs still get their runners meanwhile.
+  plan = planRunnerJobs(input({ minIdleRunners: 2, runnerJobs: three, demand: demandOf([job(3)]) }));
+  assert.deepEqual(createdIds(plan), [3]);
+});
