@@ -19,8 +19,19 @@ export function loadKubeConfig(path: string, env: (name: string) => string | und
   if (path !== "") kubeConfig.loadFromFile(path);
   else if (env("KUBERNETES_SERVICE_HOST")) kubeConfig.loadFromCluster();
   else kubeConfig.loadFromDefault();
-  if (!kubeConfig.getCurrentCluster()) {
-    throw new Error(`Cannot load a kubeconfig${path ? ` from "${path}"` : ""}: no current cluster`);
+  return prepareKubeConfig(kubeConfig, path ? ` from "${path}"` : "");
+}
+
+/** Checks a loaded kubeconfig can be used, and makes its clients talk HTTP/1.1 (see {@linkcode useHttp1}). */
+export function prepareKubeConfig(kubeConfig: KubeConfig, source = ""): KubeConfig {
+  const cluster = kubeConfig.getCurrentCluster();
+  if (!cluster) throw new Error(`Cannot load a kubeconfig${source}: no current cluster`);
+  // Watches run on Deno's own fetch (see watch.ts), which always verifies the server's certificate.
+  if (cluster.skipTLSVerify) {
+    throw new Error(
+      `Cluster "${cluster.name}" has insecure-skip-tls-verify, which the operator does not support: give its CA ` +
+        "(certificate-authority or certificate-authority-data) instead",
+    );
   }
   return useHttp1(kubeConfig);
 }
