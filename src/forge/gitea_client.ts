@@ -124,6 +124,17 @@ export function jobsPathTemplate(endpoint: JobsEndpoint): string {
   }
 }
 
+function toRegistration(runner: z.infer<typeof runnerSchema>): RunnerRegistration {
+  return {
+    id: runner.id,
+    name: runner.name,
+    online: runner.status === "online",
+    busy: runner.busy,
+    disabled: runner.disabled,
+    ephemeral: runner.ephemeral,
+  };
+}
+
 /** Path of the runners list of an endpoint's scope, relative to `/api/v1`. */
 export function runnersPath(endpoint: JobsEndpoint): string {
   return jobsPath(endpoint).replace(/\/jobs$/, "/runners");
@@ -200,16 +211,7 @@ export class GiteaClient {
         `List runners at ${path}`,
         runnersPageSchema,
       );
-      for (const runner of body.value.runners) {
-        result.push({
-          id: runner.id,
-          name: runner.name,
-          online: runner.status === "online",
-          busy: runner.busy,
-          disabled: runner.disabled,
-          ephemeral: runner.ephemeral,
-        });
-      }
+      result.push(...body.value.runners.map(toRegistration));
       if (body.value.runners.length < pageSize || page * pageSize >= body.value.total_count) break;
     }
     return result;
@@ -226,15 +228,7 @@ export class GiteaClient {
       "PATCH",
       { disabled },
     );
-    const runner = body.value;
-    return {
-      id: runner.id,
-      name: runner.name,
-      online: runner.status === "online",
-      busy: runner.busy,
-      disabled: runner.disabled,
-      ephemeral: runner.ephemeral,
-    };
+    return toRegistration(body.value);
   }
 
   /** Removes a runner registration; a registration that is gone already is not an error. */

@@ -46,34 +46,49 @@ try {
     extraSecretData: { webhook: webhookSecret },
   });
 
-  const measure = async (mode: "poll" | "push", extraArgs: string[]): Promise<number[]> => {
-    const label = `bench-${mode}`;
+  /** Creates the group `mode` (runner label `bench-<mode>`), starts an operator for it, returns its port. */
+  const startGroupAndOperator = async (
+    mode: string,
+    spec: Record<string, unknown>,
+    args: string[],
+  ): Promise<number> => {
     await createRunnerGroup(custom, namespace, mode, {
       scope: "repo",
       org: "acme",
       repo: "bench",
       giteaURL: gitea.url.replace(/\/$/, ""),
-      labels: [label],
+      labels: [`bench-${mode}`],
       defaultLabels: false,
-      maxActiveRunners: jobs,
       registrationToken: { name: "tokens", key: "registration" },
       authToken: { name: "tokens", key: "api" },
+      ...spec,
     });
     operator = await startOperator({
       kubeconfigPath: env.cluster.kubeconfigPath,
       dir: env.dir,
       name: `operator-${mode}`,
-      args: ["--namespaces", namespace, "--log-level", "info", ...extraArgs],
+      args: ["--namespaces", namespace, ...args],
     });
     const port = await operator.port();
     await waitForFirstPoll(custom, namespace, mode);
+    return port;
+  };
+
+  /** A repository webhook for workflow_job events to the operator on `port`. */
+  const addWebhook = async (port: number): Promise<void> => {
+    await gitea.api("POST", "repos/acme/bench/hooks", {
+      type: "gitea",
+      active: true,
+      events: ["workflow_job"],
+      config: { url: `http://127.0.0.1:${port}/webhooks/gitea`, content_type: "json", secret: webhookSecret },
+    });
+  };
+
+  const measure = async (mode: "poll" | "push", extraArgs: string[]): Promise<number[]> => {
+    const label = `bench-${mode}`;
+    const port = await startGroupAndOperator(mode, { maxActiveRunners: jobs }, ["--log-level", "info", ...extraArgs]);
     if (mode === "push") {
-      await gitea.api("POST", "repos/acme/bench/hooks", {
-        type: "gitea",
-        active: true,
-        events: ["workflow_job"],
-        config: { url: `http://127.0.0.1:${port}/webhooks/gitea`, content_type: "json", secret: webhookSecret },
-      });
+      await addWebhook(port);
     } else {
       // Start at a random point of the poll cycle, as a real push would.
       await new Promise((resolve) => setTimeout(resolve, Math.random() * 10_000));
@@ -101,7 +116,7 @@ try {
       if (performance.now() - pushedAt > 180_000) throw new Error(`Only ${seen.size} of ${jobs} runner Jobs in 180 s`);
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
-    await operator.stop("SIGTERM");
+    await operator?.stop("SIGTERM");
     operator = undefined;
     return [...seen.values()].sort((a, b) => a - b);
   };
@@ -136,32 +151,13 @@ try {
   const measureStart = async (mode: "cold" | "warm"): Promise<number[]> => {
     const label = `bench-${mode}`;
     const pool = mode === "warm" ? 2 : 0;
-    await createRunnerGroup(custom, namespace, mode, {
-      scope: "repo",
-      org: "acme",
-      repo: "bench",
-      giteaURL: gitea.url.replace(/\/$/, ""),
-      labels: [label],
-      defaultLabels: false,
-      maxActiveRunners: 4,
-      minIdleRunners: pool,
-      registrationToken: { name: "tokens", key: "registration" },
-      authToken: { name: "tokens", key: "api" },
-    });
-    operator = await startOperator({
-      kubeconfigPath: env.cluster.kubeconfigPath,
-      dir: env.dir,
-      name: `operator-${mode}`,
-      args: ["--namespaces", namespace, "--poll-interval", "10m", "--webhook-secret", `${namespace}/tokens:webhook`],
-    });
-    const port = await operator.port();
-    await waitForFirstPoll(custom, namespace, mode);
-    await gitea.api("POST", "repos/acme/bench/hooks", {
-      type: "gitea",
-      active: true,
-      events: ["workflow_job"],
-      config: { url: `http://127.0.0.1:${port}/webhooks/gitea`, content_type: "json", secret: webhookSecret },
-    });
+    const port = await startGroupAndOperator(mode, { maxActiveRunners: 4, minIdleRunners: pool }, [
+      "--poll-interval",
+      "10m",
+      "--webhook-secret",
+      `${namespace}/tokens:webhook`,
+    ]);
+    await addWebhook(port);
     const latencies: number[] = [];
     for (let n = 1; n <= jobs; n++) {
       // Jobs arrive slower than the pool refills: wait until it is full again.
@@ -187,7 +183,7 @@ try {
       latencies.push((performance.now() - pushedAt) / 1000);
       await eventually(`job ${name} done`, async () => (await jobStatus(name)) === "completed", { timeoutMs: 120_000 });
     }
-    await operator.stop("SIGTERM");
+    await operator?.stop("SIGTERM");
     operator = undefined;
     return latencies.sort((a, b) => a - b);
   };
