@@ -663,6 +663,8 @@ export interface TestRunnerEnv {
   GITEA_RUNNER_EPHEMERAL?: string;
   /** "true": register, then exit (a runner whose pod died right after registering). */
   TEST_RUNNER_REGISTER_ONLY?: string;
+  /** A Go duration: wait that long after registering before asking for a task. */
+  TEST_RUNNER_FETCH_DELAY?: string;
 }
 
 export interface TestRunnerProcess {

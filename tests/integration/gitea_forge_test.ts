@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { GiteaApiError, type GiteaHarness, type GiteaJob, runTestRunner, startGitea } from "../harness/gitea.ts";
 import { ensureTools } from "../harness/tools.ts";
+import { GiteaClient } from "../../src/forge/gitea_client.ts";
 
 const owner = "gitea-admin";
 
@@ -156,6 +157,53 @@ Deno.test({
         const runners = await gitea.listRunners();
         assert.ok(runners.some((runner) => runner.name === "idle-runner"), "Gitea deleted the idle ephemeral runner");
       });
+
+      await t.step(
+        "the operator's runners API client: a disabled runner gets no task, a delete is idempotent",
+        async () => {
+          const client = new GiteaClient({ baseUrl: gitea.url, token: gitea.adminToken });
+          const endpoint = { scope: "repo", owner, repo: "matrix" } as const;
+          const queuedBefore = (await repoJobs("matrix", ["queued"])).jobs.map((job) => job.id).sort();
+          const runner = runTestRunner(tools.testRunner, {
+            GITEA_INSTANCE_URL: gitea.url,
+            GITEA_RUNNER_REGISTRATION_TOKEN: await gitea.registrationToken({ kind: "repo", owner, repo: "matrix" }),
+            GITEA_RUNNER_NAME: "disabled-runner",
+            GITEA_RUNNER_LABELS: "linux-test:host",
+            GITEA_RUNNER_EPHEMERAL: "true",
+            TEST_RUNNER_FETCH_DELAY: "3s",
+          });
+          try {
+            const registered = await waitFor("the runner to register", async () => {
+              return (await client.listRunners(endpoint)).find((entry) => entry.name === "disabled-runner");
+            });
+            assert.deepEqual(
+              { online: registered.online, busy: registered.busy, disabled: registered.disabled },
+              { online: false, busy: false, disabled: false },
+              "registered, not yet heard from",
+            );
+            assert.equal(registered.ephemeral, true);
+            const disabled = await client.setRunnerDisabled(endpoint, registered.id, true);
+            assert.equal(disabled.disabled, true);
+            // The runner now asks for tasks (after its 3 s delay) and is online, but Gitea hands it none.
+            await waitFor("the disabled runner to poll", async () => {
+              return (await client.listRunners(endpoint)).find((entry) => entry.name === "disabled-runner")?.online;
+            });
+            await new Promise((resolve) => setTimeout(resolve, 3_000));
+            const queuedAfter = (await repoJobs("matrix", ["queued"])).jobs.map((job) => job.id).sort();
+            assert.deepEqual(queuedAfter, queuedBefore, "a disabled runner took a job");
+            await client.deleteRunner(endpoint, registered.id);
+            assert.ok(!(await client.listRunners(endpoint)).some((entry) => entry.name === "disabled-runner"));
+            await client.deleteRunner(endpoint, registered.id); // gone already: not an error
+            // Its next request is refused as "unregistered runner": it stops with an error.
+            const timer = setTimeout(() => runner.kill("SIGKILL"), 30_000);
+            const { code, output } = await runner.exited.finally(() => clearTimeout(timer));
+            assert.equal(code, 1, output);
+            assert.match(output, /unregistered runner/);
+          } finally {
+            runner.kill("SIGKILL");
+          }
+        },
+      );
 
       let ranJob: GiteaJob | undefined;
       await t.step("the test runner runs one queued job to success, streams its log and exits 0", async () => {

@@ -142,6 +142,11 @@ func request[T any](c *client, msg *T) *connect.Request[T] {
 // transient reports errors that Gitea going down, shutting down or starting up can cause: the same call may succeed
 // later. (A runner that gave up on them mid-task left its job in progress until Gitea's zombie-task timeout.)
 func transient(err error) bool {
+	// Gitea wraps some refusals in a gRPC status that connect reports as "unknown"; a deleted registration
+	// ("rpc error: code = Unauthenticated desc = unregistered runner") never comes back, so it is final.
+	if strings.Contains(err.Error(), "code = Unauthenticated") {
+		return false
+	}
 	switch connect.CodeOf(err) {
 	case connect.CodeUnavailable, connect.CodeUnknown, connect.CodeInternal, connect.CodeCanceled,
 		connect.CodeDeadlineExceeded, connect.CodeAborted:
