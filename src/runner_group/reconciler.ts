@@ -5,7 +5,7 @@
 import { PatchStrategy, setHeaderOptions, type V1Job } from "@kubernetes/client-node";
 import type { DemandPollers, DemandSnapshot, ForgeTarget } from "../forge/demand_poller.ts";
 import { ForgeError } from "../forge/errors.ts";
-import { GiteaClient, type JobsEndpoint, type QueuedJob, type RunnerRegistration } from "../forge/gitea_client.ts";
+import { GiteaClient, type JobsEndpoint, type QueuedJob } from "../forge/gitea_client.ts";
 import { effectiveRunnerLabels, InvalidLabelError, type RunnerLabel } from "../forge/labels.ts";
 import type { EventRecorder, EventTarget } from "../kube/events.ts";
 import { apiMessage, apiStatus, decodeSecretData, type KubeClients } from "../kube/client.ts";
@@ -19,7 +19,6 @@ import {
   describeRunnerJob,
   forgeLabel,
   groupOwnerReference,
-  isGroupRunnerName,
   labelKeys,
   managedBy,
   managedRegistrationSecret,
@@ -38,6 +37,7 @@ import {
   type SecretKeySelector,
 } from "./schema.ts";
 import { computeConditions, type Observations, statusNeedsWrite } from "./status.ts";
+import { type GroupContext, type OrphanSweep, RunnerCleanup, sweepOrphanRegistrations } from "./cleanup.ts";
 
 /** Read access to the informer caches. */
 export interface ClusterCache {
@@ -109,7 +109,7 @@ export class RunnerGroupReconciler {
   /** Per group: when each idle runner Job was first seen idle. */
   readonly #idleSince = new Map<string, Map<string, number>>();
   /** Per group: when each offline registration without a runner Job was first seen, and when the last sweep ran. */
-  readonly #orphans = new Map<string, { sweptAt: number; firstSeen: Map<number, number> }>();
+  readonly #orphans = new Map<string, OrphanSweep>();
   #reconcileCount = 0;
 
   constructor(options: ReconcilerOptions) {
@@ -269,7 +269,16 @@ export class RunnerGroupReconciler {
       if (await this.#createRunnerJob(context, forge, { warmSlot: slot }, undefined, target)) created++;
     }
 
-    const cleanup = new RunnerCleanup(this, context, token, target, log);
+    const cleanup = new RunnerCleanup({
+      context,
+      client: this.forgeClient(spec, token),
+      endpoint: forgeTargetOf(spec, token).endpoint,
+      batch: this.#options.clients.batch,
+      events: this.#options.events,
+      metrics: this.#options.metrics,
+      target,
+      log,
+    });
     let removed = 0;
     for (const runner of plan.remove) {
       if (await cleanup.removeIdleRunner(runner, idleSince.get(runner) ?? now, now)) {
@@ -277,7 +286,9 @@ export class RunnerGroupReconciler {
         idleSince.delete(runner);
       }
     }
-    const sweepWake = await this.#sweepOrphanRegistrations(cleanup, allRunnerJobs, now, idleGraceMs);
+    const orphans = this.#orphans.get(key) ?? { sweptAt: 0, firstSeen: new Map<number, number>() };
+    this.#orphans.set(key, orphans);
+    const sweepWake = await sweepOrphanRegistrations(cleanup, orphans, allRunnerJobs, now, idleGraceMs);
 
     for (const { job, failures } of plan.gaveUp) {
       await this.#options.events.record(
@@ -392,43 +403,6 @@ export class RunnerGroupReconciler {
     return true;
   }
 
-  /**
-   * Deletes the group's runner registrations that are offline, ephemeral, named like the group's runners and have no
-   * runner Job left, once seen so for the grace period: runners whose pod died before they got a job. Runs at most
-   * once per grace period (at least 5 s, at most 5 min) per group; returns when to look again while some wait.
-   */
-  async #sweepOrphanRegistrations(
-    cleanup: RunnerCleanup,
-    allRunnerJobs: V1Job[],
-    now: number,
-    graceMs: number,
-  ): Promise<number | undefined> {
-    const key = cleanup.context.key;
-    const state = this.#orphans.get(key) ?? { sweptAt: 0, firstSeen: new Map<number, number>() };
-    this.#orphans.set(key, state);
-    const interval = Math.min(300_000, Math.max(5_000, graceMs));
-    if (now - state.sweptAt < interval) return state.firstSeen.size > 0 ? state.sweptAt + interval : undefined;
-    state.sweptAt = now;
-    const registrations = await cleanup.registrations();
-    if (!registrations) return now + interval;
-    // Runner Jobs of every namespace: a name may be claimed by two groups (see isGroupRunnerName).
-    const jobNames = new Set(allRunnerJobs.map((job) => job.metadata?.name));
-    const orphans = registrations.filter((runner) =>
-      runner.ephemeral && !runner.online && !runner.busy && !jobNames.has(runner.name) &&
-      isGroupRunnerName(cleanup.context.name, runner.name)
-    );
-    const seen = new Map<number, number>();
-    for (const runner of orphans) {
-      const since = state.firstSeen.get(runner.id) ?? now;
-      if (now - since >= graceMs) {
-        if (await cleanup.removeOrphanRegistration(runner)) continue;
-      }
-      seen.set(runner.id, since);
-    }
-    state.firstSeen = seen;
-    return seen.size > 0 ? now + interval : undefined;
-  }
-
   /** A forge client for the group's API token, counted in the forge request metrics. */
   forgeClient(spec: RunnerGroupSpec, token: string): GiteaClient {
     return new GiteaClient({
@@ -437,10 +411,6 @@ export class RunnerGroupReconciler {
       timeoutMs: this.#options.forgeTimeoutMs,
       observe: this.#options.observeForge,
     });
-  }
-
-  get options(): ReconcilerOptions {
-    return this.#options;
   }
 
   /** What the ownership rule needs of every group, re-parsed only when a group changes. */
@@ -607,142 +577,5 @@ function coverageOf(key: string, group: RunnerGroup): GroupCoverage | undefined 
   } catch (error) {
     logger("reconcile").debug("Group {group} takes no jobs: {error}", { group: key, error: describeError(error) });
     return undefined;
-  }
-}
-
-/** What the reconcile knows of a group whose spec and credentials are valid. */
-interface GroupContext {
-  key: string;
-  namespace: string;
-  name: string;
-  uid: string;
-  spec: RunnerGroupSpec;
-  labels: RunnerLabel[];
-  registrationToken: { name: string; key: string };
-}
-
-/**
- * Removes idle runners and stale registrations of one group, within one reconcile. The group's runner list is read
- * at most once per reconcile. Forge errors are reported (event, log) and end the cleanup for this round: removal is
- * retried by a later reconcile, and nothing is removed on a guess.
- */
-class RunnerCleanup {
-  #registrations?: Promise<RunnerRegistration[] | undefined>;
-  readonly #client: GiteaClient;
-  readonly #endpoint: JobsEndpoint;
-
-  constructor(
-    readonly reconciler: RunnerGroupReconciler,
-    readonly context: GroupContext,
-    token: string,
-    readonly target: EventTarget,
-    readonly log: ReturnType<typeof logger>,
-  ) {
-    this.#client = reconciler.forgeClient(context.spec, token);
-    this.#endpoint = forgeTargetOf(context.spec, token).endpoint;
-  }
-
-  /** The group's runner registrations, or undefined when the forge did not answer (reported). */
-  registrations(): Promise<RunnerRegistration[] | undefined> {
-    this.#registrations ??= this.#client.listRunners(this.#endpoint).catch(async (error) => {
-      await this.#reportForgeError(error, "list the runner registrations");
-      return undefined;
-    });
-    return this.#registrations;
-  }
-
-  /**
-   * Removes an idle runner Job and its registration. A registered runner is first disabled, so Gitea hands it no
-   * task, and the jobs list is read again: if it took a job meanwhile, it is enabled again and kept.
-   */
-  async removeIdleRunner(jobName: string, idleSince: number, now: number): Promise<boolean> {
-    const { namespace, name, key } = this.context;
-    const registrations = await this.registrations();
-    if (!registrations) return false;
-    const registration = registrations.find((runner) => runner.name === jobName);
-    try {
-      if (registration) {
-        if (registration.busy) return false;
-        if (!registration.disabled) await this.#client.setRunnerDisabled(this.#endpoint, registration.id, true);
-        const open = await this.#client.listOpenJobs(this.#endpoint);
-        if (open.running.some((job) => job.runnerName === jobName)) {
-          await this.#client.setRunnerDisabled(this.#endpoint, registration.id, false);
-          this.log.info("Kept runner {jobName}: it took a job while being removed", { jobName });
-          return false;
-        }
-      }
-    } catch (error) {
-      await this.#reportForgeError(error, `remove idle runner ${jobName}`);
-      return false;
-    }
-    try {
-      await this.reconciler.options.clients.batch.deleteNamespacedJob({
-        name: jobName,
-        namespace,
-        propagationPolicy: "Background",
-      });
-    } catch (error) {
-      if (apiStatus(error) !== 404) {
-        throw new Error(`Cannot delete runner Job ${namespace}/${jobName}: ${apiMessage(error)}`, { cause: error });
-      }
-    }
-    if (registration) {
-      try {
-        await this.#client.deleteRunner(this.#endpoint, registration.id);
-      } catch (error) {
-        // The Job is gone: the registration is now an orphan, which the registration sweep removes later.
-        await this.#reportForgeError(error, `delete the registration of runner ${jobName}`);
-      }
-    }
-    const idleSeconds = Math.round((now - idleSince) / 1000);
-    this.log.info("Removed idle runner Job {jobName} (idle {idleSeconds} s, registered {registered})", {
-      jobName,
-      idleSeconds,
-      registered: registration !== undefined,
-      group: key,
-    });
-    this.reconciler.options.metrics?.idleRunnersRemoved.inc({ namespace, runnergroup: name });
-    await this.reconciler.options.events.record(
-      this.target,
-      "Normal",
-      "IdleRunnerRemoved",
-      `Removed runner Job ${jobName}${registration ? " and its registration" : ""}: idle for ${idleSeconds} s ` +
-        "with no queued job for it (cancelled, or taken by another runner)",
-    );
-    return true;
-  }
-
-  /** Deletes a registration whose runner Job is gone. */
-  async removeOrphanRegistration(runner: RunnerRegistration): Promise<boolean> {
-    const { namespace, name } = this.context;
-    try {
-      await this.#client.deleteRunner(this.#endpoint, runner.id);
-    } catch (error) {
-      await this.#reportForgeError(error, `delete the registration of runner ${runner.name}`);
-      return false;
-    }
-    this.log.info("Removed offline registration {runner} (id {id}) whose runner Job is gone", {
-      runner: runner.name,
-      id: runner.id,
-    });
-    this.reconciler.options.metrics?.registrationsRemoved.inc({ namespace, runnergroup: name });
-    await this.reconciler.options.events.record(
-      this.target,
-      "Normal",
-      "RunnerRegistrationRemoved",
-      `Removed offline runner registration ${runner.name} (id ${runner.id}) from Gitea: its runner Job is gone`,
-    );
-    return true;
-  }
-
-  async #reportForgeError(error: unknown, what: string): Promise<void> {
-    if (!(error instanceof ForgeError)) throw error;
-    this.log.warn("Cannot {what}: {error}", { what, error: error.message });
-    await this.reconciler.options.events.record(
-      this.target,
-      "Warning",
-      "RunnerCleanupFailed",
-      `Cannot ${what}: ${error.message}`,
-    );
   }
 }
