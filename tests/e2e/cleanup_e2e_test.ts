@@ -6,6 +6,7 @@
  * - A run is cancelled (with the web UI's cancel action) while one runner pod is still starting (Pending) and another
  *   runner is registered but idle: both runner Jobs are removed, and the registered one's registration too, with an
  *   event and a metric each; the starting pod never runs a runner.
+ * - A runner whose job another runner took (one outside the operator) is removed with its registration.
  * - A registration named like the group's runners whose runner Job is gone (a pod that died right after registering)
  *   is deleted from Gitea; a registration with another name is left alone.
  * - `--group-selector tier=ci`: a group without that label is not reconciled, and its queued job gets no runner.
@@ -231,6 +232,41 @@ Deno.test({
         }
       });
 
+      await t.step("a runner whose job another runner took is removed with its registration", async () => {
+        await gitea.pushWorkflow(
+          "acme",
+          "app",
+          ".gitea/workflows/taken.yaml",
+          workflow("taken.yaml", { taken: "slow-fetch" }),
+        );
+        const [queued] = await eventually("job taken queued", async () => {
+          const found = await jobsNamed(env, ["taken"]);
+          return found.length === 1 ? found : undefined;
+        }, { timeoutMs: 60_000 });
+        const runnerJob = `idle-${queued.id}`;
+        await eventually(`runner Job ${runnerJob} registered`, async () => {
+          const names = (await runnerJobs(env, "idle")).map((job) => job.metadata?.name);
+          return names.includes(runnerJob) && (await registrationNames(env)).includes(runnerJob);
+        }, { timeoutMs: 60_000, detail });
+        // A runner outside the operator's reach takes the job first (runner Job idle-<id> waits before it asks).
+        const outsider = runTestRunner(env.tools.testRunner, {
+          GITEA_INSTANCE_URL: gitea.url,
+          GITEA_RUNNER_REGISTRATION_TOKEN: await gitea.registrationToken(repoScope),
+          GITEA_RUNNER_NAME: "outsider",
+          GITEA_RUNNER_LABELS: "slow-fetch",
+          GITEA_RUNNER_EPHEMERAL: "true",
+        });
+        const timer = setTimeout(() => outsider.kill("SIGKILL"), 60_000);
+        const exit = await outsider.exited.finally(() => clearTimeout(timer));
+        assert.equal(exit.code, 0, exit.output);
+        const [done] = await jobsNamed(env, ["taken"]);
+        assert.deepEqual([done.status, done.conclusion, done.runner_name], ["completed", "success", "outsider"]);
+        await eventually(`runner Job ${runnerJob} and its registration removed`, async () => {
+          const names = (await runnerJobs(env, "idle")).map((job) => job.metadata?.name);
+          return !names.includes(runnerJob) && !(await registrationNames(env)).includes(runnerJob);
+        }, { timeoutMs: 60_000, detail });
+      });
+
       await t.step(
         "an offline registration of a gone runner Job is deleted; other registrations are kept",
         async () => {
@@ -269,7 +305,7 @@ Deno.test({
       await t.step("metrics count the removals", async () => {
         const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
         assert.equal(metricValue(text, "gitea_runner_operator_idle_runners_removed_total", "starting"), 1);
-        assert.equal(metricValue(text, "gitea_runner_operator_idle_runners_removed_total", "idle"), 1);
+        assert.equal(metricValue(text, "gitea_runner_operator_idle_runners_removed_total", "idle"), 2);
         assert.equal(metricValue(text, "gitea_runner_operator_runner_registrations_removed_total", "idle"), 1);
         assert.equal(metricValue(text, "gitea_runner_operator_idle_runners", "pool"), 1);
       });
