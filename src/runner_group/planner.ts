@@ -176,6 +176,10 @@ export function planRunnerJobs(input: PlanInput): Plan {
   const warmTarget = Math.min(input.minIdleRunners ?? 0, input.maxActiveRunners);
   const room = Math.max(0, input.maxActiveRunners - active - plan.create.length);
   plan.createWarm = Math.min(room, Math.max(0, warmTarget - leftover));
+  // A runner that finished after this answer was fetched may have run one of the jobs it still shows queued, which
+  // then looks like a job an idle runner must cover: wait for a later answer before growing the pool.
+  const lastFinished = Math.max(...input.runnerJobs.map((record) => record.finishedAt ?? -Infinity), -Infinity);
+  if (demand.fetchedAt < lastFinished + input.settleMs) plan.createWarm = 0;
   // Warm runners that fail (a bad image, a wrong token) are not replaced in a tight loop: after each failure still
   // on record, the next one waits the retry delay, doubling.
   const warmFailures = input.runnerJobs.filter((record) =>

@@ -335,7 +335,8 @@ export class RunnerGroupReconciler {
       },
     );
     const wakeAt = [plan.wakeAt, sweepWake].filter((at): at is number => at !== undefined);
-    return wakeAt.length > 0 ? { requeueAfterMs: Math.max(0, Math.min(...wakeAt) - now) } : {};
+    // At least half a second: a wake time that is already past must not spin the worker.
+    return wakeAt.length > 0 ? { requeueAfterMs: Math.max(500, Math.min(...wakeAt) - now) } : {};
   };
 
   /** Creates one runner Job; false when it exists already. */

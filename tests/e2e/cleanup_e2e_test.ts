@@ -179,6 +179,9 @@ Deno.test({
           return active.length === 1 && active[0] !== done.runner_name &&
             (await registrationNames(env)).includes(active[0]!);
         }, { timeoutMs: 60_000, detail });
+        // No overshoot: two warm runners in all, the one that ran the job and its replacement (finished Jobs stay).
+        const all = (await runnerJobs(env, "pool")).map((job) => job.metadata?.name).sort();
+        assert.deepEqual(all, ["pool-warm-0", "pool-warm-1"]);
       });
 
       let cancelled: GiteaJob[] = [];

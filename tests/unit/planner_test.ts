@@ -329,3 +329,23 @@ Deno.test("failing warm runners are replaced one at a time, after a doubling del
   plan = planRunnerJobs(input({ minIdleRunners: 2, runnerJobs: three, demand: demandOf([job(3)]) }));
   assert.deepEqual(createdIds(plan), [3]);
 });
+
+Deno.test("no warm runner is added on a forge answer older than a runner's end: that runner may have run the job", () => {
+  // warm-0 ran job 5 and finished 1 s ago; the answer (fetched 2 s ago) still shows job 5 queued, so warm-1 looks
+  // like it must take job 5 and the pool looks empty.
+  const finished: RunnerJobRecord = { name: "g-warm-0", attempt: 0, state: "succeeded", finishedAt: now - 1_000 };
+  const stale = { jobs: [job(5)], fetchedAt: now - 2_000, busyRunners: new Set<string>() };
+  let plan = planRunnerJobs(input({ minIdleRunners: 1, runnerJobs: [finished, warm(1)], demand: stale }));
+  assert.equal(plan.createWarm, 0);
+  assert.deepEqual(createdIds(plan), []);
+  // A later answer no longer shows job 5: warm-1 is the pool.
+  plan = planRunnerJobs(input({ minIdleRunners: 1, runnerJobs: [finished, warm(1)], demand: demandOf([]) }));
+  assert.equal(plan.createWarm, 0);
+  assert.deepEqual(plan.idle, ["g-warm-1"]);
+  // With the pool empty, an answer fetched less than settleMs after the end still waits; a later one refills it.
+  plan = planRunnerJobs(input({ minIdleRunners: 1, runnerJobs: [finished], demand: demandOf([]) }));
+  assert.equal(plan.createWarm, 0);
+  const older = { ...finished, finishedAt: now - 3_000 };
+  plan = planRunnerJobs(input({ minIdleRunners: 1, runnerJobs: [older], demand: demandOf([]) }));
+  assert.equal(plan.createWarm, 1);
+});
