@@ -44,6 +44,11 @@ export function leaseName(config: Pick<Config, "leaderElectionId" | "namespaces"
 export class Manager {
   readonly #log = logger("manager");
   readonly groupInformers: SupervisedInformer<RunnerGroup>[] = [];
+  /**
+   * With --group-selector: every RunnerGroup of the watched namespaces, selected or not, for the one-owner rule only,
+   * so that a shard never runs a job that a group of another shard owns.
+   */
+  readonly coverageInformers: SupervisedInformer<RunnerGroup>[] = [];
   readonly jobInformers: SupervisedInformer<V1Job>[] = [];
   readonly pollers: DemandPollers;
   readonly controller: Controller;
@@ -60,6 +65,8 @@ export class Manager {
   readonly #stopping = Promise.withResolvers<void>();
   /** The last seen spec generation of each group, to tell spec changes from status updates. */
   readonly #generations = new Map<string, number | undefined>();
+  /** The same for groups outside the selector (see coverageInformers). */
+  readonly #coverageGenerations = new Map<string, number | undefined>();
 
   constructor(readonly config: Config, readonly clients: KubeClients) {
     const namespaces = config.namespaces.length > 0 ? config.namespaces : [undefined];
@@ -81,11 +88,23 @@ export class Manager {
           kubeConfig: clients.kubeConfig,
           path: `/apis/${apiGroup}/${apiVersion}${where}/${plural}`,
           ...(config.groupSelector ? { labelSelector: config.groupSelector } : {}),
-          list: () => this.#listGroups(namespace),
+          list: () => this.#listGroups(namespace, config.groupSelector),
           onChange: (group) => this.#onGroupChange(group),
           onRestart: () => this.metrics.informerRestarts.inc({ informer: "runnergroups" }),
         }),
       );
+      if (config.groupSelector) {
+        this.coverageInformers.push(
+          new SupervisedInformer<RunnerGroup>({
+            name: `runnergroups-all${namespace ? `/${namespace}` : ""}`,
+            kubeConfig: clients.kubeConfig,
+            path: `/apis/${apiGroup}/${apiVersion}${where}/${plural}`,
+            list: () => this.#listGroups(namespace, ""),
+            onChange: (group) => this.#onCoverageChange(group),
+            onRestart: () => this.metrics.informerRestarts.inc({ informer: "runnergroups" }),
+          }),
+        );
+      }
       this.jobInformers.push(
         new SupervisedInformer<V1Job>({
           name: `jobs${namespace ? `/${namespace}` : ""}`,
@@ -112,7 +131,10 @@ export class Manager {
           }
           return undefined;
         },
-        groups: () => this.groupInformers.flatMap((informer) => informer.cache.list()),
+        groups: () =>
+          (this.coverageInformers.length > 0 ? this.coverageInformers : this.groupInformers).flatMap((informer) =>
+            informer.cache.list()
+          ),
         runnerJobs: () => this.jobInformers.flatMap((informer) => informer.cache.list()),
       },
       pollers: this.pollers,
@@ -140,7 +162,7 @@ export class Manager {
 
   /** Whether every informer has synced. */
   synced(): boolean {
-    return [...this.groupInformers, ...this.jobInformers].every((informer) => informer.hasSynced());
+    return this.#informers().every((informer) => informer.hasSynced());
   }
 
   /** Starts serving health, the informers, and once they synced, the workers and the resync timer. */
@@ -163,10 +185,8 @@ export class Manager {
       }).fetch,
     );
     this.#log.info("Serving health on port {port}", { port: this.healthPort });
-    for (const informer of [...this.groupInformers, ...this.jobInformers]) informer.start();
-    const synced = Promise.all(
-      [...this.groupInformers, ...this.jobInformers].map((informer) => informer.waitForSync()),
-    );
+    for (const informer of this.#informers()) informer.start();
+    const synced = Promise.all(this.#informers().map((informer) => informer.waitForSync()));
     // A stop before the caches synced ends the wait; reconciling must never start from a partial cache.
     if (await Promise.race([synced.then(() => true), this.#stopping.promise.then(() => false)]) === false) return;
     this.#synced = true;
@@ -218,9 +238,26 @@ export class Manager {
     await this.controller.stop();
     // Released after the workers drained, so that the next leader starts from a quiet cluster.
     await this.#elector?.stop();
-    await Promise.all([...this.groupInformers, ...this.jobInformers].map((informer) => informer.stop()));
+    await Promise.all(this.#informers().map((informer) => informer.stop()));
     await this.#server?.shutdown();
     this.#log.info("Stopped");
+  }
+
+  #informers(): SupervisedInformer<RunnerGroup | V1Job>[] {
+    return [...this.groupInformers, ...this.coverageInformers, ...this.jobInformers] as SupervisedInformer<
+      RunnerGroup | V1Job
+    >[];
+  }
+
+  /** A group outside the selector that appears, changes its spec or goes away can change who owns a job. */
+  #onCoverageChange(group: RunnerGroup): void {
+    const { namespace, name, generation } = group.metadata;
+    const key = groupKey(namespace, name);
+    const present = this.coverageInformers.some((informer) => informer.cache.get(name, namespace) !== undefined);
+    const specChanged = !present || this.#coverageGenerations.get(key) !== generation;
+    if (present) this.#coverageGenerations.set(key, generation);
+    else this.#coverageGenerations.delete(key);
+    if (this.#started && specChanged) this.#enqueueAll();
   }
 
   #enqueueAll(): void {
@@ -296,8 +333,8 @@ export class Manager {
     this.metrics.runnerJobsFailed.inc({ namespace, runnergroup: group });
   }
 
-  async #listGroups(namespace: string | undefined): Promise<KubernetesListObject<RunnerGroup>> {
-    const labelSelector = this.config.groupSelector || undefined;
+  async #listGroups(namespace: string | undefined, selector: string): Promise<KubernetesListObject<RunnerGroup>> {
+    const labelSelector = selector || undefined;
     const list = namespace === undefined
       ? await this.clients.custom.listClusterCustomObject({
         group: apiGroup,

@@ -9,7 +9,8 @@
  * - A runner whose job another runner took (one outside the operator) is removed with its registration.
  * - A registration named like the group's runners whose runner Job is gone (a pod that died right after registering)
  *   is deleted from Gitea; a registration with another name is left alone.
- * - `--group-selector tier=ci`: a group without that label is not reconciled, and its queued job gets no runner.
+ * - `--group-selector tier=ci`: a group without that label is not reconciled, and its queued job gets no runner, not
+ *   even from a group of this shard with a broader scope that could run it (the other group owns the job).
  */
 import assert from "node:assert/strict";
 import { PatchStrategy, setHeaderOptions, type V1Job } from "@kubernetes/client-node";
@@ -123,6 +124,9 @@ Deno.test({
       }, ci);
       await createRunnerGroup(custom, namespace, "pool", { ...base, labels: ["pool"], minIdleRunners: 1 }, ci);
       await createRunnerGroup(custom, namespace, "other", { ...base, labels: ["sharded"] }, { tier: "batch" });
+      // In this shard, and able to run "other"'s jobs too, but with a broader scope: "other" owns them.
+      const { repo: _repo, ...orgScope } = base;
+      await createRunnerGroup(custom, namespace, "orgwide", { ...orgScope, scope: "org", labels: ["sharded"] }, ci);
 
       operator = await startOperator({
         kubeconfigPath: env.cluster.kubeconfigPath,
@@ -141,7 +145,7 @@ Deno.test({
         ],
       });
       const port = await operator.port();
-      for (const group of ["starting", "idle", "pool"]) await waitForFirstPoll(custom, namespace, group);
+      for (const group of ["starting", "idle", "pool", "orgwide"]) await waitForFirstPoll(custom, namespace, group);
 
       await t.step("the warm pool keeps one registered idle runner", async () => {
         await eventually("runner pool-warm-0 registered in Gitea", async () => {
@@ -298,12 +302,17 @@ Deno.test({
         },
       );
 
-      await t.step("the group outside the selector was never reconciled; its job got no runner", async () => {
-        const other = await getRunnerGroup(custom, namespace, "other");
-        assert.equal(other.status, undefined, "no status written for group other");
-        assert.deepEqual((await runnerJobs(env, "other")).map((job) => job.metadata?.name), []);
-        assert.ok(cancelled.some((job) => job.name === "sharded"), "its job was queued during the step before");
-      });
+      await t.step(
+        "the group outside the selector was never reconciled; its job got no runner from this shard",
+        async () => {
+          const other = await getRunnerGroup(custom, namespace, "other");
+          assert.equal(other.status, undefined, "no status written for group other");
+          assert.deepEqual((await runnerJobs(env, "other")).map((job) => job.metadata?.name), []);
+          // The shard sees every group for the one-owner rule: "orgwide" could run the job, but "other" owns it.
+          assert.deepEqual((await runnerJobs(env, "orgwide")).map((job) => job.metadata?.name), []);
+          assert.ok(cancelled.some((job) => job.name === "sharded"), "its job was queued during the step before");
+        },
+      );
 
       await t.step("metrics count the removals", async () => {
         const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
