@@ -56,6 +56,7 @@ export function buildRunnerGroupCrd(): Record<string, unknown> {
           { name: "Repo", type: "string", jsonPath: ".spec.repo" },
           { name: "Active", type: "integer", jsonPath: ".status.activeRunners" },
           { name: "Queued", type: "integer", jsonPath: ".status.queuedJobs" },
+          { name: "Idle", type: "integer", jsonPath: ".status.idleRunners" },
           { name: "Max", type: "integer", jsonPath: ".spec.maxActiveRunners" },
           { name: "Ready", type: "string", jsonPath: '.status.conditions[?(@.type=="Ready")].status' },
           { name: "Age", type: "date", jsonPath: ".metadata.creationTimestamp" },
