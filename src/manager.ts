@@ -41,6 +41,24 @@ export function leaseName(config: Pick<Config, "leaderElectionId" | "namespaces"
   return `${operatorName}-${createHash("sha256").update(shard).digest("hex").slice(0, 10)}`;
 }
 
+/**
+ * Records the spec generation of a group that changed in `informers`' caches; true when its spec changed, or it
+ * appeared or went away (status updates keep the generation).
+ */
+function trackGeneration(
+  group: RunnerGroup,
+  informers: readonly SupervisedInformer<RunnerGroup>[],
+  generations: Map<string, number | undefined>,
+): boolean {
+  const { namespace, name, generation } = group.metadata;
+  const key = groupKey(namespace, name);
+  const present = informers.some((informer) => informer.cache.get(name, namespace) !== undefined);
+  const specChanged = !present || generations.get(key) !== generation;
+  if (present) generations.set(key, generation);
+  else generations.delete(key);
+  return specChanged;
+}
+
 export class Manager {
   readonly #log = logger("manager");
   readonly groupInformers: SupervisedInformer<RunnerGroup>[] = [];
@@ -251,12 +269,7 @@ export class Manager {
 
   /** A group outside the selector that appears, changes its spec or goes away can change who owns a job. */
   #onCoverageChange(group: RunnerGroup): void {
-    const { namespace, name, generation } = group.metadata;
-    const key = groupKey(namespace, name);
-    const present = this.coverageInformers.some((informer) => informer.cache.get(name, namespace) !== undefined);
-    const specChanged = !present || this.#coverageGenerations.get(key) !== generation;
-    if (present) this.#coverageGenerations.set(key, generation);
-    else this.#coverageGenerations.delete(key);
+    const specChanged = trackGeneration(group, this.coverageInformers, this.#coverageGenerations);
     if (this.#started && specChanged) this.#enqueueAll();
   }
 
@@ -269,12 +282,8 @@ export class Manager {
   }
 
   #onGroupChange(group: RunnerGroup): void {
-    const { namespace, name, generation } = group.metadata;
-    const key = groupKey(namespace, name);
-    const present = this.groupInformers.some((informer) => informer.cache.get(name, namespace) !== undefined);
-    const specChanged = !present || this.#generations.get(key) !== generation;
-    if (present) this.#generations.set(key, generation);
-    else this.#generations.delete(key);
+    const key = groupKey(group.metadata.namespace, group.metadata.name);
+    const specChanged = trackGeneration(group, this.groupInformers, this.#generations);
     if (!this.#started) return;
     // A group that appears, changes its spec or goes away can change which group runs a shared job; a status
     // update (our own writes come back as events) concerns only its group.
