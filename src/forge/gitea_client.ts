@@ -178,7 +178,7 @@ export class GiteaClient {
 
   /** The server's version; throws `UnsupportedVersion` below Gitea 1.25. */
   async version(): Promise<string> {
-    const body = await this.#get("/version", "/version", "Get the Gitea version", versionSchema);
+    const body = await this.#call("/version", "/version", "Get the Gitea version", versionSchema);
     checkGiteaVersion(body.value.version);
     return body.value.version;
   }
@@ -188,9 +188,9 @@ export class GiteaClient {
    * that scope, so asking again does not invalidate runners that are starting.
    */
   async createRegistrationToken(endpoint: JobsEndpoint): Promise<string> {
-    const path = jobsPath(endpoint).replace(/\/jobs$/, "/runners/registration-token");
-    const template = jobsPathTemplate(endpoint).replace(/\/jobs$/, "/runners/registration-token");
-    const body = await this.#get(
+    const path = `${runnersPath(endpoint)}/registration-token`;
+    const template = `${runnersPathTemplate(endpoint)}/registration-token`;
+    const body = await this.#call(
       path,
       template,
       `Get a runner registration token at ${path}`,
@@ -205,7 +205,7 @@ export class GiteaClient {
     const path = runnersPath(endpoint);
     const result: RunnerRegistration[] = [];
     for (let page = 1;; page++) {
-      const body = await this.#get(
+      const body = await this.#call(
         `${path}?limit=${pageSize}&page=${page}`,
         runnersPathTemplate(endpoint),
         `List runners at ${path}`,
@@ -220,7 +220,7 @@ export class GiteaClient {
   /** Stops (or lets again) Gitea hand tasks to a runner. A disabled runner gets no task from its next fetch on. */
   async setRunnerDisabled(endpoint: JobsEndpoint, id: number, disabled: boolean): Promise<RunnerRegistration> {
     const path = `${runnersPath(endpoint)}/${id}`;
-    const body = await this.#get(
+    const body = await this.#call(
       path,
       `${runnersPathTemplate(endpoint)}/{id}`,
       `${disabled ? "Disable" : "Enable"} runner ${id} at ${path}`,
@@ -235,7 +235,7 @@ export class GiteaClient {
   async deleteRunner(endpoint: JobsEndpoint, id: number): Promise<void> {
     const path = `${runnersPath(endpoint)}/${id}`;
     try {
-      await this.#get(
+      await this.#call(
         path,
         `${runnersPathTemplate(endpoint)}/{id}`,
         `Delete runner ${id} at ${path}`,
@@ -250,7 +250,7 @@ export class GiteaClient {
 
   /** The login of the token's user. */
   async currentUser(): Promise<{ login: string; isAdmin: boolean }> {
-    const body = await this.#get("/user", "/user", "Get the token's user", userSchema);
+    const body = await this.#call("/user", "/user", "Get the token's user", userSchema);
     return { login: body.value.login, isAdmin: body.value.is_admin ?? false };
   }
 
@@ -263,7 +263,7 @@ export class GiteaClient {
     const running = new Map<number, RunningJob>();
     const path = jobsPath(endpoint);
     for (let page = 1;; page++) {
-      const body = await this.#get(
+      const body = await this.#call(
         `${path}?status=queued&status=in_progress&limit=${pageSize}&page=${page}`,
         jobsPathTemplate(endpoint),
         `List open jobs at ${path}`,
@@ -297,7 +297,7 @@ export class GiteaClient {
     return { queued: [...queued.values()].sort((a, b) => a.id - b.id), running: [...running.values()] };
   }
 
-  async #get<T>(
+  async #call<T>(
     path: string,
     template: string,
     what: string,

@@ -52,23 +52,19 @@ export interface GroupContext {
  */
 export class RunnerCleanup {
   #registrations?: Promise<RunnerRegistration[] | undefined>;
-  readonly context: GroupContext;
-  readonly #client: GiteaClient;
-  readonly #endpoint: JobsEndpoint;
   readonly #options: RunnerCleanupOptions;
-  readonly #log: ReturnType<typeof logger>;
 
   constructor(options: RunnerCleanupOptions) {
-    this.context = options.context;
-    this.#client = options.client;
-    this.#endpoint = options.endpoint;
     this.#options = options;
-    this.#log = options.log;
+  }
+
+  get context(): GroupContext {
+    return this.#options.context;
   }
 
   /** The group's runner registrations, or undefined when the forge did not answer (reported). */
   registrations(): Promise<RunnerRegistration[] | undefined> {
-    this.#registrations ??= this.#client.listRunners(this.#endpoint).catch(async (error) => {
+    this.#registrations ??= this.#options.client.listRunners(this.#options.endpoint).catch(async (error) => {
       await this.#reportForgeError(error, "list the runner registrations");
       return undefined;
     });
@@ -87,11 +83,13 @@ export class RunnerCleanup {
     try {
       if (registration) {
         if (registration.busy) return false;
-        if (!registration.disabled) await this.#client.setRunnerDisabled(this.#endpoint, registration.id, true);
-        const open = await this.#client.listOpenJobs(this.#endpoint);
+        if (!registration.disabled) {
+          await this.#options.client.setRunnerDisabled(this.#options.endpoint, registration.id, true);
+        }
+        const open = await this.#options.client.listOpenJobs(this.#options.endpoint);
         if (open.running.some((job) => job.runnerName === jobName)) {
-          await this.#client.setRunnerDisabled(this.#endpoint, registration.id, false);
-          this.#log.info("Kept runner {jobName}: it took a job while being removed", { jobName });
+          await this.#options.client.setRunnerDisabled(this.#options.endpoint, registration.id, false);
+          this.#options.log.info("Kept runner {jobName}: it took a job while being removed", { jobName });
           return false;
         }
       }
@@ -112,14 +110,14 @@ export class RunnerCleanup {
     }
     if (registration) {
       try {
-        await this.#client.deleteRunner(this.#endpoint, registration.id);
+        await this.#options.client.deleteRunner(this.#options.endpoint, registration.id);
       } catch (error) {
         // The Job is gone: the registration is now an orphan, which the registration sweep removes later.
         await this.#reportForgeError(error, `delete the registration of runner ${jobName}`);
       }
     }
     const idleSeconds = Math.round((now - idleSince) / 1000);
-    this.#log.info("Removed idle runner Job {jobName} (idle {idleSeconds} s, registered {registered})", {
+    this.#options.log.info("Removed idle runner Job {jobName} (idle {idleSeconds} s, registered {registered})", {
       jobName,
       idleSeconds,
       registered: registration !== undefined,
@@ -140,12 +138,12 @@ export class RunnerCleanup {
   async removeOrphanRegistration(runner: RunnerRegistration): Promise<boolean> {
     const { namespace, name } = this.context;
     try {
-      await this.#client.deleteRunner(this.#endpoint, runner.id);
+      await this.#options.client.deleteRunner(this.#options.endpoint, runner.id);
     } catch (error) {
       await this.#reportForgeError(error, `delete the registration of runner ${runner.name}`);
       return false;
     }
-    this.#log.info("Removed offline registration {runner} (id {id}) whose runner Job is gone", {
+    this.#options.log.info("Removed offline registration {runner} (id {id}) whose runner Job is gone", {
       runner: runner.name,
       id: runner.id,
     });
@@ -161,7 +159,7 @@ export class RunnerCleanup {
 
   async #reportForgeError(error: unknown, what: string): Promise<void> {
     if (!(error instanceof ForgeError)) throw error;
-    this.#log.warn("Cannot {what}: {error}", { what, error: error.message });
+    this.#options.log.warn("Cannot {what}: {error}", { what, error: error.message });
     await this.#options.events.record(
       this.#options.target,
       "Warning",

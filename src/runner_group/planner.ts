@@ -79,6 +79,11 @@ export interface Plan {
   wakeAt?: number;
 }
 
+/** When the last of `records` finished (ms since epoch); -Infinity when none did. */
+function latestFinish(records: readonly RunnerJobRecord[]): number {
+  return Math.max(...records.map((record) => record.finishedAt ?? -Infinity), -Infinity);
+}
+
 /** Delay before attempt `failures + 1`, doubling from the base. */
 export function retryDelay(failures: number, retry: RetryPolicy): number {
   return Math.min(retry.maxDelayMs, retry.baseDelayMs * 2 ** Math.max(0, failures - 1));
@@ -129,10 +134,8 @@ export function planRunnerJobs(input: PlanInput): Plan {
     const records = byForgeJob.get(job.id) ?? [];
     if (records.some((record) => record.state === "active") || input.activeElsewhere.has(job.id)) continue;
 
-    const finished = records.filter((record) => record.finishedAt !== undefined);
-    const lastFinishedAt = Math.max(...finished.map((record) => record.finishedAt!), -Infinity);
     // A runner that just finished may have run this very job; only a later answer from the forge tells.
-    if (demand.fetchedAt < lastFinishedAt + input.settleMs) continue;
+    if (demand.fetchedAt < latestFinish(records) + input.settleMs) continue;
 
     const failures = records.filter((record) => record.state === "failed");
     if (failures.length >= input.retry.limit) {
@@ -178,8 +181,7 @@ export function planRunnerJobs(input: PlanInput): Plan {
   plan.createWarm = Math.min(room, Math.max(0, warmTarget - leftover));
   // A runner that finished after this answer was fetched may have run one of the jobs it still shows queued, which
   // then looks like a job an idle runner must cover: wait for a later answer before growing the pool.
-  const lastFinished = Math.max(...input.runnerJobs.map((record) => record.finishedAt ?? -Infinity), -Infinity);
-  if (demand.fetchedAt < lastFinished + input.settleMs) plan.createWarm = 0;
+  if (demand.fetchedAt < latestFinish(input.runnerJobs) + input.settleMs) plan.createWarm = 0;
   // Warm runners that fail (a bad image, a wrong token) are not replaced in a tight loop: after each failure still
   // on record, the next one waits the retry delay, doubling.
   const warmFailures = input.runnerJobs.filter((record) =>

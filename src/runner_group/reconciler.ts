@@ -5,7 +5,7 @@
 import { PatchStrategy, setHeaderOptions, type V1Job } from "@kubernetes/client-node";
 import type { DemandPollers, DemandSnapshot, ForgeTarget } from "../forge/demand_poller.ts";
 import { ForgeError } from "../forge/errors.ts";
-import { GiteaClient, type JobsEndpoint, type QueuedJob } from "../forge/gitea_client.ts";
+import { GiteaClient, type JobsEndpoint } from "../forge/gitea_client.ts";
 import { effectiveRunnerLabels, InvalidLabelError, type RunnerLabel } from "../forge/labels.ts";
 import type { EventRecorder, EventTarget } from "../kube/events.ts";
 import { apiMessage, apiStatus, decodeSecretData, type KubeClients } from "../kube/client.ts";
@@ -203,7 +203,8 @@ export class RunnerGroupReconciler {
     registerSecret(token);
     registerSecret((registration as { value: string }).value);
 
-    const targetKey = this.#options.pollers.subscribe(key, forgeTargetOf(spec, token));
+    const forgeTarget = forgeTargetOf(spec, token);
+    const targetKey = this.#options.pollers.subscribe(key, forgeTarget);
     const snapshot = this.#options.pollers.snapshot(targetKey);
     const forge = forgeKey(spec.giteaURL);
 
@@ -247,17 +248,14 @@ export class RunnerGroupReconciler {
     });
 
     // Idle times are kept only for runners idle now: one that took a job and went idle again starts over.
-    for (const runner of [...idleSince.keys()]) if (!plan.idle.includes(runner)) idleSince.delete(runner);
+    const idleNames = new Set(plan.idle);
+    for (const runner of [...idleSince.keys()]) if (!idleNames.has(runner)) idleSince.delete(runner);
     for (const runner of plan.idle) if (!idleSince.has(runner)) idleSince.set(runner, now);
 
     const context: GroupContext = { key, namespace, name, uid: group.metadata.uid, spec, labels, registrationToken };
     let created = 0;
     for (const planned of plan.create) {
-      if (
-        await this.#createRunnerJob(context, forge, { job: planned.job, attempt: planned.attempt }, planned, target)
-      ) {
-        created++;
-      }
+      if (await this.#createRunnerJob(context, forge, planned, target)) created++;
     }
     // Warm-pool runners take the lowest free slots; a slot's name held by any Job (finished ones too) is not free.
     const namesInUse = new Set(
@@ -266,13 +264,13 @@ export class RunnerGroupReconciler {
     for (let slot = 0, made = 0; made < plan.createWarm && slot <= namesInUse.size + plan.createWarm; slot++) {
       if (namesInUse.has(warmRunnerJobName(name, slot))) continue;
       made++;
-      if (await this.#createRunnerJob(context, forge, { warmSlot: slot }, undefined, target)) created++;
+      if (await this.#createRunnerJob(context, forge, { warmSlot: slot }, target)) created++;
     }
 
     const cleanup = new RunnerCleanup({
       context,
-      client: this.forgeClient(spec, token),
-      endpoint: forgeTargetOf(spec, token).endpoint,
+      client: this.#forgeClient(spec, token),
+      endpoint: forgeTarget.endpoint,
       batch: this.#options.clients.batch,
       events: this.#options.events,
       metrics: this.#options.metrics,
@@ -339,12 +337,11 @@ export class RunnerGroupReconciler {
     return wakeAt.length > 0 ? { requeueAfterMs: Math.max(500, Math.min(...wakeAt) - now) } : {};
   };
 
-  /** Creates one runner Job; false when it exists already. */
+  /** Creates one runner Job, for a planned job or a warm-pool slot; false when it exists already. */
   async #createRunnerJob(
     context: GroupContext,
     forge: string,
-    runFor: { job: QueuedJob; attempt: number } | { warmSlot: number },
-    planned: PlannedRunner | undefined,
+    runFor: PlannedRunner | { warmSlot: number },
     target: EventTarget,
   ): Promise<boolean> {
     const { namespace, name } = context;
@@ -369,7 +366,7 @@ export class RunnerGroupReconciler {
     }
     const metrics = this.#options.metrics;
     metrics?.runnerJobsCreated.inc({ namespace, runnergroup: name });
-    if (!planned) {
+    if ("warmSlot" in runFor) {
       log.info("Created warm-pool runner Job {jobName}", { jobName });
       await this.#options.events.record(
         target,
@@ -379,33 +376,33 @@ export class RunnerGroupReconciler {
       );
       return true;
     }
-    if (planned.replaces) metrics?.runnerJobsReplaced.inc({ namespace, runnergroup: name });
-    const queuedAt = Date.parse(planned.job.createdAt);
-    if (metrics && !planned.replaces && !Number.isNaN(queuedAt)) {
+    if (runFor.replaces) metrics?.runnerJobsReplaced.inc({ namespace, runnergroup: name });
+    const queuedAt = Date.parse(runFor.job.createdAt);
+    if (metrics && !runFor.replaces && !Number.isNaN(queuedAt)) {
       metrics.spawnLatency.observe(Math.max(0, Date.now() - queuedAt) / 1000);
     }
     log.info("Created runner Job {jobName} for forge job {forgeJobId} ({repository}, runs-on {runsOn})", {
       jobName,
-      forgeJobId: planned.job.id,
-      repository: `${planned.job.owner}/${planned.job.repo}`,
-      runsOn: planned.job.runsOn.join(","),
-      attempt: planned.attempt,
+      forgeJobId: runFor.job.id,
+      repository: `${runFor.job.owner}/${runFor.job.repo}`,
+      runsOn: runFor.job.runsOn.join(","),
+      attempt: runFor.attempt,
     });
-    const [reason, message] = planned.replaces
+    const [reason, message] = runFor.replaces
       ? [
         "RunnerJobReplaced",
-        `Created runner Job ${jobName} for job ${planned.job.id} (${planned.job.name}), replacing failed ${planned.replaces}`,
+        `Created runner Job ${jobName} for job ${runFor.job.id} (${runFor.job.name}), replacing failed ${runFor.replaces}`,
       ]
       : [
         "RunnerJobCreated",
-        `Created runner Job ${jobName} for job ${planned.job.id} (${planned.job.name}) of ${planned.job.owner}/${planned.job.repo}`,
+        `Created runner Job ${jobName} for job ${runFor.job.id} (${runFor.job.name}) of ${runFor.job.owner}/${runFor.job.repo}`,
       ];
     await this.#options.events.record(target, "Normal", reason, message);
     return true;
   }
 
   /** A forge client for the group's API token, counted in the forge request metrics. */
-  forgeClient(spec: RunnerGroupSpec, token: string): GiteaClient {
+  #forgeClient(spec: RunnerGroupSpec, token: string): GiteaClient {
     return new GiteaClient({
       baseUrl: spec.giteaURL,
       token,
@@ -443,7 +440,7 @@ export class RunnerGroupReconciler {
     const namespace = group.metadata.namespace;
     const existing = await this.#readSecretKey(namespace, selector, "registrationToken (kept by the operator)");
     if (existing.ok) return existing;
-    const client = this.forgeClient(spec, apiToken);
+    const client = this.#forgeClient(spec, apiToken);
     const token = await client.createRegistrationToken(forgeTargetOf(spec, apiToken).endpoint);
     registerSecret(token);
     const body = {
