@@ -20,6 +20,7 @@ import {
   startEnvironment,
   waitForFirstPoll,
 } from "../harness/environment.ts";
+import { ownPathWorkflow, simpleJob } from "../harness/gitea.ts";
 import { eventually } from "../harness/wait.ts";
 import { type OperatorProcess, startOperator } from "../harness/operator.ts";
 
@@ -99,8 +100,11 @@ try {
       "acme",
       "bench",
       path,
-      `on:\n  push:\n    paths: ["${path}"]\njobs:\n  run:\n    runs-on: ${label}\n` +
-        `    strategy:\n      matrix:\n        n: [${matrix}]\n    steps:\n      - run: echo \${{ matrix.n }}\n`,
+      ownPathWorkflow(
+        path,
+        `  run:\n    runs-on: ${label}\n    strategy:\n      matrix:\n        n: [${matrix}]\n` +
+          `    steps:\n      - run: echo \${{ matrix.n }}\n`,
+      ),
     );
     const pushedAt = performance.now();
     const seen = new Map<string, number>();
@@ -173,7 +177,7 @@ try {
         "acme",
         "bench",
         path,
-        `on:\n  push:\n    paths: ["${path}"]\njobs:\n  ${name}:\n    runs-on: ${label}\n    steps:\n      - run: echo\n`,
+        ownPathWorkflow(path, simpleJob(name, label, 0)),
       );
       const pushedAt = performance.now();
       await eventually(`job ${name} started`, async () => {

@@ -14,12 +14,12 @@
  */
 import assert from "node:assert/strict";
 import { PatchStrategy, setHeaderOptions, type V1Job } from "@kubernetes/client-node";
-import type { GiteaJob } from "../harness/gitea.ts";
-import { runTestRunner } from "../harness/gitea.ts";
+import { type GiteaJob, ownPathWorkflow, runTestRunner, simpleJob } from "../harness/gitea.ts";
 import {
   createRunnerGroup,
   type Environment,
   getRunnerGroup,
+  isFinished,
   setUpRepository,
   startEnvironment,
   waitForFirstPoll,
@@ -32,12 +32,10 @@ const namespace = "cleanup";
 const repoScope = { kind: "repo", owner: "acme", repo: "app" } as const;
 const groupLabel = "gitea.bpg.pw/runnergroup-name";
 
-/** A workflow that runs only when its own file changes, so pushing one file starts one run. */
+/** A workflow of quick jobs (name -> runs-on) in `.gitea/workflows/<file>`, started only by a change to that file. */
 function workflow(file: string, jobs: Record<string, string>): string {
-  const body = Object.entries(jobs).map(([name, runsOn]) =>
-    `  ${name}:\n    runs-on: ${runsOn}\n    steps:\n      - run: echo ${name}\n`
-  ).join("");
-  return `on:\n  push:\n    paths: [".gitea/workflows/${file}"]\njobs:\n${body}`;
+  const body = Object.entries(jobs).map(([name, runsOn]) => simpleJob(name, runsOn, 0)).join("");
+  return ownPathWorkflow(`.gitea/workflows/${file}`, body);
 }
 
 async function runnerJobs(env: Environment, group?: string): Promise<V1Job[]> {
@@ -48,9 +46,7 @@ async function runnerJobs(env: Environment, group?: string): Promise<V1Job[]> {
   return list.items;
 }
 
-const isActive = (job: V1Job): boolean =>
-  !job.metadata?.deletionTimestamp &&
-  !(job.status?.conditions ?? []).some((c) => (c.type === "Complete" || c.type === "Failed") && c.status === "True");
+const isActive = (job: V1Job): boolean => !job.metadata?.deletionTimestamp && !isFinished(job);
 
 async function jobsNamed(env: Environment, names: string[]): Promise<GiteaJob[]> {
   const page = await env.gitea.listJobs(repoScope, { limit: 50 });

@@ -14,22 +14,14 @@ import { EventRecorder } from "../../src/kube/events.ts";
 import { RunnerGroupReconciler } from "../../src/runner_group/reconciler.ts";
 import { defaultRunnerImage } from "../../src/runner_group/runner_job.ts";
 import type { RunnerGroup } from "../../src/runner_group/schema.ts";
-import { createRunnerGroup, getRunnerGroup, startEnvironment } from "../harness/environment.ts";
-import type { GiteaJob } from "../harness/gitea.ts";
+import { createRunnerGroup, getRunnerGroup, isFinished, startEnvironment } from "../harness/environment.ts";
+import { type GiteaJob, ownPathWorkflow, simpleJob } from "../harness/gitea.ts";
 import { type OperatorProcess, startOperator } from "../harness/operator.ts";
 import { eventually } from "../harness/wait.ts";
 
 const namespace = "ci";
 const jobIdLabel = "gitea.bpg.pw/job-id";
 const groupLabel = "gitea.bpg.pw/runnergroup-name";
-
-const isFinished = (job: V1Job): boolean =>
-  (job.status?.conditions ?? []).some((c) => (c.type === "Complete" || c.type === "Failed") && c.status === "True");
-
-/** A workflow that runs only when its own file changes, so that a later push does not start it again. */
-const workflow = (path: string, jobs: string): string => `on:\n  push:\n    paths:\n      - "${path}"\njobs:\n${jobs}`;
-const simpleJob = (name: string, label: string, seconds = 1): string =>
-  `  ${name}:\n    runs-on: ${label}\n    steps:\n      - run: echo "${name} on ${label}" && sleep ${seconds}\n`;
 
 Deno.test({
   name: "end to end: queued Gitea jobs get exactly one ephemeral runner Job each, within limits, through failures",
@@ -136,7 +128,7 @@ Deno.test({
       operator = await startOperator({ kubeconfigPath: env.cluster.kubeconfigPath, dir: env.dir, args: operatorArgs });
 
       const push = (owner: string, repo: string, path: string, jobs: string): Promise<void> =>
-        gitea.pushWorkflow(owner, repo, path, workflow(path, jobs));
+        gitea.pushWorkflow(owner, repo, path, ownPathWorkflow(path, jobs));
       const allJobs = async (): Promise<GiteaJob[]> => (await gitea.listJobs({ kind: "all" }, { limit: 50 })).jobs;
       const waitForJobs = async (what: string, done: (jobs: GiteaJob[]) => boolean, timeoutMs = 180_000) =>
         await eventually(what, async () => {

@@ -10,6 +10,7 @@ import {
   KubernetesObjectApi,
   loadYaml,
   type V1CustomResourceDefinition,
+  type V1Job,
 } from "@kubernetes/client-node";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -99,6 +100,10 @@ export async function startEnvironment(options: EnvironmentOptions = {}): Promis
     throw error;
   }
 }
+
+/** Whether a Job has finished, by its Complete or Failed condition (read independently of the operator's code). */
+export const isFinished = (job: V1Job): boolean =>
+  (job.status?.conditions ?? []).some((c) => (c.type === "Complete" || c.type === "Failed") && c.status === "True");
 
 /** A RunnerGroup as the tests read it back. */
 export interface RunnerGroupObject {

@@ -646,6 +646,14 @@ class Harness implements GiteaHarness {
   }
 }
 
+/** A workflow that runs only when its own file (`path`) changes, so that pushing one file starts one run. */
+export const ownPathWorkflow = (path: string, jobs: string): string =>
+  `on:\n  push:\n    paths:\n      - "${path}"\njobs:\n${jobs}`;
+
+/** One job of a workflow: runs on `label`, echoes its name and sleeps `seconds`. */
+export const simpleJob = (name: string, label: string, seconds = 1): string =>
+  `  ${name}:\n    runs-on: ${label}\n    steps:\n      - run: echo "${name} on ${label}" && sleep ${seconds}\n`;
+
 /** A non-2xx answer from Gitea's API; `status` lets callers branch on 404 and the like. */
 export class GiteaApiError extends Error {
   constructor(message: string, readonly status: number) {
