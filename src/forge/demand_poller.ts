@@ -78,6 +78,10 @@ class Poller {
   #stopped = false;
   #running?: Promise<void>;
   #verified = false;
+  /** When the next poll is due (ms since epoch). */
+  #scheduledAt = Infinity;
+  /** A subscriber waits for an answer fetched at or after this time (see answerAfter). */
+  #wantedAt?: number;
   readonly #client: GiteaClient;
   readonly #log = logger("forge");
 
@@ -100,6 +104,16 @@ class Poller {
     if (!this.#running) this.#schedule(0);
   }
 
+  /**
+   * Asks for an answer fetched at or after `at` (ms since epoch): polls then, unless a poll comes sooner, and tells
+   * the subscribers about that answer even when it did not change.
+   */
+  answerAfter(at: number): void {
+    if (this.snapshot && this.snapshot.fetchedAt >= at) return;
+    this.#wantedAt = Math.max(this.#wantedAt ?? at, at);
+    if (!this.#running && this.#scheduledAt > at) this.#schedule(Math.max(0, at - Date.now()));
+  }
+
   async stop(): Promise<void> {
     this.#stopped = true;
     clearTimeout(this.#timer);
@@ -109,6 +123,7 @@ class Poller {
   #schedule(delayMs: number): void {
     clearTimeout(this.#timer);
     if (this.#stopped) return;
+    this.#scheduledAt = Date.now() + delayMs;
     this.#timer = setTimeout(() => {
       this.#running = this.#poll().finally(() => (this.#running = undefined));
     }, delayMs);
@@ -156,8 +171,14 @@ class Poller {
       }
     }
     this.snapshot = next;
-    if (before === undefined || fingerprint(before) !== fingerprint(next)) this.options.onChange([...this.subscribers]);
-    this.#schedule(this.#nextDelay(next.error));
+    const wanted = this.#wantedAt !== undefined && !next.error && next.fetchedAt >= this.#wantedAt;
+    if (wanted) this.#wantedAt = undefined;
+    if (before === undefined || wanted || fingerprint(before) !== fingerprint(next)) {
+      this.options.onChange([...this.subscribers]);
+    }
+    let delay = this.#nextDelay(next.error);
+    if (this.#wantedAt !== undefined && !next.error) delay = Math.min(delay, Math.max(0, this.#wantedAt - Date.now()));
+    this.#schedule(delay);
   }
 
   #nextDelay(error: ForgeError | undefined): number {
@@ -210,6 +231,11 @@ export class DemandPollers {
 
   snapshot(targetKey: string): DemandSnapshot | undefined {
     return this.#pollers.get(targetKey)?.snapshot;
+  }
+
+  /** Asks the target's poller for an answer fetched at or after `at`; its subscribers hear of it (see Poller). */
+  answerAfter(targetKey: string, at: number): void {
+    this.#pollers.get(targetKey)?.answerAfter(at);
   }
 
   /** Polls the targets matching `predicate` now (used by webhooks). */

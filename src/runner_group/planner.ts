@@ -77,6 +77,11 @@ export interface Plan {
   gaveUp: { job: QueuedJob; failures: number }[];
   /** When a backoff ends and the group should be planned again (ms since epoch). */
   wakeAt?: number;
+  /**
+   * A runner finished after the forge answer was fetched, so the answer may be stale: plan again on an answer
+   * fetched at or after this time (ms since epoch).
+   */
+  answerAfter?: number;
 }
 
 /** When the last of `records` finished (ms since epoch); -Infinity when none did. */
@@ -122,6 +127,13 @@ export function planRunnerJobs(input: PlanInput): Plan {
   const wake = (at: number): void => {
     plan.wakeAt = plan.wakeAt === undefined ? at : Math.min(plan.wakeAt, at);
   };
+  // Whether the answer was fetched at least settleMs after `finishedAt`; if not, a later answer is asked for.
+  const settled = (finishedAt: number): boolean => {
+    const due = finishedAt + input.settleMs;
+    if (demand.fetchedAt >= due) return true;
+    plan.answerAfter = Math.max(plan.answerAfter ?? due, due);
+    return false;
+  };
 
   const owned = [...demand.jobs]
     .filter((job) => canRunJob(input.labels, job.runsOn) && input.ownerOf(job) === input.groupKey)
@@ -135,7 +147,7 @@ export function planRunnerJobs(input: PlanInput): Plan {
     if (records.some((record) => record.state === "active") || input.activeElsewhere.has(job.id)) continue;
 
     // A runner that just finished may have run this very job; only a later answer from the forge tells.
-    if (demand.fetchedAt < latestFinish(records) + input.settleMs) continue;
+    if (!settled(latestFinish(records))) continue;
 
     const failures = records.filter((record) => record.state === "failed");
     if (failures.length >= input.retry.limit) {
@@ -181,7 +193,7 @@ export function planRunnerJobs(input: PlanInput): Plan {
   plan.createWarm = Math.min(room, Math.max(0, warmTarget - leftover));
   // A runner that finished after this answer was fetched may have run one of the jobs it still shows queued, which
   // then looks like a job an idle runner must cover: wait for a later answer before growing the pool.
-  if (demand.fetchedAt < latestFinish(input.runnerJobs) + input.settleMs) plan.createWarm = 0;
+  if (plan.createWarm > 0 && !settled(latestFinish(input.runnerJobs))) plan.createWarm = 0;
   // Warm runners that fail (a bad image, a wrong token) are not replaced in a tight loop: after each failure still
   // on record, the next one waits the retry delay, doubling.
   const warmFailures = input.runnerJobs.filter((record) =>

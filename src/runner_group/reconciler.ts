@@ -247,6 +247,7 @@ export class RunnerGroupReconciler {
       settleMs: this.#options.settleMs ?? 3000,
     });
 
+    if (plan.answerAfter !== undefined) this.#options.pollers.answerAfter(targetKey, plan.answerAfter);
     // Idle times are kept only for runners idle now: one that took a job and went idle again starts over.
     const idleNames = new Set(plan.idle);
     for (const runner of [...idleSince.keys()]) if (!idleNames.has(runner)) idleSince.delete(runner);

@@ -92,3 +92,44 @@ Deno.test("a failing forge is reported in the snapshot, backs off, and recovers"
     await server.shutdown();
   }
 });
+
+Deno.test("answerAfter polls at that time, well before the interval, and tells the groups even when nothing changed", async () => {
+  let jobRequests = 0;
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (request) => {
+    const url = new URL(request.url);
+    if (url.pathname === "/api/v1/version") return Response.json({ version: "1.26.0" });
+    jobRequests++;
+    return Response.json({ jobs: [job(1)], total_count: 1 });
+  });
+  const notified: number[] = [];
+  const pollers = new DemandPollers({
+    intervalMs: 60_000,
+    timeoutMs: 1000,
+    onChange: () => notified.push(Date.now()),
+  });
+  try {
+    const key = pollers.subscribe("ns/a", {
+      baseUrl: `http://127.0.0.1:${server.addr.port}`,
+      endpoint: { scope: "repo", owner: "acme", repo: "app" },
+      token: "t",
+    });
+    await until(() => notified.length === 1);
+    const firstFetch = pollers.snapshot(key)!.fetchedAt;
+    // An answer already fetched late enough: no poll.
+    pollers.answerAfter(key, firstFetch);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal(jobRequests, 1);
+    const at = Date.now() + 200;
+    pollers.answerAfter(key, at);
+    await until(() => notified.length === 2);
+    assert.equal(jobRequests, 2, "one poll for the request");
+    assert.ok(pollers.snapshot(key)!.fetchedAt >= at, "the answer was fetched at or after the time asked for");
+    assert.ok(notified[1] >= at, "not before the time asked for");
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.equal(jobRequests, 2, "then back to the interval");
+    assert.equal(notified.length, 2);
+  } finally {
+    await pollers.stop();
+    await server.shutdown();
+  }
+});

@@ -349,3 +349,20 @@ Deno.test("no warm runner is added on a forge answer older than a runner's end: 
   plan = planRunnerJobs(input({ minIdleRunners: 1, runnerJobs: [older], demand: demandOf([]) }));
   assert.equal(plan.createWarm, 1);
 });
+
+Deno.test("an answer older than a runner's end asks for a later answer, for a job's own runner and for the pool", () => {
+  // Job 3's runner finished 1 s ago; the answer was fetched 2 s ago and still shows job 3 queued.
+  const stale = { jobs: [job(3)], fetchedAt: now - 2_000, busyRunners: new Set<string>() };
+  let plan = planRunnerJobs(input({ runnerJobs: [record(3, "succeeded", 0, now - 1_000)], demand: stale }));
+  assert.deepEqual(createdIds(plan), []);
+  assert.equal(plan.answerAfter, now - 1_000 + 3_000, "an answer fetched settleMs after the end");
+  // The same for the warm pool.
+  const finished: RunnerJobRecord = { name: "g-warm-0", attempt: 0, state: "succeeded", finishedAt: now - 500 };
+  plan = planRunnerJobs(input({ minIdleRunners: 1, runnerJobs: [finished], demand: demandOf([]) }));
+  assert.equal(plan.createWarm, 0);
+  assert.equal(plan.answerAfter, now - 500 + 3_000);
+  // A settled answer asks for nothing.
+  plan = planRunnerJobs(input({ minIdleRunners: 1, runnerJobs: [{ ...finished, finishedAt: now - 3_000 }] }));
+  assert.equal(plan.createWarm, 1);
+  assert.equal(plan.answerAfter, undefined);
+});
