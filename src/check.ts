@@ -9,7 +9,7 @@ import { ForgeError } from "./forge/errors.ts";
 import { GiteaClient } from "./forge/gitea_client.ts";
 import { effectiveRunnerLabels, InvalidLabelError, missingLabels } from "./forge/labels.ts";
 import { apiMessage, apiStatus, decodeSecretData, type KubeClients } from "./kube/client.ts";
-import { forgeTargetOf } from "./runner_group/reconciler.ts";
+import { forgeTargetOf } from "./runner_group/demand.ts";
 import {
   apiGroup,
   apiVersion,

@@ -83,6 +83,12 @@ const settings = {
   },
   healthPort: { flag: "health-port", env: "GRO_HEALTH_PORT", default: "8081", schema: integer(0, 65535) },
   workers: { flag: "workers", env: "GRO_WORKERS", default: "4", schema: integer(1, 64) },
+  createConcurrency: {
+    flag: "create-concurrency",
+    env: "GRO_CREATE_CONCURRENCY",
+    default: "8",
+    schema: integer(1, 100),
+  },
   pollInterval: { flag: "poll-interval", env: "GRO_POLL_INTERVAL", default: "10s", schema: duration(1000, 3_600_000) },
   resyncInterval: {
     flag: "resync-interval",

@@ -160,6 +160,7 @@ export class Manager {
       runnerImage: config.runnerImage,
       retry: { limit: config.runnerRetryLimit, baseDelayMs: 10_000, maxDelayMs: 5 * 60_000 },
       resyncIntervalMs: config.resyncInterval,
+      createConcurrency: config.createConcurrency,
       forgeTimeoutMs: config.forgeTimeout,
       metrics: this.metrics,
       idleGraceMs: config.idleRunnerGrace,

@@ -8,7 +8,8 @@
  */
 import type { QueuedJob } from "../forge/gitea_client.ts";
 import { canRunJob, type RunnerLabel } from "../forge/labels.ts";
-import type { RunnerGroupScope } from "./schema.ts";
+import type { RunnerGroup, RunnerGroupScope } from "./schema.ts";
+import { validateGroup } from "./validate.ts";
 
 /** What the rule needs to know of a group. */
 export interface GroupCoverage {
@@ -62,4 +63,20 @@ export function chooseOwnerGroup(
     }
   }
   return best?.key;
+}
+
+/** What the rule needs of a group; undefined for a group whose spec is invalid (it runs no jobs). */
+export function coverageOf(key: string, group: Pick<RunnerGroup, "spec">): GroupCoverage | undefined {
+  const validated = validateGroup(group);
+  if (!validated.ok) return undefined;
+  const { spec, labels } = validated;
+  return {
+    key,
+    forge: forgeKey(spec.giteaURL),
+    scope: spec.scope,
+    owner: spec.scope === "org" ? spec.org : spec.scope === "user" ? spec.user : spec.org ?? spec.user,
+    repo: spec.repo,
+    labels,
+    paused: spec.maxActiveRunners === 0,
+  };
 }

@@ -1,6 +1,12 @@
-/** RunnerGroup status: conditions computed from what the reconcile saw, and the rule for when to write it. */
+/**
+ * Stage 6 of the reconcile, RunnerGroup status: conditions computed from what the reconcile saw, the rule for when to
+ * write it, and the write itself (a merge patch of the status subresource).
+ */
+import { type CustomObjectsApi, PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
+import type { DemandSnapshot } from "../forge/demand_poller.ts";
 import type { ForgeErrorKind } from "../forge/errors.ts";
-import type { Condition, RunnerGroupStatus } from "./schema.ts";
+import { apiMessage, apiStatus } from "../kube/client.ts";
+import { apiGroup, apiVersion, type Condition, plural, type RunnerGroup, type RunnerGroupStatus } from "./schema.ts";
 
 export const conditionTypes = {
   ready: "Ready",
@@ -119,4 +125,56 @@ export function canonicalJson(value: unknown): string {
     return `{${entries.map(([key, item]) => `${JSON.stringify(key)}:${canonicalJson(item)}`).join(",")}}`;
   }
   return JSON.stringify(value);
+}
+
+/** The ForgeReachable observation of a demand snapshot. */
+export function forgeObservation(snapshot: DemandSnapshot | undefined): Observations["forge"] {
+  if (!snapshot) return { ok: false, reason: "Pending", message: "Waiting for the first answer from the forge" };
+  if (snapshot.error) return { ok: false, reason: snapshot.error.kind, message: snapshot.error.message };
+  return { ok: true, message: `Gitea ${snapshot.version ?? "(unknown version)"} answered` };
+}
+
+/** The counts of a status; those not given keep their current values. */
+export type StatusCounts = Pick<RunnerGroupStatus, "activeRunners" | "queuedJobs" | "idleRunners" | "lastCheckTime">;
+
+/** Writes the group's status when it changed (see statusNeedsWrite); a group deleted meanwhile is not an error. */
+export async function writeStatus(
+  custom: CustomObjectsApi,
+  group: RunnerGroup,
+  observations: Observations,
+  counts: StatusCounts,
+  now: number,
+  staleAfterMs: number,
+): Promise<void> {
+  const current = group.status;
+  const next: RunnerGroupStatus = {
+    activeRunners: counts.activeRunners ?? current?.activeRunners ?? 0,
+    queuedJobs: counts.queuedJobs ?? current?.queuedJobs ?? 0,
+    idleRunners: counts.idleRunners ?? current?.idleRunners ?? 0,
+    ...(counts.lastCheckTime ?? current?.lastCheckTime
+      ? { lastCheckTime: counts.lastCheckTime ?? current?.lastCheckTime }
+      : {}),
+    ...(group.metadata.generation !== undefined ? { observedGeneration: group.metadata.generation } : {}),
+    conditions: computeConditions(observations, current?.conditions, group.metadata.generation, new Date(now)),
+  };
+  if (!statusNeedsWrite(current, next, staleAfterMs)) return;
+  try {
+    await custom.patchNamespacedCustomObjectStatus(
+      {
+        group: apiGroup,
+        version: apiVersion,
+        namespace: group.metadata.namespace,
+        plural,
+        name: group.metadata.name,
+        body: { status: next },
+      },
+      setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+    );
+  } catch (error) {
+    if (apiStatus(error) === 404) return; // deleted meanwhile
+    throw new Error(
+      `Cannot write the status of ${group.metadata.namespace}/${group.metadata.name}: ${apiMessage(error)}`,
+      { cause: error },
+    );
+  }
 }

@@ -1,0 +1,183 @@
+/**
+ * Stage 5 of the reconcile, the only one with side effects on the cluster and the forge: creates the planned runner
+ * Jobs (a bounded number at once), fills the warm pool, removes idle runners and orphan registrations, and records
+ * what it did as events and metrics.
+ */
+import type { BatchV1Api, V1Job } from "@kubernetes/client-node";
+import type { GiteaClient, JobsEndpoint } from "../forge/gitea_client.ts";
+import type { EventRecorder, EventTarget } from "../kube/events.ts";
+import { apiMessage, apiStatus } from "../kube/client.ts";
+import type { logger } from "../log.ts";
+import type { OperatorMetrics } from "../metrics.ts";
+import { settleBounded } from "../runtime/concurrency.ts";
+import { type GroupContext, type OrphanSweep, RunnerCleanup, sweepOrphanRegistrations } from "./cleanup.ts";
+import type { Plan, PlannedRunner } from "./planner.ts";
+import { buildRunnerJob, warmRunnerJobName } from "./runner_job.ts";
+
+export interface ApplyOptions {
+  batch: BatchV1Api;
+  events: EventRecorder;
+  metrics?: OperatorMetrics;
+  runnerImage: string;
+  /** Runner Job creates in flight at once, per reconcile. */
+  createConcurrency: number;
+  idleGraceMs: number;
+}
+
+/** What one apply did. */
+export interface Applied {
+  /** Runner Jobs that exist now and did not before (created, or found created by an earlier attempt). */
+  created: number;
+  /** Idle runner Jobs removed. */
+  removed: number;
+  /** When the orphan-registration sweep wants to look again (ms since epoch). */
+  sweepWake?: number;
+}
+
+/** A runner Job to create: for a queued job, or for a warm-pool slot. */
+type RunFor = PlannedRunner | { warmSlot: number };
+
+/**
+ * Applies a plan. Creates run concurrently, at most `createConcurrency` at once; the plan already keeps the group
+ * within `maxActiveRunners`, and names are deterministic, so a create that meets an existing Job (409) is counted as
+ * done, never repeated under another name. A failed create does not stop the others; the first failure is thrown
+ * after all have settled, so the work queue retries the group with backoff.
+ */
+export async function applyPlan(input: {
+  options: ApplyOptions;
+  plan: Plan;
+  context: GroupContext;
+  forge: string;
+  forgeClient: GiteaClient;
+  /** The group's scope on the forge, where its runners are registered. */
+  endpoint: JobsEndpoint;
+  /** Names of the runner Jobs in the group's namespace (finished ones too). */
+  namesInUse: ReadonlySet<string>;
+  allRunnerJobs: V1Job[];
+  idleSince: Map<string, number>;
+  orphans: OrphanSweep;
+  target: EventTarget;
+  log: ReturnType<typeof logger>;
+  now: number;
+}): Promise<Applied> {
+  const { options, plan, context, target, log, now } = input;
+  const runs: RunFor[] = [...plan.create, ...warmSlots(context.name, plan.createWarm, input.namesInUse)];
+  const outcomes = await settleBounded(
+    runs,
+    options.createConcurrency,
+    (runFor) => createRunnerJob(options, context, input.forge, runFor, target, log),
+  );
+  const created = outcomes.filter((outcome) => outcome.status === "fulfilled").length;
+  const failed = outcomes.find((outcome) => outcome.status === "rejected");
+
+  const cleanup = new RunnerCleanup({
+    context,
+    client: input.forgeClient,
+    endpoint: input.endpoint,
+    batch: options.batch,
+    events: options.events,
+    metrics: options.metrics,
+    target,
+    log,
+  });
+  let removed = 0;
+  for (const runner of plan.remove) {
+    if (await cleanup.removeIdleRunner(runner, input.idleSince.get(runner) ?? now, now)) {
+      removed++;
+      input.idleSince.delete(runner);
+    }
+  }
+  const sweepWake = await sweepOrphanRegistrations(
+    cleanup,
+    input.orphans,
+    input.allRunnerJobs,
+    now,
+    options.idleGraceMs,
+  );
+
+  for (const { job, failures } of plan.gaveUp) {
+    void options.events.record(
+      target,
+      "Warning",
+      "RunnerJobFailed",
+      `Job ${job.id} (${job.name}) of ${job.owner}/${job.repo} is still queued after ${failures} failed runner Jobs; ` +
+        "no further runner is started for it",
+    );
+  }
+  if (failed?.status === "rejected") throw failed.reason;
+  return { created, removed, ...(sweepWake !== undefined ? { sweepWake } : {}) };
+}
+
+/** The lowest free warm-pool slots; a slot whose name any Job holds (finished ones too) is not free. */
+export function warmSlots(groupName: string, count: number, namesInUse: ReadonlySet<string>): { warmSlot: number }[] {
+  const slots: { warmSlot: number }[] = [];
+  for (let slot = 0; slots.length < count; slot++) {
+    if (!namesInUse.has(warmRunnerJobName(groupName, slot))) slots.push({ warmSlot: slot });
+  }
+  return slots;
+}
+
+/** Creates one runner Job; resolves whether it was created now (false: it existed already). */
+async function createRunnerJob(
+  options: ApplyOptions,
+  context: GroupContext,
+  forge: string,
+  runFor: RunFor,
+  target: EventTarget,
+  log: ReturnType<typeof logger>,
+): Promise<boolean> {
+  const { namespace, name } = context;
+  const job = buildRunnerJob({
+    group: { name, namespace, uid: context.uid, spec: context.spec },
+    forge,
+    labels: context.labels,
+    for: runFor,
+    defaultImage: options.runnerImage,
+    registrationToken: context.registrationToken,
+  });
+  const jobName = job.metadata!.name!;
+  try {
+    await options.batch.createNamespacedJob({ namespace, body: job });
+  } catch (error) {
+    if (apiStatus(error) === 409) {
+      log.debug("Runner Job {jobName} exists already", { jobName });
+      return false;
+    }
+    throw new Error(`Cannot create runner Job ${namespace}/${jobName}: ${apiMessage(error)}`, { cause: error });
+  }
+  const metrics = options.metrics;
+  metrics?.runnerJobsCreated.inc({ namespace, runnergroup: name });
+  if ("warmSlot" in runFor) {
+    log.info("Created warm-pool runner Job {jobName}", { jobName });
+    void options.events.record(
+      target,
+      "Normal",
+      "WarmRunnerCreated",
+      `Created runner Job ${jobName} for the warm pool (minIdleRunners ${context.spec.minIdleRunners})`,
+    );
+    return true;
+  }
+  if (runFor.replaces) metrics?.runnerJobsReplaced.inc({ namespace, runnergroup: name });
+  const queuedAt = Date.parse(runFor.job.createdAt);
+  if (metrics && !runFor.replaces && !Number.isNaN(queuedAt)) {
+    metrics.spawnLatency.observe(Math.max(0, Date.now() - queuedAt) / 1000);
+  }
+  log.info("Created runner Job {jobName} for forge job {forgeJobId} ({repository}, runs-on {runsOn})", {
+    jobName,
+    forgeJobId: runFor.job.id,
+    repository: `${runFor.job.owner}/${runFor.job.repo}`,
+    runsOn: runFor.job.runsOn.join(","),
+    attempt: runFor.attempt,
+  });
+  const [reason, message] = runFor.replaces
+    ? [
+      "RunnerJobReplaced",
+      `Created runner Job ${jobName} for job ${runFor.job.id} (${runFor.job.name}), replacing failed ${runFor.replaces}`,
+    ]
+    : [
+      "RunnerJobCreated",
+      `Created runner Job ${jobName} for job ${runFor.job.id} (${runFor.job.name}) of ${runFor.job.owner}/${runFor.job.repo}`,
+    ];
+  void options.events.record(target, "Normal", reason, message);
+  return true;
+}
