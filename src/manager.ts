@@ -12,9 +12,11 @@ import { decodeSecretData, type KubeClients } from "./kube/client.ts";
 import { EventRecorder } from "./kube/events.ts";
 import { LeaderElector } from "./kube/leader_election.ts";
 import { SupervisedInformer } from "./kube/informer.ts";
+import { SecretCache, secretKeys } from "./kube/secret_cache.ts";
 import { describeError, logger, registerSecret } from "./log.ts";
 import { OperatorMetrics } from "./metrics.ts";
 import { Controller } from "./runtime/controller.ts";
+import { secretsOf } from "./runner_group/credentials.ts";
 import { groupKey, RunnerGroupReconciler } from "./runner_group/reconciler.ts";
 import { labelKeys, runnerJobSelector } from "./runner_group/runner_job.ts";
 import { apiGroup, apiVersion, plural, type RunnerGroup } from "./runner_group/schema.ts";
@@ -69,6 +71,8 @@ export class Manager {
   readonly coverageInformers: SupervisedInformer<RunnerGroup>[] = [];
   readonly jobInformers: SupervisedInformer<V1Job>[] = [];
   readonly pollers: DemandPollers;
+  /** The token Secrets that selected groups reference, each watched by name. */
+  readonly secrets: SecretCache;
   readonly controller: Controller;
   readonly metrics = new OperatorMetrics();
   /** Uids of failed runner Jobs already counted. */
@@ -97,6 +101,11 @@ export class Manager {
       timeoutMs: config.forgeTimeout,
       onChange: (keys) => keys.forEach((key) => this.controller.queue.add(key)),
       observe: observeForge,
+    });
+    this.secrets = new SecretCache({
+      clients,
+      onChange: (namespace, name) => this.#onSecretChange(namespace, name),
+      onRestart: () => this.metrics.informerRestarts.inc({ informer: "secrets" }),
     });
     for (const namespace of namespaces) {
       const where = namespace === undefined ? "" : `/namespaces/${namespace}`;
@@ -154,6 +163,7 @@ export class Manager {
             informer.cache.list()
           ),
         runnerJobs: () => this.jobInformers.flatMap((informer) => informer.cache.list()),
+        secret: this.secrets.read,
       },
       pollers: this.pollers,
       events,
@@ -237,6 +247,7 @@ export class Manager {
     await this.#loadWebhookSecret();
     this.#resyncTimer = setInterval(() => {
       this.#enqueueAll();
+      void this.#retainSecrets();
       void this.#loadWebhookSecret();
     }, this.config.resyncInterval);
     this.#log.info("Started {workers} workers", { workers: this.config.workers });
@@ -258,6 +269,7 @@ export class Manager {
     // Released after the workers drained, so that the next leader starts from a quiet cluster.
     await this.#elector?.stop();
     await Promise.all(this.#informers().map((informer) => informer.stop()));
+    await this.secrets.stop();
     await this.#server?.shutdown();
     this.#log.info("Stopped");
   }
@@ -272,6 +284,25 @@ export class Manager {
   #onCoverageChange(group: RunnerGroup): void {
     const specChanged = trackGeneration(group, this.coverageInformers, this.#coverageGenerations);
     if (this.#started && specChanged) this.#enqueueAll();
+  }
+
+  /** A watched Secret changed: the selected groups that read it are reconciled. */
+  #onSecretChange(namespace: string, name: string): void {
+    if (!this.#started) return;
+    for (const informer of this.groupInformers) {
+      for (const group of informer.cache.list()) {
+        if (group.metadata.namespace !== namespace) continue;
+        if (secretsOf(group).some((secret) => secret.name === name)) {
+          this.controller.queue.add(groupKey(namespace, group.metadata.name));
+        }
+      }
+    }
+  }
+
+  /** Stops watching Secrets that no selected group references any more. */
+  async #retainSecrets(): Promise<void> {
+    const groups = this.groupInformers.flatMap((informer) => informer.cache.list());
+    await this.secrets.retain(secretKeys(groups.flatMap(secretsOf)));
   }
 
   #enqueueAll(): void {

@@ -17,6 +17,8 @@ export interface InformerOptions<T extends KubernetesObject> {
   path: string;
   list: () => Promise<KubernetesListObject<T>>;
   labelSelector?: string;
+  /** A field selector, e.g. `metadata.name=x` to watch one object. */
+  fieldSelector?: string;
   /** Called with each added, updated or deleted object. Must not throw; errors are logged. */
   onChange: (object: T) => void;
   /** Re-establish a watch that delivered nothing for this long (a silently dead connection). */
@@ -51,6 +53,7 @@ export class SupervisedInformer<T extends KubernetesObject> {
       options.list,
       false,
       options.labelSelector,
+      options.fieldSelector,
     );
     const handle = (object: T): void => {
       this.#lastActivity = Date.now();

@@ -161,3 +161,18 @@ async function ensureRegistrationSecret(
   );
   return { ok: true, value: token };
 }
+
+/** The Secrets a group reads: its API token's, and its registration token's (named, or the one the operator keeps). */
+export function secretsOf(group: RunnerGroup): { namespace: string; name: string }[] {
+  const spec = group.spec as Partial<RunnerGroupSpec> | undefined;
+  const namespace = group.metadata.namespace;
+  const names = new Set<string>();
+  if (typeof spec?.authToken?.name === "string" && spec.authToken.name !== "") names.add(spec.authToken.name);
+  const registration = spec?.registrationToken?.name;
+  names.add(
+    typeof registration === "string" && registration !== ""
+      ? registration
+      : managedRegistrationSecret(group.metadata.name).name,
+  );
+  return [...names].map((name) => ({ namespace, name }));
+}
