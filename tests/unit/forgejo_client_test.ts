@@ -13,7 +13,7 @@ import {
   parseForgeVersion,
 } from "../../src/forge/forge_client.ts";
 import { ForgeHttp } from "../../src/forge/forge_http.ts";
-import { ForgejoClient } from "../../src/forge/forgejo_client.ts";
+import type { ForgejoClient } from "../../src/forge/forgejo_client.ts";
 import { type FakeOwner, type ForgejoServer, startForgejoServer } from "../harness/forgejo_server.ts";
 
 async function withForgejo(
