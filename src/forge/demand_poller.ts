@@ -5,8 +5,10 @@
  */
 import { createHash } from "node:crypto";
 import { describeError, logger } from "../log.ts";
+import { connectForge } from "./connect.ts";
 import { ForgeError } from "./errors.ts";
-import { GiteaClient, type JobsEndpoint, jobsPath, type QueuedJob } from "./gitea_client.ts";
+import { type ForgeClient, ForgeDetector, type ForgeVersion } from "./forge_client.ts";
+import { type JobsEndpoint, jobsPath, type QueuedJob } from "./gitea_client.ts";
 
 export interface ForgeTarget {
   baseUrl: string;
@@ -14,6 +16,11 @@ export interface ForgeTarget {
   token: string;
   /** For user scope: the login the token must belong to. */
   expectedUser?: string;
+  /**
+   * The runner label names the subscribing group serves. Not part of the target's key: a poller lists the jobs of
+   * the union of its groups' labels where the forge needs labels to list anything (Forgejo < 14).
+   */
+  labels?: readonly string[];
 }
 
 export interface DemandSnapshot {
@@ -26,6 +33,10 @@ export interface DemandSnapshot {
   /** When the forge was last asked, successfully or not. */
   checkedAt: number;
   version?: string;
+  /** The forge's kind and version, once detected. */
+  forge?: ForgeVersion;
+  /** Ids of the jobs being run, from the last successful answer (Forgejo does not name their runners). */
+  runningJobIds?: ReadonlySet<number>;
   /** The error of the last attempt, if it failed. */
   error?: ForgeError;
 }
@@ -36,8 +47,10 @@ export interface DemandPollersOptions {
   maxBackoffMs?: number;
   /** Called with the keys of the groups whose demand changed. */
   onChange: (groupKeys: string[]) => void;
-  /** Makes the client; tests pass a fetch of their own. */
-  client?: (target: ForgeTarget, timeoutMs: number) => GiteaClient;
+  /** Detects the forge and makes its client; tests may pass their own. */
+  connect?: (target: ForgeTarget, timeoutMs: number) => Promise<ForgeClient>;
+  /** Remembers detected forge versions; shared with the reconciler so a forge is asked once. */
+  detector?: ForgeDetector;
   /** Told about every forge request (see `GiteaClientOptions.observe`). */
   observe?: (endpoint: string, code: string, seconds: number) => void;
 }
@@ -67,11 +80,14 @@ export function targetCovers(target: ForgeTarget, owner: string, repo: string): 
 function fingerprint(snapshot: DemandSnapshot): string {
   const jobs = snapshot.jobs.map((job) => `${job.id}:${job.runsOn.join(",")}`).join(";");
   const busy = [...snapshot.busyRunners].sort().join(",");
-  return `${jobs}|${busy}|${snapshot.error?.kind ?? ""}|${snapshot.error?.message ?? ""}`;
+  const running = [...snapshot.runningJobIds ?? []].sort((x, y) => x - y).join(",");
+  return `${jobs}|${busy}|${running}|${snapshot.error?.kind ?? ""}|${snapshot.error?.message ?? ""}`;
 }
 
 class Poller {
   readonly subscribers = new Set<string>();
+  /** Each subscriber's runner label names (see ForgeTarget.labels). */
+  readonly labels = new Map<string, readonly string[]>();
   snapshot?: DemandSnapshot;
   #timer?: ReturnType<typeof setTimeout>;
   #failures = 0;
@@ -82,17 +98,24 @@ class Poller {
   #scheduledAt = Infinity;
   /** A subscriber waits for an answer fetched at or after this time (see answerAfter). */
   #wantedAt?: number;
-  readonly #client: GiteaClient;
+  #client?: ForgeClient;
   readonly #log = logger("forge");
 
-  constructor(readonly key: string, readonly target: ForgeTarget, readonly options: DemandPollersOptions) {
-    this.#client = options.client?.(target, options.timeoutMs) ??
-      new GiteaClient({
-        baseUrl: target.baseUrl,
-        token: target.token,
-        timeoutMs: options.timeoutMs,
-        observe: options.observe,
-      });
+  constructor(
+    readonly key: string,
+    readonly target: ForgeTarget,
+    readonly options: DemandPollersOptions,
+    readonly detector: ForgeDetector,
+  ) {}
+
+  /** Detects the forge (once per forge, see ForgeDetector) and makes the client for its kind and version. */
+  #connect(): Promise<ForgeClient> {
+    const { target, options } = this;
+    return options.connect?.(target, options.timeoutMs) ??
+      connectForge(
+        { baseUrl: target.baseUrl, token: target.token, timeoutMs: options.timeoutMs, observe: options.observe },
+        this.detector,
+      );
   }
 
   start(): void {
@@ -135,8 +158,11 @@ class Poller {
     let next: DemandSnapshot;
     try {
       let version = before?.version;
-      if (!this.#verified) {
-        version = await this.#client.version();
+      let forge = before?.forge;
+      if (!this.#verified || !this.#client) {
+        this.#client = await this.#connect();
+        forge = this.#client.forge;
+        version = forge.version;
         if (this.target.expectedUser !== undefined) {
           const user = await this.#client.currentUser();
           if (user.login.toLowerCase() !== this.target.expectedUser.toLowerCase()) {
@@ -148,9 +174,11 @@ class Poller {
         }
         this.#verified = true;
       }
-      const open = await this.#client.listOpenJobs(this.target.endpoint);
+      const labels = [...new Set([...this.labels.values()].flat())];
+      const open = await this.#client.listOpenJobs(this.target.endpoint, { labels });
       const busyRunners = new Set(open.running.map((job) => job.runnerName).filter(Boolean));
-      next = { jobs: open.queued, busyRunners, fetchedAt: Date.now(), checkedAt: now, version };
+      const runningJobIds = new Set(open.running.map((job) => job.id));
+      next = { jobs: open.queued, busyRunners, runningJobIds, fetchedAt: Date.now(), checkedAt: now, version, forge };
       if (before?.error) this.#log.info("Forge {target} is reachable again", { target: this.key });
       this.#failures = 0;
     } catch (error) {
@@ -158,6 +186,8 @@ class Poller {
         ? error
         : new ForgeError("InvalidResponse", describeError(error), { cause: error });
       this.#verified = false;
+      // After an outage the forge may come back upgraded: detect it again.
+      this.detector.forget(this.target.baseUrl);
       this.#failures++;
       next = {
         jobs: before?.jobs ?? [],
@@ -196,8 +226,11 @@ class Poller {
 export class DemandPollers {
   readonly #pollers = new Map<string, Poller>();
   readonly #groupTarget = new Map<string, string>();
+  readonly detector: ForgeDetector;
 
-  constructor(readonly options: DemandPollersOptions) {}
+  constructor(readonly options: DemandPollersOptions) {
+    this.detector = options.detector ?? new ForgeDetector();
+  }
 
   /** Makes a group use a target, starting its poller if it is new; returns the target's key. */
   subscribe(groupKey: string, target: ForgeTarget): string {
@@ -206,11 +239,12 @@ export class DemandPollers {
     if (previous !== undefined && previous !== key) this.unsubscribe(groupKey);
     let poller = this.#pollers.get(key);
     if (!poller) {
-      poller = new Poller(key, target, this.options);
+      poller = new Poller(key, target, this.options, this.detector);
       this.#pollers.set(key, poller);
       poller.start();
     }
     poller.subscribers.add(groupKey);
+    poller.labels.set(groupKey, target.labels ?? []);
     this.#groupTarget.set(groupKey, key);
     return key;
   }
@@ -223,6 +257,7 @@ export class DemandPollers {
     const poller = this.#pollers.get(key);
     if (!poller) return;
     poller.subscribers.delete(groupKey);
+    poller.labels.delete(groupKey);
     if (poller.subscribers.size === 0) {
       this.#pollers.delete(key);
       void poller.stop();
