@@ -42,7 +42,12 @@ export function hasCleanupFinalizer(group: RunnerGroup): boolean {
  * at, so a concurrent change by someone else fails with a conflict (and the work queue retries) instead of being
  * overwritten. A group already gone is not an error.
  */
-async function patchFinalizers(custom: CustomObjectsApi, group: RunnerGroup, finalizers: string[]): Promise<void> {
+async function patchFinalizers(
+  custom: CustomObjectsApi,
+  group: RunnerGroup,
+  finalizers: string[],
+  onConflict: "throw" | "ignore",
+): Promise<void> {
   try {
     await custom.patchNamespacedCustomObject(
       {
@@ -56,7 +61,7 @@ async function patchFinalizers(custom: CustomObjectsApi, group: RunnerGroup, fin
       setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
     );
   } catch (error) {
-    if (apiStatus(error) === 404) return;
+    if (apiStatus(error) === 404 || (apiStatus(error) === 409 && onConflict === "ignore")) return;
     throw new Error(
       `Cannot update the finalizers of ${group.metadata.namespace}/${group.metadata.name}: ${apiMessage(error)}`,
       { cause: error },
@@ -64,16 +69,24 @@ async function patchFinalizers(custom: CustomObjectsApi, group: RunnerGroup, fin
   }
 }
 
-/** Adds the cleanup finalizer to a live group that lacks it. */
+/**
+ * Adds the cleanup finalizer to a live group that lacks it. A conflict (the cached group is behind) is left to the
+ * next reconcile, which the newer version's update event brings.
+ */
 export async function addCleanupFinalizer(custom: CustomObjectsApi, group: RunnerGroup): Promise<void> {
   if (hasCleanupFinalizer(group) || group.metadata.deletionTimestamp) return;
-  await patchFinalizers(custom, group, [...(group.metadata.finalizers ?? []), cleanupFinalizer]);
+  await patchFinalizers(custom, group, [...(group.metadata.finalizers ?? []), cleanupFinalizer], "ignore");
 }
 
 /** Removes the cleanup finalizer: the group may go. */
 export async function removeCleanupFinalizer(custom: CustomObjectsApi, group: RunnerGroup): Promise<void> {
   if (!hasCleanupFinalizer(group)) return;
-  await patchFinalizers(custom, group, (group.metadata.finalizers ?? []).filter((f) => f !== cleanupFinalizer));
+  await patchFinalizers(
+    custom,
+    group,
+    (group.metadata.finalizers ?? []).filter((f) => f !== cleanupFinalizer),
+    "throw",
+  );
 }
 
 /** Access to the group's forge, when the teardown has it. */
