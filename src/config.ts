@@ -139,6 +139,12 @@ const settings = {
     default: "2m",
     schema: duration(1000, 3_600_000),
   },
+  deletionTimeout: {
+    flag: "deletion-timeout",
+    env: "GRO_DELETION_TIMEOUT",
+    default: "10m",
+    schema: duration(0, 86_400_000),
+  },
   leaseDuration: {
     flag: "lease-duration",
     env: "GRO_LEASE_DURATION",

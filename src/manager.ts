@@ -174,6 +174,7 @@ export class Manager {
       forgeTimeoutMs: config.forgeTimeout,
       metrics: this.metrics,
       idleGraceMs: config.idleRunnerGrace,
+      deletionTimeoutMs: config.deletionTimeout,
       observeForge: observeForge,
     });
     this.controller = new Controller("runnergroup", async (key) => {

@@ -4,6 +4,7 @@
  * created with a token from the forge's registration-token endpoint of the group's scope.
  */
 import type { CoreV1Api, V1Secret } from "@kubernetes/client-node";
+import { ForgeError } from "../forge/errors.ts";
 import type { GiteaClient } from "../forge/gitea_client.ts";
 import type { EventRecorder, EventTarget } from "../kube/events.ts";
 import { apiMessage, apiStatus, decodeSecretData } from "../kube/client.ts";
@@ -132,28 +133,14 @@ async function ensureRegistrationSecret(
   const client = options.forgeClient(spec, apiToken);
   const token = await client.createRegistrationToken(forgeTargetOf(spec, apiToken).endpoint);
   registerSecret(token);
-  const body = {
-    metadata: {
-      name: selector.name,
-      namespace,
-      labels: { [labelKeys.managedBy]: managedBy, [labelKeys.groupUid]: group.metadata.uid },
-      ownerReferences: [groupOwnerReference({ name: group.metadata.name, uid: group.metadata.uid })],
-    },
-    type: "Opaque",
-    stringData: { [selector.key]: token },
-  };
-  try {
-    if (existing.reason === "SecretNotFound") {
-      await options.core.createNamespacedSecret({ namespace, body });
-    } else {
-      await options.core.replaceNamespacedSecret({ namespace, name: selector.name, body });
-    }
-  } catch (error) {
-    if (apiStatus(error) !== 409) {
-      throw new Error(`Cannot write Secret ${namespace}/${selector.name}: ${apiMessage(error)}`, { cause: error });
-    }
-  }
-  await options.events.record(
+  await writeManagedSecret(
+    options,
+    group,
+    selector,
+    token,
+    existing.reason === "SecretNotFound" ? "create" : "replace",
+  );
+  void options.events.record(
     target,
     "Normal",
     "RegistrationTokenStored",
@@ -175,4 +162,127 @@ export function secretsOf(group: RunnerGroup): { namespace: string; name: string
       : managedRegistrationSecret(group.metadata.name).name,
   );
   return [...names].map((name) => ({ namespace, name }));
+}
+
+/** Creates or replaces the Secret the operator keeps for a group's registration token (owned by the group). */
+async function writeManagedSecret(
+  options: Pick<CredentialsOptions, "core">,
+  group: RunnerGroup,
+  selector: { name: string; key: string },
+  token: string,
+  mode: "create" | "replace",
+): Promise<void> {
+  const namespace = group.metadata.namespace;
+  const body = {
+    metadata: {
+      name: selector.name,
+      namespace,
+      labels: { [labelKeys.managedBy]: managedBy, [labelKeys.groupUid]: group.metadata.uid },
+      ownerReferences: [groupOwnerReference({ name: group.metadata.name, uid: group.metadata.uid })],
+    },
+    type: "Opaque",
+    stringData: { [selector.key]: token },
+  };
+  try {
+    if (mode === "create") await options.core.createNamespacedSecret({ namespace, body });
+    else await options.core.replaceNamespacedSecret({ namespace, name: selector.name, body });
+  } catch (error) {
+    if (apiStatus(error) !== 409) {
+      throw new Error(`Cannot write Secret ${namespace}/${selector.name}: ${apiMessage(error)}`, { cause: error });
+    }
+  }
+}
+
+/** How often the forge's current registration token of a target is compared with the groups' Secrets. */
+export const tokenCheckIntervalMs = 5 * 60_000;
+/** A runner failure asks for a check sooner, but not more often than this per target. */
+export const tokenRecheckAfterFailureMs = 10_000;
+
+/** The outcome of a registration-token check, for the group's status. */
+export type TokenCheck =
+  | { state: "current" | "unchecked" | "renewed" }
+  | { state: "refused"; message: string };
+
+/**
+ * Notices a registration token reset in the forge (an administrator's "reset registration token" makes Gitea refuse
+ * the old one: `NewRunnerToken` deactivates the scope's other tokens, models/actions/runner_token.go in Gitea 1.26).
+ * Gitea's registration-token endpoint hands out the scope's current token without changing it (`GetRegistrationToken`,
+ * routers/api/v1/shared/runners.go), so asking is safe. The answer is kept per forge target, so groups that share a
+ * scope and API token share one request per check interval; a runner Job of the group that failed after the last
+ * check asks for a check sooner (runners fail when the forge refuses their token).
+ *
+ * A managed Secret with a token other than the current one is updated, with an event; a group's own
+ * `registrationToken` is never written by the operator: the group's status says the token was refused.
+ */
+export class RegistrationTokenCheck {
+  readonly #current = new Map<string, { checkedAt: number; token: string }>();
+  readonly #refused = new Map<string, string>();
+
+  constructor(readonly options: CredentialsOptions) {}
+
+  async check(input: {
+    groupKey: string;
+    group: RunnerGroup;
+    spec: RunnerGroupSpec;
+    credentials: Extract<Credentials, { ok: true }>;
+    /** The poller's key of the group's target: the scope and API token. */
+    targetKey: string;
+    /** When the group's latest runner Job failure happened (ms since epoch), or -Infinity. */
+    lastFailureAt: number;
+    target: EventTarget;
+    now: number;
+  }): Promise<TokenCheck> {
+    const { groupKey, group, spec, credentials, now } = input;
+    const managed = spec.registrationToken === undefined;
+    let known = this.#current.get(input.targetKey);
+    const due = known === undefined ? managed || input.lastFailureAt > -Infinity : now - known.checkedAt >=
+        tokenCheckIntervalMs ||
+      (input.lastFailureAt > known.checkedAt && now - known.checkedAt >= tokenRecheckAfterFailureMs);
+    if (due) {
+      try {
+        const client = this.options.forgeClient(spec, credentials.apiToken);
+        const token = await client.createRegistrationToken(forgeTargetOf(spec, credentials.apiToken).endpoint);
+        registerSecret(token);
+        known = { checkedAt: now, token };
+        this.#current.set(input.targetKey, known);
+      } catch (error) {
+        // A token without the right to ask (403), or a forge that does not answer: the next check tries again.
+        if (!(error instanceof ForgeError)) throw error;
+        this.#current.set(input.targetKey, { checkedAt: now, token: known?.token ?? credentials.registrationToken });
+        return { state: "unchecked" };
+      }
+    }
+    if (!known || known.token === credentials.registrationToken) {
+      this.#refused.delete(groupKey);
+      return { state: known ? "current" : "unchecked" };
+    }
+    const namespace = group.metadata.namespace;
+    const secret = credentials.registrationSecret;
+    if (managed) {
+      await writeManagedSecret(this.options, group, secret, known.token, "replace");
+      void this.options.events.record(
+        input.target,
+        "Normal",
+        "RegistrationTokenRenewed",
+        `The forge no longer accepts the registration token in Secret ${namespace}/${secret.name} (it was reset): ` +
+          "stored the current one; new runners use it",
+      );
+      return { state: "renewed" };
+    }
+    // Only a runner failure makes an own token suspect: it may be another scope's (an org token for a repo group).
+    if (input.lastFailureAt === -Infinity && !this.#refused.has(groupKey)) return { state: "current" };
+    const message = `The registration token in Secret ${namespace}/${secret.name} (key "${secret.key}") is not the ` +
+      "current token of the group's scope in the forge, and a runner failed: it was reset, or belongs to another " +
+      "scope; put the current token in the Secret";
+    if (this.#refused.get(groupKey) !== credentials.registrationToken) {
+      void this.options.events.record(input.target, "Warning", "RegistrationTokenRefused", message);
+    }
+    this.#refused.set(groupKey, credentials.registrationToken);
+    return { state: "refused", message };
+  }
+
+  /** Forgets a group (deleted). */
+  forget(groupKey: string): void {
+    this.#refused.delete(groupKey);
+  }
 }

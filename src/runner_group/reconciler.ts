@@ -17,12 +17,20 @@ import type { OperatorMetrics } from "../metrics.ts";
 import type { ReconcileResult } from "../runtime/controller.ts";
 import { applyPlan } from "./apply.ts";
 import type { GroupContext, OrphanSweep } from "./cleanup.ts";
-import { resolveCredentials, type SecretReader, secretReaderOf } from "./credentials.ts";
+import {
+  type CredentialsOptions,
+  readSecretKey,
+  RegistrationTokenCheck,
+  resolveCredentials,
+  type SecretReader,
+  secretReaderOf,
+} from "./credentials.ts";
 import { forgeTargetOf, gatherDemand } from "./demand.ts";
 import { chooseOwnerGroup, coverageOf, type GroupCoverage } from "./ownership.ts";
 import { planRunnerJobs, type RetryPolicy } from "./planner.ts";
 import { apiGroup, apiVersion, kind, type RunnerGroup, type RunnerGroupSpec } from "./schema.ts";
 import { forgeObservation, type Observations, type StatusCounts, writeStatus } from "./status.ts";
+import { addCleanupFinalizer, hasCleanupFinalizer, tearDownGroup, type TeardownInput } from "./teardown.ts";
 import { validateGroup } from "./validate.ts";
 
 export { forgeTargetOf } from "./demand.ts";
@@ -56,6 +64,8 @@ export interface ReconcilerOptions {
    * gone runner Job before it is deleted. Default 2 minutes.
    */
   idleGraceMs?: number;
+  /** How long a deleted group waits for busy runners and an unreachable forge before it is released. Default 10 min. */
+  deletionTimeoutMs?: number;
   /** Told about every forge request made by the reconcile (registration tokens, runners API). */
   observeForge?: (endpoint: string, code: string, seconds: number) => void;
   now?: () => number;
@@ -72,18 +82,22 @@ export class RunnerGroupReconciler {
   /** Per group: when each offline registration without a runner Job was first seen, and when the last sweep ran. */
   readonly #orphans = new Map<string, OrphanSweep>();
   readonly #readSecret: SecretReader;
+  readonly #tokenCheck: RegistrationTokenCheck;
+  /** Per group: the last API token read, so a deleted group can clean up even after its Secret went first. */
+  readonly #apiTokens = new Map<string, string>();
   #reconcileCount = 0;
 
   constructor(options: ReconcilerOptions) {
     this.#options = options;
     this.#readSecret = options.cache.secret ?? secretReaderOf(options.clients.core);
+    this.#tokenCheck = new RegistrationTokenCheck(this.#credentialsOptions());
   }
 
   readonly reconcile = async (key: string): Promise<ReconcileResult> => {
     const [namespace, name] = key.split("/");
     const group = this.#options.cache.group(namespace, name);
-    if (!group || group.metadata.deletionTimestamp) {
-      // Runner Jobs are owned by the group; the garbage collector removes them.
+    if (!group || (group.metadata.deletionTimestamp && !hasCleanupFinalizer(group))) {
+      // Gone, or deleted with nothing left for this operator to do: the garbage collector removes the rest.
       this.#forget(key, namespace, name);
       return {};
     }
@@ -97,6 +111,8 @@ export class RunnerGroupReconciler {
       namespace,
       uid: group.metadata.uid,
     };
+    if (group.metadata.deletionTimestamp) return await this.#tearDown(key, group, target, log, now);
+    await addCleanupFinalizer(this.#options.clients.custom, group);
     const status = (observations: Observations, counts: StatusCounts = {}): Promise<void> =>
       writeStatus(this.#options.clients.custom, group, observations, counts, now, this.#options.resyncIntervalMs);
 
@@ -114,12 +130,7 @@ export class RunnerGroupReconciler {
     let credentials;
     try {
       credentials = await resolveCredentials(
-        {
-          core: this.#options.clients.core,
-          readSecret: this.#readSecret,
-          events: this.#options.events,
-          forgeClient: (spec, token) => this.#forgeClient(spec, token),
-        },
+        this.#credentialsOptions(),
         group,
         spec,
         target,
@@ -143,6 +154,8 @@ export class RunnerGroupReconciler {
       return this.#options.cache.secret ? {} : { requeueAfterMs: this.#options.resyncIntervalMs };
     }
 
+    this.#apiTokens.set(key, credentials.apiToken);
+
     // 3. demand
     const allRunnerJobs = this.#options.cache.runnerJobs();
     const demand = gatherDemand({
@@ -156,6 +169,21 @@ export class RunnerGroupReconciler {
       now,
     });
     const { snapshot, usable } = demand;
+    // A reset of the registration token in the forge shows as failing runners, or in a periodic check.
+    const lastFailureAt = Math.max(
+      ...demand.records.filter((record) => record.state === "failed").map((record) => record.finishedAt ?? now),
+      -Infinity,
+    );
+    const tokenCheck = await this.#tokenCheck.check({
+      groupKey: key,
+      group,
+      spec,
+      credentials,
+      targetKey: demand.targetKey,
+      lastFailureAt,
+      target,
+      now,
+    });
 
     // 4. plan
     const coverages = this.#coverages();
@@ -227,7 +255,10 @@ export class RunnerGroupReconciler {
     const active = plan.active + created - removed;
     const idleNow = Math.max(0, plan.idle.length - removed + plan.createWarm);
     // Without a usable answer from the forge, the last known queued and idle counts stay (in status and metrics).
-    await status({ spec: { ok: true }, credentials: { ok: true }, forge: forgeObservation(snapshot) }, {
+    const credentialsObserved: Observations["credentials"] = tokenCheck.state === "refused"
+      ? { ok: false, reason: "RegistrationTokenRefused", message: tokenCheck.message }
+      : { ok: true };
+    await status({ spec: { ok: true }, credentials: credentialsObserved, forge: forgeObservation(snapshot) }, {
       activeRunners: active,
       ...(usable ? { queuedJobs: plan.queued, idleRunners: idleNow } : {}),
       ...(snapshot && snapshot.checkedAt > 0 ? { lastCheckTime: new Date(snapshot.checkedAt).toISOString() } : {}),
@@ -256,8 +287,64 @@ export class RunnerGroupReconciler {
     return wakeAt.length > 0 ? { requeueAfterMs: Math.max(500, Math.min(...wakeAt) - now) } : {};
   };
 
+  #credentialsOptions(): CredentialsOptions {
+    return {
+      core: this.#options.clients.core,
+      readSecret: this.#readSecret,
+      events: this.#options.events,
+      forgeClient: (spec, token) => this.#forgeClient(spec, token),
+    };
+  }
+
+  /** A deleted group: no new runners; its runners and registrations are removed before it is released. */
+  async #tearDown(
+    key: string,
+    group: RunnerGroup,
+    target: EventTarget,
+    log: ReturnType<typeof logger>,
+    now: number,
+  ): Promise<ReconcileResult> {
+    const [namespace, name] = [group.metadata.namespace, group.metadata.name];
+    this.#options.pollers.unsubscribe(key);
+    let forge: TeardownInput["forge"];
+    const valid = validateGroup(group);
+    if (!valid.ok) forge = { unavailable: `the spec is invalid: ${valid.message}` };
+    else {
+      let token = this.#apiTokens.get(key);
+      if (token === undefined) {
+        const read = await readSecretKey(this.#readSecret, namespace, valid.spec.authToken, "authToken");
+        if (read.ok) token = read.value;
+        else forge = { unavailable: `no API token: ${read.message}` };
+      }
+      if (token !== undefined) {
+        forge = {
+          client: this.#forgeClient(valid.spec, token),
+          endpoint: forgeTargetOf(valid.spec, token).endpoint,
+        };
+      }
+    }
+    const result = await tearDownGroup({
+      group,
+      forge: forge!,
+      runnerJobs: this.#options.cache.runnerJobs(),
+      batch: this.#options.clients.batch,
+      custom: this.#options.clients.custom,
+      events: this.#options.events,
+      metrics: this.#options.metrics,
+      target,
+      log,
+      now,
+      timeoutMs: this.#options.deletionTimeoutMs ?? 10 * 60_000,
+    });
+    if (!result.released) return { requeueAfterMs: result.requeueAfterMs };
+    this.#forget(key, namespace, name);
+    return {};
+  }
+
   /** Drops what the reconciler keeps of a group that is gone. */
   #forget(key: string, namespace: string, name: string): void {
+    this.#apiTokens.delete(key);
+    this.#tokenCheck.forget(key);
     this.#options.pollers.unsubscribe(key);
     this.#coverage.delete(key);
     this.#idleSince.delete(key);

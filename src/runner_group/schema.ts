@@ -172,8 +172,9 @@ export interface RunnerGroup {
     uid: string;
     generation?: number;
     resourceVersion?: string;
-    // A string when read from a watch; only its presence matters.
+    // A string when read from a watch (client-node types it as Date); read it with `new Date(...)`.
     deletionTimestamp?: Date;
+    finalizers?: string[];
   };
   spec: unknown;
   status?: RunnerGroupStatus;

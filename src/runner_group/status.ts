@@ -18,7 +18,9 @@ export const conditionTypes = {
 /** What one reconcile learned, in the terms of the conditions. */
 export interface Observations {
   spec: { ok: true } | { ok: false; reason: "InvalidSpec" | "InvalidLabels"; message: string };
-  credentials?: { ok: true } | { ok: false; reason: "SecretNotFound" | "KeyNotFound"; message: string };
+  credentials?:
+    | { ok: true }
+    | { ok: false; reason: "SecretNotFound" | "KeyNotFound" | "RegistrationTokenRefused"; message: string };
   forge?:
     | { ok: true; message: string }
     | { ok: false; reason: ForgeErrorKind | "Pending"; message: string };

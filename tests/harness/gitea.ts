@@ -102,6 +102,8 @@ export interface GiteaHarness {
    * signed in as the admin.
    */
   cancelRun(owner: string, repo: string, runId: number): Promise<void>;
+  /** Resets the repository's runner registration token, as an administrator does in the web UI. */
+  resetRegistrationToken(owner: string, repo: string): Promise<void>;
   /** Stops the Gitea process, keeping its port and data (for outage tests). */
   stop(): Promise<void>;
   /** Starts a stopped Gitea again on the same port and data and waits until its API answers. */
@@ -596,6 +598,21 @@ class Harness implements GiteaHarness {
   }
 
   async cancelRun(owner: string, repo: string, runId: number): Promise<void> {
+    const path = `${encodeURIComponent(owner)}/${encodeURIComponent(repo)}/actions/runs/${runId}/cancel`;
+    await this.#webPost(path, `cancel run ${runId}`);
+  }
+
+  async resetRegistrationToken(owner: string, repo: string): Promise<void> {
+    // The web UI's "Reset registration token" (routers/web/shared/actions/runners.go in Gitea 1.26): a new token,
+    // and the scope's old ones deactivated. The REST API has no such call.
+    const path = `${encodeURIComponent(owner)}/${
+      encodeURIComponent(repo)
+    }/settings/actions/runners/reset_registration_token`;
+    await this.#webPost(path, `reset the registration token of ${owner}/${repo}`);
+  }
+
+  /** A POST to the web UI as the signed-in admin. */
+  async #webPost(path: string, what: string): Promise<void> {
     // Gitea 1.26 has no CSRF token: its cross-origin protection lets requests without Origin/Sec-Fetch-Site through.
     const login = await fetch(`${this.url}user/login`, {
       method: "POST",
@@ -614,7 +631,6 @@ class Harness implements GiteaHarness {
     if (login.status !== 303 && login.status !== 302 || !jar.has("i_like_gitea")) {
       throw new Error(`Cannot sign in to Gitea's web UI: ${login.status} ${login.headers.get("location") ?? ""}`);
     }
-    const path = `${encodeURIComponent(owner)}/${encodeURIComponent(repo)}/actions/runs/${runId}/cancel`;
     const response = await fetch(`${this.url}${path}`, {
       method: "POST",
       headers: { Cookie: cookies.join("; ") },
@@ -623,7 +639,7 @@ class Harness implements GiteaHarness {
     });
     const text = await response.text();
     if (!response.ok) {
-      throw new GiteaApiError(`Cannot cancel run ${runId}: ${response.status} ${text.slice(0, 300)}`, response.status);
+      throw new GiteaApiError(`Cannot ${what}: ${response.status} ${text.slice(0, 300)}`, response.status);
     }
   }
 

@@ -60,3 +60,87 @@ Deno.test("validateGroup reports an invalid spec and invalid labels with their r
   const badLabels = validateGroup({ spec: { ...base, labels: ["a::b"] } } as never);
   assert.equal(!badLabels.ok && badLabels.reason, "InvalidLabels");
 });
+
+Deno.test("applyPlan creates a burst concurrently within the bound, counts AlreadyExists as done, and never repeats", async () => {
+  const { applyPlan } = await import("../../src/runner_group/apply.ts");
+  const { logger } = await import("../../src/log.ts");
+  let inFlight = 0;
+  let peak = 0;
+  const names: string[] = [];
+  const batch = {
+    createNamespacedJob: async ({ body }: { body: { metadata: { name: string } } }) => {
+      names.push(body.metadata.name);
+      inFlight++;
+      peak = Math.max(peak, inFlight);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      inFlight--;
+      // Two of them exist already (created by an earlier attempt that the cache has not shown yet).
+      if (body.metadata.name.endsWith("-3") || body.metadata.name.endsWith("-7")) throw { code: 409 };
+      return body;
+    },
+  };
+  const job = (id: number) => ({
+    id,
+    runId: 1,
+    name: `job-${id}`,
+    runsOn: ["linux"],
+    owner: "acme",
+    repo: "app",
+    createdAt: new Date().toISOString(),
+    htmlUrl: "",
+  });
+  const events: string[] = [];
+  const applied = await applyPlan({
+    options: {
+      batch: batch as never,
+      events: {
+        record: (_t: unknown, _k: string, reason: string) => (events.push(reason), Promise.resolve()),
+      } as never,
+      runnerImage: "runner:1",
+      createConcurrency: 3,
+      idleGraceMs: 60_000,
+    },
+    plan: {
+      create: Array.from({ length: 10 }, (_, i) => ({ job: job(i + 1), attempt: 0 })),
+      createWarm: 2,
+      idle: [],
+      remove: [],
+      active: 0,
+      queued: 10,
+      waitingForCapacity: 0,
+      gaveUp: [],
+    },
+    context: {
+      key: "team/ci",
+      namespace: "team",
+      name: "ci",
+      uid: "u1",
+      spec: {
+        scope: "repo",
+        org: "acme",
+        repo: "app",
+        giteaURL: "https://gitea.example.com",
+        maxActiveRunners: 12,
+        authToken: { name: "tokens", key: "api" },
+      } as never,
+      labels: [{ name: "linux" }] as never,
+      registrationToken: { name: "tokens", key: "registration" },
+    },
+    forge: "https://gitea.example.com",
+    forgeClient: { listRunners: () => Promise.resolve([]) } as never,
+    endpoint: { scope: "repo", owner: "acme", repo: "app" },
+    namesInUse: new Set(),
+    allRunnerJobs: [],
+    idleSince: new Map(),
+    orphans: { sweptAt: Date.now(), firstSeen: new Map() },
+    target: { apiVersion: "gitea.bpg.pw/v1alpha1", kind: "RunnerGroup", name: "ci", namespace: "team", uid: "u1" },
+    log: logger("test"),
+    now: Date.now(),
+  });
+  assert.equal(peak, 3, "at most createConcurrency creates in flight");
+  assert.equal(names.length, 12, "one create per planned runner, none repeated");
+  assert.equal(new Set(names).size, 12);
+  assert.equal(applied.created, 12, "AlreadyExists counts as a runner that exists");
+  assert.equal(events.filter((reason) => reason === "RunnerJobCreated").length, 8);
+  assert.equal(events.filter((reason) => reason === "WarmRunnerCreated").length, 2);
+});
