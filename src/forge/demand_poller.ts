@@ -194,6 +194,7 @@ class Poller {
         busyRunners: before?.busyRunners ?? new Set(),
         fetchedAt: before?.fetchedAt ?? 0,
         checkedAt: now,
+        ...(before?.forge ? { forge: before.forge } : {}),
         error: forgeError,
       };
       if (before?.error?.message !== forgeError.message) {

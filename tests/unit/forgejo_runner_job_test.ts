@@ -8,6 +8,7 @@ import {
   jobOwnerReference,
   runnerCredentialsSecretName,
 } from "../../src/runner_group/forgejo_runner.ts";
+import { planRunnerJobs } from "../../src/runner_group/planner.ts";
 import { buildRunnerJob, defaultRunnerImage, groupOwnerReference } from "../../src/runner_group/runner_job.ts";
 import { parseRunnerGroupSpec, type RunnerGroupSpec } from "../../src/runner_group/schema.ts";
 
@@ -153,4 +154,28 @@ Deno.test("the credentials Secret holds uuid and token, starts owned by the grou
     uid: "job-uid",
     blockOwnerDeletion: false,
   });
+});
+
+Deno.test("runners bound to their job by its handle cover no other job: each job without a runner gets one", () => {
+  const queued = (id: number): QueuedJob => ({ ...job, id, handle: `h-${id}` });
+  const input = {
+    groupKey: "ci/fj",
+    maxActiveRunners: 10,
+    labels: effectiveRunnerLabels(["linux:host"], false),
+    // Runner fj-1's job was cancelled: it is idle, and can never take job 3 or 4.
+    demand: { jobs: [queued(3), queued(4)], fetchedAt: 1000, busyRunners: new Set<string>() },
+    ownerOf: () => "ci/fj",
+    runnerJobs: [{ name: "fj-1", forgeJobId: 1, attempt: 0, state: "active" as const }],
+    activeElsewhere: new Set<number>(),
+    now: 1000,
+    retry: { limit: 3, baseDelayMs: 10_000, maxDelayMs: 300_000 },
+    settleMs: 3000,
+    idleGraceMs: 0,
+  };
+  const anyJob = planRunnerJobs(input);
+  assert.deepEqual(anyJob.create.map((c) => c.job.id), [4], "a Gitea runner takes any job: fj-1 covers job 3");
+  const bound = planRunnerJobs({ ...input, idleRunnersTakeAnyJob: false });
+  assert.deepEqual(bound.create.map((c) => c.job.id), [3, 4]);
+  assert.deepEqual(bound.idle, ["fj-1"]);
+  assert.deepEqual(bound.remove, ["fj-1"], "and the idle one is removed after the grace period");
 });
