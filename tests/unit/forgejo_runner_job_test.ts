@@ -1,5 +1,6 @@
 /** Runner Jobs of Forgejo groups: the Forgejo runner, its two ways to connect, and the credentials Secret. */
 import assert from "node:assert/strict";
+import type { V1Job } from "@kubernetes/client-node";
 import type { QueuedJob } from "../../src/forge/forge_client.ts";
 import { effectiveRunnerLabels } from "../../src/forge/labels.ts";
 import {
@@ -39,7 +40,7 @@ function spec(extra: Record<string, unknown> = {}): RunnerGroupSpec {
   return parsed.data;
 }
 
-function build(options: { credentials?: boolean; groupSpec?: RunnerGroupSpec } = {}) {
+function build(options: { credentials?: boolean; groupSpec?: RunnerGroupSpec } = {}): V1Job {
   const groupSpec = options.groupSpec ?? spec();
   return buildRunnerJob({
     group: { name: "fj", namespace: "ci", uid: "uid-1", spec: groupSpec },
