@@ -169,6 +169,12 @@ func transient(err error) bool {
 	if strings.Contains(err.Error(), "code = Unauthenticated") {
 		return false
 	}
+	// A refused registration token ("runner registration token not found", "... has been invalidated, please use the
+	// latest one": routers/api/actions/runner/runner.go in Gitea 1.26, plain errors that connect reports as "unknown")
+	// is final too, as it is for Gitea's own runner, which exits when its registration is refused.
+	if strings.Contains(err.Error(), "registration token") {
+		return false
+	}
 	switch connect.CodeOf(err) {
 	case connect.CodeUnavailable, connect.CodeUnknown, connect.CodeInternal, connect.CodeCanceled,
 		connect.CodeDeadlineExceeded, connect.CodeAborted:
