@@ -16,11 +16,13 @@
  *   splits a missing parameter into [""] and so lists nothing; v14 lists everything without it, and a job without
  *   runs-on when it is empty. v15 adds `attempt` and `handle`. ListRunners pages with X-Total-Count; RegisterRunner
  *   answers 201 `{id, uuid, token}`; DeleteRunner 204.
- * - routers/api/actions/runner/: the runner protocol (Connect) is in forgejo_runner_service.ts.
+ * The runner routes are in forgejo_rest.ts; the runner protocol (Connect, routers/api/actions/runner/) is in
+ * forgejo_runner_service.ts.
  *
  * Jobs are queued by the test (`queueJob`); a job with `needs` starts `blocked` and becomes `waiting` once the jobs it
  * needs succeeded, as EmitJobsIfReady does.
  */
+import { runnerRoute, runnerScope } from "./forgejo_rest.ts";
 import { handleRunnerService } from "./forgejo_runner_service.ts";
 
 export interface FakeOwner {
@@ -90,13 +92,13 @@ export interface ForgejoShape {
   version: string;
 }
 
-const json = (status: number, body: unknown, headers: Record<string, string> = {}): Response =>
+export const json = (status: number, body: unknown, headers: Record<string, string> = {}): Response =>
   new Response(JSON.stringify(body), {
     status,
     headers: { "content-type": "application/json;charset=utf-8", ...headers },
   });
 /** Forgejo's API errors: `{"message": ..., "url": ...}`. */
-const apiError = (status: number, message: string): Response =>
+export const apiError = (status: number, message: string): Response =>
   json(status, { message, url: "https://forgejo.org/api/swagger" });
 
 export class ForgejoServer {
@@ -282,109 +284,10 @@ export class ForgejoServer {
         owner: { id: owner.id, login: owner.login },
       });
     }
-    const scope = this.#runnerScope(path, user);
+    const scope = runnerScope(this, path, user);
     if (!scope) return apiError(404, "not found");
     if ("error" in scope) return scope.error;
-    return await this.#runnerRoute(request, url, scope.rest, scope.ownerId, scope.repoId);
-  }
-
-  /** Resolves the scope of a runner route (`.../actions/runners/...`), checking the caller may use it. */
-  #runnerScope(
-    path: string,
-    user: FakeOwner,
-  ): { rest: string; ownerId: number; repoId: number } | { error: Response } | undefined {
-    const v15 = this.shape.major >= 15;
-    const admin = /^\/admin\/(runners|actions\/runners)(\/.*)?$/.exec(path);
-    if (admin) {
-      // `/admin/actions/runners` exists from v15; `/admin/runners` keeps only registration-token and jobs.
-      if (admin[1] === "actions/runners" && !v15) return undefined;
-      if (admin[1] === "runners" && !/^\/(registration-token|jobs)$/.test(admin[2] ?? "")) return undefined;
-      if (!user.isAdmin) return { error: apiError(403, "user should be the site admin") };
-      return { rest: admin[2] ?? "", ownerId: 0, repoId: 0 };
-    }
-    const userScope = /^\/user\/actions\/runners(\/.*)?$/.exec(path);
-    if (userScope) return { rest: userScope[1] ?? "", ownerId: user.id, repoId: 0 };
-    const org = /^\/orgs\/([^/]+)\/actions\/runners(\/.*)?$/.exec(path);
-    if (org) {
-      const found = [...this.owners.values()].find((o) => o.kind === "org" && o.login === decodeURIComponent(org[1]));
-      if (!found) return { error: apiError(404, "not found") };
-      if (!user.isAdmin && !found.owners.includes(user.id)) {
-        return { error: apiError(403, "Must be an organization owner") };
-      }
-      return { rest: org[2] ?? "", ownerId: found.id, repoId: 0 };
-    }
-    const repo = /^\/repos\/([^/]+)\/([^/]+)\/actions\/runners(\/.*)?$/.exec(path);
-    if (repo) {
-      const owner = [...this.owners.values()].find((o) => o.login === decodeURIComponent(repo[1]));
-      const found = owner &&
-        [...this.repos.values()].find((r) => r.ownerId === owner.id && r.name === decodeURIComponent(repo[2]));
-      if (!owner || !found) return { error: apiError(404, "not found") };
-      const isOwner = owner.id === user.id || owner.owners.includes(user.id);
-      if (!isOwner && !user.isAdmin) return { error: apiError(403, "user should be the owner of the repo") };
-      return { rest: repo[3] ?? "", ownerId: 0, repoId: found.id };
-    }
-    return undefined;
-  }
-
-  async #runnerRoute(request: Request, url: URL, rest: string, ownerId: number, repoId: number): Promise<Response> {
-    const v15 = this.shape.major >= 15;
-    const method = request.method;
-    const scopeKey = repoId ? `repo:${repoId}` : ownerId ? `owner:${ownerId}` : "global";
-    if (rest === "/registration-token") {
-      return method === "GET" ? json(200, { token: this.registrationToken(scopeKey) }) : m405();
-    }
-    if (rest === "/jobs") return method === "GET" ? this.#listJobs(url, ownerId, repoId) : m405();
-    if (!v15) return apiError(404, "not found");
-    const inScope = (runner: FakeRunner): boolean =>
-      repoId ? runner.repoId === repoId : ownerId ? runner.ownerId === ownerId : !runner.repoId && !runner.ownerId;
-    if (rest === "") {
-      if (method === "GET") {
-        const all = [...this.runners.values()].filter(inScope).sort((a, b) => a.id - b.id);
-        const limit = Math.min(50, Math.max(1, Number(url.searchParams.get("limit") ?? "30") || 30));
-        const page = Math.max(1, Number(url.searchParams.get("page") ?? "1") || 1);
-        const slice = all.slice((page - 1) * limit, page * limit).map((runner) => ({
-          id: runner.id,
-          uuid: runner.uuid,
-          owner_id: runner.ownerId,
-          repo_id: runner.repoId,
-          name: runner.name,
-          status: ForgejoServer.runnerStatus(runner),
-          version: runner.version,
-          labels: runner.labels,
-          description: runner.description,
-          ephemeral: runner.ephemeral,
-        }));
-        return json(200, slice, { "x-total-count": String(all.length) });
-      }
-      if (method === "POST") {
-        const body = await request.json().catch(() => undefined) as
-          | { name?: unknown; description?: unknown; ephemeral?: unknown }
-          | undefined;
-        if (typeof body?.name !== "string" || body.name === "") {
-          return json(422, { message: "[Name]: Required", url: "https://forgejo.org/api/swagger" });
-        }
-        const runner = this.createRunner({
-          name: body.name,
-          description: typeof body.description === "string" ? body.description : "",
-          ephemeral: body.ephemeral === true,
-          ownerId,
-          repoId,
-        });
-        return json(201, { id: runner.id, uuid: runner.uuid, token: runner.token });
-      }
-      return m405();
-    }
-    const byId = /^\/(\d+)$/.exec(rest);
-    if (byId) {
-      const runner = this.runners.get(Number(byId[1]));
-      if (!runner || !inScope(runner)) return apiError(404, "not found");
-      if (method === "DELETE") {
-        this.runners.delete(runner.id);
-        return new Response(null, { status: 204 });
-      }
-      return method === "GET" ? json(200, { id: runner.id, name: runner.name }) : m405();
-    }
-    return apiError(404, "not found");
+    return await runnerRoute(this, request, url, scope.rest, scope.ownerId, scope.repoId);
   }
 
   createRunner(
@@ -415,38 +318,10 @@ export class ForgejoServer {
     this.runners.set(created.id, created);
     return created;
   }
-
-  #listJobs(url: URL, ownerId: number, repoId: number): Response {
-    // v11: strings.Split(FormTrim("labels"), ","); v14: the same only when the parameter is present.
-    const given = url.searchParams.has("labels");
-    const labels = this.shape.major >= 14 && !given ? [] : (url.searchParams.get("labels") ?? "").trim().split(",");
-    const jobs = [...this.jobs.values()]
-      .filter((job) => job.status === "waiting" || job.status === "running")
-      .filter((job) => (!repoId || job.repoId === repoId) && (!ownerId || job.ownerId === ownerId))
-      .filter((job) =>
-        this.shape.major >= 14
-          ? labels.length === 0 || (labels[0] === "" && job.runsOn.length === 0) || ForgejoServer.itRunsOn(job, labels)
-          : ForgejoServer.itRunsOn(job, labels)
-      )
-      .sort((a, b) => b.id - a.id)
-      .map((job) => ({
-        id: job.id,
-        ...(this.shape.major >= 15 ? { attempt: job.attempt, handle: job.handle } : {}),
-        repo_id: job.repoId,
-        owner_id: job.ownerId,
-        name: job.name,
-        needs: job.needs.length > 0 ? job.needs : null,
-        runs_on: job.runsOn.length > 0 ? job.runsOn : null,
-        task_id: job.taskId,
-        status: job.status,
-      }));
-    // A nil Go slice: Forgejo answers `null` when no job matches.
-    return json(200, jobs.length > 0 ? jobs : null);
-  }
 }
 
 /** What Forgejo's router answers for a route that exists with another method. */
-function m405(): Response {
+export function m405(): Response {
   return new Response(null, { status: 405 });
 }
 
