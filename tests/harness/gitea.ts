@@ -11,12 +11,17 @@
 import { Buffer } from "node:buffer";
 import { userInfo } from "node:os";
 import { join } from "node:path";
+import { ensureTools, selectGiteaBuild } from "./tools.ts";
 
 export interface StartGiteaOptions {
-  /** The Gitea binary (`ensureTools().gitea`). */
-  gitea: string;
-  /** Gitea's source tree holding `templates/` and `options/` (`ensureTools().giteaSourceDir`). */
-  giteaSourceDir: string;
+  /**
+   * Which built Gitea to start ("1.26.0"; see `tests/tools/build.sh`). Default: `GRO_GITEA_VERSION`, else the newest.
+   */
+  version?: string;
+  /** A Gitea binary to start instead of a built version (with `giteaSourceDir`). */
+  gitea?: string;
+  /** Gitea's source tree holding `templates/` and `options/`, for `gitea`. */
+  giteaSourceDir?: string;
   /** Extra app.ini settings, merged over the defaults: `{ actions: { ZOMBIE_TASK_TIMEOUT: "1m" } }`. */
   settings?: Record<string, Record<string, string>>;
   /** How long to wait for the API to answer after starting the process. Default 60 s. */
@@ -77,6 +82,8 @@ export interface ListJobsOptions {
 export interface GiteaHarness {
   /** Base URL with a trailing slash, e.g. `http://127.0.0.1:41234/`. */
   url: string;
+  /** The version the running server reports (`GET /api/v1/version`), e.g. "1.27.3". */
+  version: string;
   admin: { username: string; password: string };
   /** An API token of the admin with every scope. */
   adminToken: string;
@@ -117,9 +124,17 @@ const userPassword = "test-user-password-1";
 const encoder = new TextEncoder();
 
 /** Starts a fresh Gitea and returns once its API answers and the admin token exists. */
-export async function startGitea(options: StartGiteaOptions): Promise<GiteaHarness> {
+export async function startGitea(options: StartGiteaOptions = {}): Promise<GiteaHarness> {
+  let { gitea, giteaSourceDir } = options;
+  if (gitea === undefined || giteaSourceDir === undefined) {
+    const tools = await ensureTools();
+    const build = options.version === undefined
+      ? { gitea: tools.gitea, giteaSourceDir: tools.giteaSourceDir }
+      : selectGiteaBuild(tools.giteaBuilds, options.version);
+    ({ gitea, giteaSourceDir } = build);
+  }
   const dir = await Deno.makeTempDir({ prefix: "gro-gitea-" });
-  const forge = new GiteaProcess(options, dir, freeLoopbackPort());
+  const forge = new GiteaProcess({ ...options, gitea, giteaSourceDir }, dir, freeLoopbackPort());
   try {
     await Deno.writeTextFile(forge.configPath, forge.appIni());
     await forge.cli(["migrate"]);
@@ -155,7 +170,9 @@ export async function startGitea(options: StartGiteaOptions): Promise<GiteaHarne
     }
     await forge.start();
     await waitForToken(forge.url, adminToken);
-    return new Harness(forge, adminToken);
+    const harness = new Harness(forge, adminToken);
+    harness.version = (await harness.api<{ version: string }>("GET", "version")).version;
+    return harness;
   } catch (error) {
     await forge.dispose();
     throw error;
@@ -280,7 +297,11 @@ class GiteaProcess {
   #output: Promise<void> | undefined;
   #disposed = false;
 
-  constructor(readonly options: StartGiteaOptions, readonly dir: string, readonly port: number) {
+  constructor(
+    readonly options: StartGiteaOptions & { gitea: string; giteaSourceDir: string },
+    readonly dir: string,
+    readonly port: number,
+  ) {
     this.url = `http://127.0.0.1:${port}/`;
     this.configPath = join(dir, "app.ini");
     this.logPath = join(dir, "gitea.log");
@@ -424,6 +445,7 @@ function randomSecret(): string {
 
 class Harness implements GiteaHarness {
   readonly admin = adminUser;
+  version = "";
   readonly #userTokens = new Map<string, string>();
 
   constructor(readonly forge: GiteaProcess, readonly adminToken: string) {

@@ -5,7 +5,6 @@ import { fileURLToPath } from "node:url";
 import YAML from "yaml";
 import { startGitea } from "../harness/gitea.ts";
 import { runTaskFlags } from "../harness/operator.ts";
-import { ensureTools } from "../harness/tools.ts";
 import { eventually } from "../harness/wait.ts";
 
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -25,8 +24,7 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   async fn(t): Promise<void> {
-    const tools = await ensureTools();
-    const gitea = await startGitea({ gitea: tools.gitea, giteaSourceDir: tools.giteaSourceDir });
+    const gitea = await startGitea();
     const dir = await Deno.makeTempDir({ prefix: "gro-check-" });
     try {
       await gitea.createOrg("acme");
