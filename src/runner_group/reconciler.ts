@@ -37,6 +37,7 @@ import {
   type SecretKeySelector,
 } from "./schema.ts";
 import { computeConditions, type Observations, statusNeedsWrite } from "./status.ts";
+import { registrationTokenSource } from "./token_selector.ts";
 import { type GroupContext, type OrphanSweep, RunnerCleanup, sweepOrphanRegistrations } from "./cleanup.ts";
 
 /** Read access to the informer caches. */
@@ -160,12 +161,15 @@ export class RunnerGroupReconciler {
     }
 
     const auth = await this.#readSecretKey(namespace, spec.authToken, "authToken");
-    const registrationToken = spec.registrationToken ?? managedRegistrationSecret(name);
+    let registrationToken = spec.registrationToken ?? managedRegistrationSecret(name);
     let registration: SecretRead = auth;
     if (auth.ok) {
       if (spec.registrationToken) {
         registration = await this.#readSecretKey(namespace, spec.registrationToken, "registrationToken");
-      } else {
+      }
+      const source = registrationTokenSource(name, spec.registrationToken, registration);
+      registrationToken = source.secret;
+      if (source.managed) {
         try {
           registration = await this.#ensureRegistrationSecret(group, spec, auth.value, registrationToken, target);
         } catch (error) {
