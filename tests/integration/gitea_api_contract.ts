@@ -36,7 +36,7 @@ jobs:
 `;
 
 /** Whether `version` ("1.27.3") is `minor` ("1.27") or later. */
-export function atLeast(version: string, minor: string): boolean {
+function atLeast(version: string, minor: string): boolean {
   const [major, minorPart] = version.split(".").map(Number);
   const [needMajor, needMinor] = minor.split(".").map(Number);
   return major > needMajor || (major === needMajor && minorPart >= needMinor);
