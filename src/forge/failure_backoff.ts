@@ -64,7 +64,9 @@ export function failureDelay(
 export function maxAttemptsDuring(durationMs: number, options: FailureBackoffOptions = defaultFailureBackoff): number {
   let attempts = 1;
   for (let at = failureDelay(1, undefined, options, () => 0); at <= durationMs; attempts++) {
-    at += failureDelay(attempts + 1, undefined, options, () => 0);
+    const delay = failureDelay(attempts + 1, undefined, options, () => 0);
+    if (delay <= 0) return Infinity;
+    at += delay;
   }
   return attempts;
 }
