@@ -69,6 +69,7 @@ export class Manager {
   readonly coverageInformers: SupervisedInformer<RunnerGroup>[] = [];
   readonly jobInformers: SupervisedInformer<V1Job>[] = [];
   readonly pollers: DemandPollers;
+  readonly events: EventRecorder;
   readonly controller: Controller;
   readonly metrics = new OperatorMetrics();
   /** Uids of failed runner Jobs already counted. */
@@ -138,7 +139,7 @@ export class Manager {
         }),
       );
     }
-    const events = new EventRecorder(clients.core, operatorName, Deno.hostname());
+    this.events = new EventRecorder(clients.core, operatorName, Deno.hostname());
     const reconciler = new RunnerGroupReconciler({
       clients,
       cache: {
@@ -156,7 +157,7 @@ export class Manager {
         runnerJobs: () => this.jobInformers.flatMap((informer) => informer.cache.list()),
       },
       pollers: this.pollers,
-      events,
+      events: this.events,
       runnerImage: config.runnerImage,
       retry: { limit: config.runnerRetryLimit, baseDelayMs: 10_000, maxDelayMs: 5 * 60_000 },
       resyncIntervalMs: config.resyncInterval,
@@ -254,8 +255,9 @@ export class Manager {
     clearInterval(this.#resyncTimer);
     await this.pollers.stop();
     await this.controller.stop();
-    // Released after the workers drained, so that the next leader starts from a quiet cluster.
-    await this.#elector?.stop();
+    // Released after the workers drained, so that the next leader starts from a quiet cluster. The workers' last
+    // events are written meanwhile (for 2 s at most).
+    await Promise.all([this.events.stop(), this.#elector?.stop()]);
     await Promise.all(this.#informers().map((informer) => informer.stop()));
     await this.#server?.shutdown();
     this.#log.info("Stopped");
