@@ -126,11 +126,13 @@ class Poller {
 
   /**
    * Polls now. During a poll, the answer being fetched may predate what the poke announces (a webhook for a job
-   * queued after the request left), so one more poll follows right after it.
+   * queued after the request left), so one more poll follows right after it. While the target fails, its next attempt
+   * (at most the backoff cap away) stands: a burst of webhooks must not turn into a burst of requests to a failing
+   * endpoint.
    */
   poke(): void {
     if (this.#running) this.#pokedWhileRunning = true;
-    else this.#schedule(0);
+    else if (!this.snapshot?.error) this.#schedule(0);
   }
 
   /**
@@ -140,7 +142,10 @@ class Poller {
   answerAfter(at: number): void {
     if (this.snapshot && this.snapshot.fetchedAt >= at) return;
     this.#wantedAt = Math.max(this.#wantedAt ?? at, at);
-    if (!this.#running && this.#scheduledAt > at) this.#schedule(Math.max(0, at - this.#clock.now()));
+    // While the target fails, the backoff decides (as for pokes); the first answer after it serves the request.
+    if (!this.#running && !this.snapshot?.error && this.#scheduledAt > at) {
+      this.#schedule(Math.max(0, at - this.#clock.now()));
+    }
   }
 
   async stop(): Promise<void> {

@@ -59,6 +59,10 @@ interface Scenario {
   version?: (elapsed: number) => Answer;
   random?: () => number;
   intervalMs?: number;
+  /** Times (ms since the start) at which a webhook pokes the poller. */
+  pokes?: number[];
+  /** Times at which a group asks for an answer fetched from then on (`answerAfter`). */
+  asks?: number[];
 }
 
 interface Request {
@@ -100,7 +104,15 @@ async function simulate(scenario: Scenario, durationMs: number): Promise<Request
       new GiteaClient({ baseUrl: target.baseUrl, token: target.token, timeoutMs, fetch: fakeFetch as typeof fetch }),
   });
   try {
-    pollers.subscribe("ns/a", { baseUrl: "http://gitea.test", endpoint: { scope: "global" }, token: "t" });
+    const key = pollers.subscribe("ns/a", { baseUrl: "http://gitea.test", endpoint: { scope: "global" }, token: "t" });
+    const actions = [
+      ...(scenario.pokes ?? []).map((at) => ({ at, act: () => pollers.poke() })),
+      ...(scenario.asks ?? []).map((at) => ({ at, act: () => pollers.answerAfter(key, clock.now()) })),
+    ].sort((a, b) => a.at - b.at);
+    for (const { at, act } of actions) {
+      await clock.runUntil(start + at);
+      act();
+    }
     await clock.runUntil(start + durationMs);
   } finally {
     await pollers.stop();
@@ -220,4 +232,17 @@ Deno.test("a whole forge down (the version check fails too) costs one request pe
   const requests = await simulate({ jobs: down, version: down, random: () => 0 }, 60_000);
   assert.ok(requests.every((r) => r.path === "/api/v1/version"), "the jobs are not asked while the version fails");
   assert.equal(requests.filter((r) => r.at < 60_000).length, maxAttemptsDuring(60_000 - 1));
+});
+
+Deno.test("webhooks and settle checks during an outage add no requests: the failing target keeps its schedule", async () => {
+  const times = Array.from({ length: 200 }, (_, i) => 20_000 + i * 100);
+  const quiet = await simulate({ jobs: outage(5_000, 65_000), random: () => 0 }, 90_000);
+  const poked = await simulate({ jobs: outage(5_000, 65_000), random: () => 0, pokes: times }, 90_000);
+  const asked = await simulate({ jobs: outage(5_000, 65_000), random: () => 0, asks: times }, 90_000);
+  const during = (requests: Request[]) => requests.filter((r) => r.at >= 5_000 && r.at < 65_000).length;
+  assert.equal(during(poked), during(quiet), "200 pokes in 20 s during the outage");
+  assert.equal(during(asked), during(quiet), "200 answerAfter calls in 20 s during the outage");
+  // Once healthy again, a poke polls at once, as before the outage.
+  const healthy = await simulate({ jobs: outage(5_000, 65_000), random: () => 0, pokes: [80_000] }, 90_000);
+  assert.ok(jobsRequests(healthy).some((r) => r.at === 80_000 && r.ok), "a poke after recovery polls at once");
 });
