@@ -14,6 +14,8 @@
  *   failing target at most two attempts per `maxMs` (12 a minute with the defaults), whatever the dice say.
  * - A `Retry-After` of the forge is honoured, up to `maxRetryAfterMs`, so a misconfigured header cannot silence a
  *   target for hours.
+ * - Webhook pokes and settle checks do not bring the next attempt of a failing target forward: a burst of deliveries
+ *   would otherwise become a burst of requests to the failing endpoint. The wait is at most `maxMs` anyway.
  *
  * An attempt is one request in the common cases: the poller asks the first page of the jobs list, or, after a
  * non-transient error, the version first and the jobs only once the version answered. A separate cheap probe (such as
