@@ -245,6 +245,10 @@ Deno.test({
       });
 
       assert.equal(await operator.stop("SIGTERM"), 0);
+      // Whatever the role lacks shows as a 403 somewhere, be it only in a log line (events are written in the background).
+      const log = await operator.logTail(100_000);
+      const refused = log.split("\n").filter((line) => /forbidden/i.test(line));
+      assert.deepEqual(refused, [], "the operator's ServiceAccount was refused a call");
     } finally {
       if (operator?.running()) await operator.stop("SIGKILL");
       await env.dispose();
