@@ -11,6 +11,7 @@ import { describeForge, type ForgeClient } from "./forge/forge_client.ts";
 import { effectiveRunnerLabels, InvalidLabelError, missingLabels } from "./forge/labels.ts";
 import { apiMessage, apiStatus, decodeSecretData, type KubeClients } from "./kube/client.ts";
 import { forgeTargetOf } from "./runner_group/demand.ts";
+import { registrationTokenSource } from "./runner_group/token_selector.ts";
 import {
   apiGroup,
   apiVersion,
@@ -99,7 +100,8 @@ export async function runCheck({ config, print, kube }: CheckOptions): Promise<n
   }
   print(ok(`Runner labels: ${labels.map((label) => label.name).join(", ")}`));
 
-  const readKey = async (selector: SecretKeySelector, field: string): Promise<string | undefined> => {
+  /** The key's value, or undefined when it is missing (printed as `missing`: a failure unless the key is optional). */
+  const readKey = async (selector: SecretKeySelector, field: string, missing = bad): Promise<string | undefined> => {
     const inFile = secretsInFile.get(selector.name);
     let value = inFile?.[selector.key];
     let where = `Secret ${selector.name} in ${config.file}`;
@@ -110,14 +112,15 @@ export async function runCheck({ config, print, kube }: CheckOptions): Promise<n
         const encoded = secret.data?.[selector.key];
         value = encoded === undefined ? undefined : decodeSecretData(encoded);
       } catch (error) {
-        print(
-          bad(`spec.${field}: cannot read ${where}: ${apiStatus(error) === 404 ? "not found" : apiMessage(error)}`),
-        );
+        const status = apiStatus(error);
+        print((status === 404 ? missing : bad)(
+          `spec.${field}: cannot read ${where}: ${status === 404 ? "not found" : apiMessage(error)}`,
+        ));
         return undefined;
       }
     }
     if (value === undefined || value.trim() === "") {
-      print(bad(`spec.${field}: ${where} has no non-empty key "${selector.key}"`));
+      print(missing(`spec.${field}: ${where} has no non-empty key "${selector.key}"`));
       return undefined;
     }
     print(ok(`spec.${field}: found in ${where}`));
@@ -125,12 +128,23 @@ export async function runCheck({ config, print, kube }: CheckOptions): Promise<n
   };
   const token = await readKey(spec.authToken, "authToken");
   let registration: string | undefined = "kept by the operator";
-  if (spec.registrationToken) registration = await readKey(spec.registrationToken, "registrationToken");
-  else {print(
-      note(
-        "No spec.registrationToken: the operator obtains one with the API token and keeps it in a Secret (on Forgejo 15 each runner is registered on its own instead)",
-      ),
-    );}
+  if (spec.registrationToken) {
+    const optional = spec.registrationToken.optional === true;
+    registration = await readKey(spec.registrationToken, "registrationToken", optional ? note : bad);
+  }
+  const source = registrationTokenSource(
+    group.metadata?.name ?? "",
+    spec.registrationToken,
+    { ok: registration !== undefined },
+  );
+  if (source.managed) {
+    registration = "kept by the operator";
+    print(note(
+      `${spec.registrationToken ? "spec.registrationToken is optional" : "No spec.registrationToken"}: the ` +
+        `operator obtains one with the API token and keeps it in Secret ${namespace}/${source.secret.name} (on ` +
+        "Forgejo 15 each runner is registered on its own instead)",
+    ));
+  }
   if (token === undefined || registration === undefined) return 1;
 
   const target = forgeTargetOf(spec, token);
@@ -193,7 +207,7 @@ export async function runCheck({ config, print, kube }: CheckOptions): Promise<n
         `${describeForge(client.forge)} registers each runner on its own with the API token: no shared registration ` +
           "token reaches a pod",
       ));
-    } else if (!spec.registrationToken) {
+    } else if (source.managed) {
       try {
         await client.createRegistrationToken(target.endpoint);
         print(ok("The token can obtain the scope's runner registration token"));

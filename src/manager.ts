@@ -73,6 +73,7 @@ export class Manager {
   readonly pollers: DemandPollers;
   /** The token Secrets that selected groups reference, each watched by name. */
   readonly secrets: SecretCache;
+  readonly events: EventRecorder;
   readonly controller: Controller;
   readonly metrics = new OperatorMetrics();
   /** Uids of failed runner Jobs already counted. */
@@ -147,7 +148,7 @@ export class Manager {
         }),
       );
     }
-    const events = new EventRecorder(clients.core, operatorName, Deno.hostname());
+    this.events = new EventRecorder(clients.core, operatorName, Deno.hostname());
     const reconciler = new RunnerGroupReconciler({
       clients,
       cache: {
@@ -166,7 +167,7 @@ export class Manager {
         secret: this.secrets.read,
       },
       pollers: this.pollers,
-      events,
+      events: this.events,
       runnerImage: config.runnerImage,
       retry: { limit: config.runnerRetryLimit, baseDelayMs: 10_000, maxDelayMs: 5 * 60_000 },
       resyncIntervalMs: config.resyncInterval,
@@ -267,8 +268,9 @@ export class Manager {
     clearInterval(this.#resyncTimer);
     await this.pollers.stop();
     await this.controller.stop();
-    // Released after the workers drained, so that the next leader starts from a quiet cluster.
-    await this.#elector?.stop();
+    // Released after the workers drained, so that the next leader starts from a quiet cluster. The workers' last
+    // events are written meanwhile (for 2 s at most).
+    await Promise.all([this.events.stop(), this.#elector?.stop()]);
     await Promise.all(this.#informers().map((informer) => informer.stop()));
     await this.secrets.stop();
     await this.#server?.shutdown();

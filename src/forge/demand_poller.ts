@@ -1,13 +1,15 @@
 /**
  * Demand pollers: one per forge target (Gitea instance, jobs endpoint and token), shared by every group that uses
  * that target, so a target is asked once per interval however many groups watch it. A poller tells its groups only
- * when the answer changed; transient errors back off (honouring `Retry-After`), other errors wait longer.
+ * when the answer changed. A failing target is asked again on a capped backoff (see `failure_backoff.ts`), so that
+ * demand is current soon after the forge recovers; the error stays in the snapshot until then.
  */
 import { createHash } from "node:crypto";
 import { describeError, logger } from "../log.ts";
 import { connectForge } from "./connect.ts";
 import { ForgeError } from "./errors.ts";
-import { type ForgeClient, ForgeDetector, type ForgeVersion } from "./forge_client.ts";
+import { defaultFailureBackoff, type FailureBackoffOptions, failureDelay } from "./failure_backoff.ts";
+import { type ForgeClient, ForgeDetector, type ForgeVersion, parseForgeVersion } from "./forge_client.ts";
 import { type JobsEndpoint, jobsPath, type QueuedJob } from "./gitea_client.ts";
 
 export interface ForgeTarget {
@@ -41,18 +43,38 @@ export interface DemandSnapshot {
   error?: ForgeError;
 }
 
+/** Time as the pollers see it; tests pass a fake one. */
+export interface PollerClock {
+  now(): number;
+  setTimeout(callback: () => void, delayMs: number): unknown;
+  clearTimeout(id: unknown): void;
+}
+
+const realClock: PollerClock = {
+  now: () => Date.now(),
+  setTimeout: (callback, delayMs) => setTimeout(callback, delayMs),
+  clearTimeout: (id) => clearTimeout(id as ReturnType<typeof setTimeout> | undefined),
+};
+
 export interface DemandPollersOptions {
   intervalMs: number;
   timeoutMs: number;
-  maxBackoffMs?: number;
+  /** When a failing target is asked again; defaults in `defaultFailureBackoff`. */
+  failureBackoff?: Partial<FailureBackoffOptions>;
   /** Called with the keys of the groups whose demand changed. */
   onChange: (groupKeys: string[]) => void;
-  /** Detects the forge and makes its client; tests may pass their own. */
-  connect?: (target: ForgeTarget, timeoutMs: number) => Promise<ForgeClient>;
+  /**
+   * Makes the client, for tests with a fetch of their own; the forge is then the client's, its version read with
+   * `version()` when the client has one (as GiteaClient). Without it the forge is detected (see ForgeDetector).
+   */
+  client?: (target: ForgeTarget, timeoutMs: number) => ForgeClient & { version?: () => Promise<string> };
   /** Remembers detected forge versions; shared with the reconciler so a forge is asked once. */
   detector?: ForgeDetector;
   /** Told about every forge request (see `GiteaClientOptions.observe`). */
   observe?: (endpoint: string, code: string, seconds: number) => void;
+  /** For tests: the clock and the source of jitter. */
+  clock?: PollerClock;
+  random?: () => number;
 }
 
 /** The key of a target. The token takes part only as a hash, so keys are safe to log. */
@@ -89,16 +111,20 @@ class Poller {
   /** Each subscriber's runner label names (see ForgeTarget.labels). */
   readonly labels = new Map<string, readonly string[]>();
   snapshot?: DemandSnapshot;
-  #timer?: ReturnType<typeof setTimeout>;
+  #timer?: unknown;
   #failures = 0;
   #stopped = false;
   #running?: Promise<void>;
+  /** A poke arrived while a poll was running: poll again right after it (many pokes, one more poll). */
+  #pokedWhileRunning = false;
   #verified = false;
   /** When the next poll is due (ms since epoch). */
   #scheduledAt = Infinity;
   /** A subscriber waits for an answer fetched at or after this time (see answerAfter). */
   #wantedAt?: number;
   #client?: ForgeClient;
+  readonly #clock: PollerClock;
+  readonly #backoff: FailureBackoffOptions;
   readonly #log = logger("forge");
 
   constructor(
@@ -106,25 +132,39 @@ class Poller {
     readonly target: ForgeTarget,
     readonly options: DemandPollersOptions,
     readonly detector: ForgeDetector,
-  ) {}
+  ) {
+    this.#clock = options.clock ?? realClock;
+    this.#backoff = { ...defaultFailureBackoff, ...options.failureBackoff };
+  }
 
   /** Detects the forge (once per forge, see ForgeDetector) and makes the client for its kind and version. */
-  #connect(): Promise<ForgeClient> {
+  async #connect(): Promise<{ client: ForgeClient; forge: ForgeVersion }> {
     const { target, options } = this;
-    return options.connect?.(target, options.timeoutMs) ??
-      connectForge(
-        { baseUrl: target.baseUrl, token: target.token, timeoutMs: options.timeoutMs, observe: options.observe },
-        this.detector,
-      );
+    const given = options.client?.(target, options.timeoutMs);
+    if (given) {
+      const version = await given.version?.();
+      return { client: given, forge: version ? parseForgeVersion(given.forge.kind, version) : given.forge };
+    }
+    const client = await connectForge(
+      { baseUrl: target.baseUrl, token: target.token, timeoutMs: options.timeoutMs, observe: options.observe },
+      this.detector,
+    );
+    return { client, forge: client.forge };
   }
 
   start(): void {
     this.#schedule(0);
   }
 
-  /** Polls now, unless a poll is running. */
+  /**
+   * Polls now. During a poll, the answer being fetched may predate what the poke announces (a webhook for a job
+   * queued after the request left), so one more poll follows right after it. While the target fails, its next attempt
+   * (at most the backoff cap away) stands: a burst of webhooks must not turn into a burst of requests to a failing
+   * endpoint.
+   */
   poke(): void {
-    if (!this.#running) this.#schedule(0);
+    if (this.#running) this.#pokedWhileRunning = true;
+    else if (!this.snapshot?.error) this.#schedule(0);
   }
 
   /**
@@ -134,34 +174,56 @@ class Poller {
   answerAfter(at: number): void {
     if (this.snapshot && this.snapshot.fetchedAt >= at) return;
     this.#wantedAt = Math.max(this.#wantedAt ?? at, at);
-    if (!this.#running && this.#scheduledAt > at) this.#schedule(Math.max(0, at - Date.now()));
+    // While the target fails, the backoff decides (as for pokes); the first answer after it serves the request.
+    if (!this.#running && !this.snapshot?.error && this.#scheduledAt > at) {
+      this.#schedule(Math.max(0, at - this.#clock.now()));
+    }
   }
 
   async stop(): Promise<void> {
     this.#stopped = true;
-    clearTimeout(this.#timer);
+    this.#clock.clearTimeout(this.#timer);
     await this.#running;
   }
 
   #schedule(delayMs: number): void {
-    clearTimeout(this.#timer);
+    this.#clock.clearTimeout(this.#timer);
     if (this.#stopped) return;
-    this.#scheduledAt = Date.now() + delayMs;
-    this.#timer = setTimeout(() => {
-      this.#running = this.#poll().finally(() => (this.#running = undefined));
-    }, delayMs);
+    this.#scheduledAt = this.#clock.now() + delayMs;
+    this.#timer = this.#clock.setTimeout(() => this.#run(), delayMs);
   }
 
-  async #poll(): Promise<void> {
+  #run(): void {
+    this.#pokedWhileRunning = false;
+    this.#running = (async () => {
+      let delay = this.options.intervalMs;
+      try {
+        delay = await this.#poll();
+      } catch (error) {
+        this.#log.error("Polling {target} failed unexpectedly: {error}", {
+          target: this.key,
+          error: describeError(error),
+        });
+      } finally {
+        this.#running = undefined;
+      }
+      // A failed poll keeps its backoff: the poke's poll comes with the next attempt, at most the backoff cap later.
+      if (this.#pokedWhileRunning && !this.snapshot?.error) delay = 0;
+      this.#pokedWhileRunning = false;
+      this.#schedule(delay);
+    })();
+  }
+
+  /** Asks the forge once, tells the subscribers when the answer changed, and returns the delay until the next poll. */
+  async #poll(): Promise<number> {
     const before = this.snapshot;
-    const now = Date.now();
+    const now = this.#clock.now();
     let next: DemandSnapshot;
     try {
       let version = before?.version;
       let forge = before?.forge;
       if (!this.#verified || !this.#client) {
-        this.#client = await this.#connect();
-        forge = this.#client.forge;
+        ({ client: this.#client, forge } = await this.#connect());
         version = forge.version;
         if (this.target.expectedUser !== undefined) {
           const user = await this.#client.currentUser();
@@ -178,22 +240,35 @@ class Poller {
       const open = await this.#client.listOpenJobs(this.target.endpoint, { labels });
       const busyRunners = new Set(open.running.map((job) => job.runnerName).filter(Boolean));
       const runningJobIds = new Set(open.running.map((job) => job.id));
-      next = { jobs: open.queued, busyRunners, runningJobIds, fetchedAt: Date.now(), checkedAt: now, version, forge };
+      next = {
+        jobs: open.queued,
+        busyRunners,
+        runningJobIds,
+        fetchedAt: this.#clock.now(),
+        checkedAt: now,
+        version,
+        forge,
+      };
       if (before?.error) this.#log.info("Forge {target} is reachable again", { target: this.key });
       this.#failures = 0;
     } catch (error) {
       const forgeError = error instanceof ForgeError
         ? error
         : new ForgeError("InvalidResponse", describeError(error), { cause: error });
-      this.#verified = false;
-      // After an outage the forge may come back upgraded: detect it again.
-      this.detector.forget(this.target.baseUrl);
+      // A server error or a timeout says nothing about the version or the token's user; anything else (a 401, a
+      // login page in place of JSON) may mean another server or token, so those are checked (and the forge
+      // detected) again first.
+      if (!forgeError.transient) {
+        this.#verified = false;
+        this.detector.forget(this.target.baseUrl);
+      }
       this.#failures++;
       next = {
         jobs: before?.jobs ?? [],
         busyRunners: before?.busyRunners ?? new Set(),
         fetchedAt: before?.fetchedAt ?? 0,
         checkedAt: now,
+        version: before?.version,
         ...(before?.forge ? { forge: before.forge } : {}),
         error: forgeError,
       };
@@ -207,20 +282,13 @@ class Poller {
     if (before === undefined || wanted || fingerprint(before) !== fingerprint(next)) {
       this.options.onChange([...this.subscribers]);
     }
-    let delay = this.#nextDelay(next.error);
-    if (this.#wantedAt !== undefined && !next.error) delay = Math.min(delay, Math.max(0, this.#wantedAt - Date.now()));
-    this.#schedule(delay);
-  }
-
-  #nextDelay(error: ForgeError | undefined): number {
+    if (next.error) {
+      return failureDelay(this.#failures, next.error.retryAfterMs, this.#backoff, this.options.random);
+    }
     const interval = this.options.intervalMs;
-    if (!error) return interval;
-    const max = this.options.maxBackoffMs ?? 60_000;
-    const backoff = error.transient
-      ? Math.min(max, interval * 2 ** Math.min(this.#failures - 1, 10))
-      : Math.min(max, Math.max(interval * 6, 60_000));
-    const delay = Math.max(backoff, Math.min(max, error.retryAfterMs ?? 0));
-    return Math.round(delay * (0.9 + Math.random() * 0.2));
+    return this.#wantedAt === undefined
+      ? interval
+      : Math.min(interval, Math.max(0, this.#wantedAt - this.#clock.now()));
   }
 }
 

@@ -1,5 +1,5 @@
 /**
- * What the operator needs of a forge, whichever it is: Gitea (>= 1.25) or Forgejo (>= 11). The kind and version are
+ * What the operator needs of a forge, whichever it is: Gitea (>= 1.26) or Forgejo (>= 11). The kind and version are
  * detected once per forge (see {@linkcode detectForge}); what a version can do is decided from them in one place
  * ({@linkcode forgeFeatures}), so callers branch on a feature, never on a version number.
  */
@@ -78,7 +78,7 @@ export interface ForgeVersion {
 
 /** What a forge of a given kind and version can do. */
 export interface ForgeFeatures {
-  /** List and delete runner registrations: Gitea >= 1.24, Forgejo >= 15. */
+  /** List and delete runner registrations: Gitea (>= 1.24), Forgejo >= 15. */
   runnersApi: boolean;
   /** Stop a registered runner from taking tasks without deleting it: Gitea only. */
   disableRunners: boolean;
@@ -94,8 +94,8 @@ export interface ForgeFeatures {
 
 /** The oldest versions the operator serves, per forge kind. */
 export const minimumVersions: Record<ForgeKind, { major: number; minor: number; why: string }> = {
-  gitea: { major: 1, minor: 25, why: "the jobs API" },
-  forgejo: { major: 11, minor: 0, why: "the runner jobs API" },
+  gitea: { major: 1, minor: 26, why: "jobs and runners API" },
+  forgejo: { major: 11, minor: 0, why: "runner jobs API" },
 };
 
 export const forgeNames: Record<ForgeKind, string> = { gitea: "Gitea", forgejo: "Forgejo" };
@@ -177,7 +177,7 @@ export function checkSupported(forge: ForgeVersion): ForgeVersion {
     const needs = forge.kind === "gitea" ? `${minimum.major}.${minimum.minor}` : `${minimum.major}`;
     throw new ForgeError(
       "UnsupportedVersion",
-      `${describeForge(forge)} is not supported: ${minimum.why} needs ${name} >= ${needs}`,
+      `${describeForge(forge)} is not supported: the operator needs ${name} >= ${needs} (${minimum.why})`,
     );
   }
   return forge;

@@ -1,5 +1,5 @@
 /**
- * A typed client for the parts of Gitea's REST API the operator uses (Gitea >= 1.25). Every response is validated
+ * A typed client for the parts of Gitea's REST API the operator uses (Gitea >= 1.26). Every response is validated
  * with zod, and every failure becomes a {@linkcode ForgeError} of one kind.
  */
 import { z } from "zod";
@@ -23,7 +23,12 @@ export type { JobsEndpoint, OpenJobs, QueuedJob, RunnerRegistration, RunningJob 
 
 /** Gitea answers at most 50 items a page by default (`[api] MAX_RESPONSE_ITEMS`). */
 export const pageSize = 50;
-export const minimumGiteaVersion = { major: 1, minor: 25 };
+/**
+ * The oldest Gitea with every endpoint the client calls, read from `routers/api/v1/api.go` of each release: runner
+ * lists, deletes and POST registration-token since 1.24.0, the jobs lists of all four scopes since 1.25.0, and
+ * PATCH .../runners/{id} (disabling a runner before it is removed) only since 1.26.0 (absent from 1.25.0 to 1.25.4).
+ */
+export const minimumGiteaVersion = { major: 1, minor: 26 };
 
 const jobSchema = z.object({
   id: z.number().int().positive(),
@@ -119,7 +124,7 @@ export function checkGiteaVersion(version: string): { major: number; minor: numb
   if (major < needMajor || (major === needMajor && minor < needMinor)) {
     throw new ForgeError(
       "UnsupportedVersion",
-      `Gitea ${version} is not supported: the jobs API needs Gitea >= ${needMajor}.${needMinor}`,
+      `Gitea ${version} is not supported: the operator needs Gitea >= ${needMajor}.${needMinor} (jobs and runners API)`,
     );
   }
   return { major, minor, patch };
@@ -136,7 +141,7 @@ export class GiteaClient implements ForgeClient {
     this.features = forgeFeatures(this.forge);
   }
 
-  /** The server's version; throws `UnsupportedVersion` below Gitea 1.25. */
+  /** The server's version; throws `UnsupportedVersion` below Gitea 1.26. */
   async version(): Promise<string> {
     const body = await this.#call("/version", "/version", "Get the Gitea version", versionSchema);
     checkGiteaVersion(body.value.version);

@@ -11,6 +11,7 @@ import { apiMessage, apiStatus, decodeSecretData } from "../kube/client.ts";
 import { registerSecret } from "../log.ts";
 import { forgeTargetOf } from "./demand.ts";
 import { groupOwnerReference, labelKeys, managedBy, managedRegistrationSecret } from "./runner_job.ts";
+import { registrationTokenSource } from "./token_selector.ts";
 import type { RunnerGroup, RunnerGroupSpec, SecretKeySelector } from "./schema.ts";
 
 /** Reads a Secret; undefined when it does not exist. */
@@ -77,6 +78,8 @@ export type Credentials =
     registrationToken: string;
     /** Where runner pods read the registration token from. */
     registrationSecret: { name: string; key: string };
+    /** Whether the operator keeps that Secret (and may renew the token in it). */
+    managed: boolean;
   }
   | { ok: false; reason: "SecretNotFound" | "KeyNotFound"; message: string };
 
@@ -101,14 +104,24 @@ export async function resolveCredentials(
   const namespace = group.metadata.namespace;
   const auth = await readSecretKey(options.readSecret, namespace, spec.authToken, "authToken");
   if (!auth.ok) return auth;
-  const registrationSecret = spec.registrationToken ?? managedRegistrationSecret(group.metadata.name);
-  const registration = spec.registrationToken
+  const named = spec.registrationToken
     ? await readSecretKey(options.readSecret, namespace, spec.registrationToken, "registrationToken")
-    : await ensureRegistrationSecret(options, group, spec, auth.value, registrationSecret, target);
+    : undefined;
+  // Without a selector, or an optional one whose Secret or key is missing, the operator keeps the token itself.
+  const source = registrationTokenSource(group.metadata.name, spec.registrationToken, named);
+  const registration = source.managed
+    ? await ensureRegistrationSecret(options, group, spec, auth.value, source.secret, target)
+    : named!;
   if (!registration.ok) return registration;
   registerSecret(auth.value);
   registerSecret(registration.value);
-  return { ok: true, apiToken: auth.value, registrationToken: registration.value, registrationSecret };
+  return {
+    ok: true,
+    apiToken: auth.value,
+    registrationToken: registration.value,
+    registrationSecret: source.secret,
+    managed: source.managed,
+  };
 }
 
 /**
@@ -158,12 +171,12 @@ export function secretsOf(group: RunnerGroup): { namespace: string; name: string
   const namespace = group.metadata.namespace;
   const names = new Set<string>();
   if (typeof spec?.authToken?.name === "string" && spec.authToken.name !== "") names.add(spec.authToken.name);
-  const registration = spec?.registrationToken?.name;
-  names.add(
-    typeof registration === "string" && registration !== ""
-      ? registration
-      : managedRegistrationSecret(group.metadata.name).name,
-  );
+  const registration = spec?.registrationToken;
+  if (typeof registration?.name === "string" && registration.name !== "") names.add(registration.name);
+  // The Secret the operator keeps: without a selector, or with an optional one whose Secret or key may be missing.
+  if (!registration?.name || registration.optional === true) {
+    names.add(managedRegistrationSecret(group.metadata.name).name);
+  }
   return [...names].map((name) => ({ namespace, name }));
 }
 
@@ -236,7 +249,7 @@ export class RegistrationTokenCheck {
     now: number;
   }): Promise<TokenCheck> {
     const { groupKey, group, spec, credentials, now } = input;
-    const managed = spec.registrationToken === undefined;
+    const managed = credentials.managed;
     // No shared token to check where runners register one by one (Forgejo 15: the endpoint is deprecated there).
     if (credentials.registrationToken === "") return { state: "unchecked" };
     let known = this.#current.get(input.targetKey);

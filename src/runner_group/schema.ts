@@ -25,10 +25,17 @@ const openList = (description: string) =>
     description,
   );
 
-export const secretKeySelectorSchema = z.object({
-  name: z.string().min(1).max(253).describe("Name of a Secret in the RunnerGroup's namespace."),
-  key: z.string().min(1).max(253).describe("Key in that Secret."),
-}).describe("Reference to one key of a Secret in the RunnerGroup's namespace.");
+/**
+ * A core/v1 SecretKeySelector, as the Go operator's CRD had it, except that `name` is required: its default "" named no
+ * Secret. What `optional` means differs per token (see token_selector.ts).
+ */
+const secretKeySelector = (optional: string) =>
+  z.object({
+    name: z.string().min(1).max(253).describe("Name of a Secret in the RunnerGroup's namespace."),
+    key: z.string().min(1).max(253).describe("Key in that Secret."),
+    optional: z.boolean().optional().describe(optional),
+  }).describe("Reference to one key of a Secret in the RunnerGroup's namespace.");
+export const secretKeySelectorSchema = secretKeySelector("Whether the Secret or its key may be missing.");
 
 const envVarSchema = z.object({
   name: z.string().min(1).max(256).describe("Environment variable name."),
@@ -103,12 +110,18 @@ export const runnerGroupSpecSchema = z.object({
   minIdleRunners: z.int().min(0).max(10000).optional().describe(
     "Warm pool: registered, idle, ephemeral runners kept ready for the next job, within maxActiveRunners. Default 0.",
   ),
-  registrationToken: secretKeySelectorSchema.optional().describe(
+  registrationToken: secretKeySelector(
+    "When true and the Secret or its key is missing, the operator obtains the token with authToken and keeps it " +
+      "in the Secret <group name>-registration-token, as when registrationToken is omitted. Default false.",
+  ).optional().describe(
     "Secret key holding the runner registration token of the scope (referenced by runner pods, never copied). " +
       "When omitted, the operator obtains one with authToken and keeps it in the Secret " +
       "<group name>-registration-token, owned by the group.",
   ),
-  authToken: secretKeySelectorSchema.describe(
+  authToken: secretKeySelector(
+    "Accepted for compatibility; changes nothing: without an API token no job can be seen, so a missing Secret or " +
+      "key is reported in status and no runner starts.",
+  ).describe(
     "Secret key holding a Gitea API token that can list the scope's Actions jobs.",
   ),
   template: runnerTemplateSchema.optional(),

@@ -7,6 +7,8 @@
  * - Deleting a group with an idle warm runner: the runner Job and its registration in Gitea are gone, then the group.
  * - Deleting a group while its runner runs a job: the job finishes, then the registration and the group are gone.
  * - Deleting the namespace of a group: the namespace goes, and so does the group's registration in Gitea.
+ *
+ * The operator runs as its own ServiceAccount bound to manifests/base's ClusterRole, so a verb the role lacks fails here.
  */
 import assert from "node:assert/strict";
 import type { V1Job } from "@kubernetes/client-node";
@@ -21,6 +23,7 @@ import {
   waitForFirstPoll,
 } from "../harness/environment.ts";
 import { type OperatorProcess, startOperator } from "../harness/operator.ts";
+import { operatorKubeconfig } from "../harness/operator_identity.ts";
 import { eventually } from "../harness/wait.ts";
 
 const namespace = "life";
@@ -96,7 +99,8 @@ Deno.test({
       };
 
       operator = await startOperator({
-        kubeconfigPath: env.cluster.kubeconfigPath,
+        // The operator's own ServiceAccount with the base ClusterRole: every call below must be granted by it.
+        kubeconfigPath: await operatorKubeconfig(env),
         dir: env.dir,
         // A long resync: whatever happens here must not wait for it.
         args: ["--poll-interval", "2s", "--resync-interval", "10m", "--idle-runner-grace", "5s"],
@@ -241,6 +245,10 @@ Deno.test({
       });
 
       assert.equal(await operator.stop("SIGTERM"), 0);
+      // Whatever the role lacks shows as a 403 somewhere, be it only in a log line (events are written in the background).
+      const log = await operator.logTail(100_000);
+      const refused = log.split("\n").filter((line) => /forbidden/i.test(line));
+      assert.deepEqual(refused, [], "the operator's ServiceAccount was refused a call");
     } finally {
       if (operator?.running()) await operator.stop("SIGKILL");
       await env.dispose();

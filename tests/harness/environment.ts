@@ -52,6 +52,8 @@ export async function installCrd(cluster: ClusterHarness): Promise<void> {
 
 export interface EnvironmentOptions {
   echo?: boolean;
+  /** Which built Gitea to start ("1.26.0"). Default: `GRO_GITEA_VERSION`, else the newest. */
+  giteaVersion?: string;
   /** Extra app.ini settings for Gitea, e.g. `{ webhook: { ALLOWED_HOST_LIST: "loopback" } }`. */
   giteaSettings?: Record<string, Record<string, string>>;
 }
@@ -70,7 +72,7 @@ export async function startEnvironment(options: EnvironmentOptions = {}): Promis
   try {
     const [cluster, gitea] = await Promise.all([
       startCluster({ echoOutput: options.echo }),
-      startGitea({ gitea: tools.gitea, giteaSourceDir: tools.giteaSourceDir, settings: options.giteaSettings }),
+      startGitea({ version: options.giteaVersion, settings: options.giteaSettings }),
     ]);
     cleanups.push(() => cluster.dispose(), () => gitea.dispose());
     const kubelet = await startRunnerKubelet({

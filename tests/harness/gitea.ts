@@ -9,14 +9,19 @@
  * Also starts the Go test runner (`tests/harness/runner`) as a child process: {@linkcode runTestRunner}.
  */
 import { Buffer } from "node:buffer";
-import { userInfo } from "node:os";
-import { join } from "node:path";
+import { GiteaProcess } from "./gitea_process.ts";
+import { freeLoopbackPort, spawnTiedToThisProcess, tail } from "./process.ts";
+import { ensureTools, selectGiteaBuild } from "./tools.ts";
 
 export interface StartGiteaOptions {
-  /** The Gitea binary (`ensureTools().gitea`). */
-  gitea: string;
-  /** Gitea's source tree holding `templates/` and `options/` (`ensureTools().giteaSourceDir`). */
-  giteaSourceDir: string;
+  /**
+   * Which built Gitea to start ("1.26.0"; see `tests/tools/build.sh`). Default: `GRO_GITEA_VERSION`, else the newest.
+   */
+  version?: string;
+  /** A Gitea binary to start instead of a built version (with `giteaSourceDir`). */
+  gitea?: string;
+  /** Gitea's source tree holding `templates/` and `options/`, for `gitea`. */
+  giteaSourceDir?: string;
   /** Extra app.ini settings, merged over the defaults: `{ actions: { ZOMBIE_TASK_TIMEOUT: "1m" } }`. */
   settings?: Record<string, Record<string, string>>;
   /** How long to wait for the API to answer after starting the process. Default 60 s. */
@@ -77,6 +82,8 @@ export interface ListJobsOptions {
 export interface GiteaHarness {
   /** Base URL with a trailing slash, e.g. `http://127.0.0.1:41234/`. */
   url: string;
+  /** The version the running server reports (`GET /api/v1/version`), e.g. "1.27.3". */
+  version: string;
   admin: { username: string; password: string };
   /** An API token of the admin with every scope. */
   adminToken: string;
@@ -119,9 +126,17 @@ const userPassword = "test-user-password-1";
 const encoder = new TextEncoder();
 
 /** Starts a fresh Gitea and returns once its API answers and the admin token exists. */
-export async function startGitea(options: StartGiteaOptions): Promise<GiteaHarness> {
+export async function startGitea(options: StartGiteaOptions = {}): Promise<GiteaHarness> {
+  let { gitea, giteaSourceDir } = options;
+  if (gitea === undefined || giteaSourceDir === undefined) {
+    const tools = await ensureTools();
+    const build = options.version === undefined
+      ? { gitea: tools.gitea, giteaSourceDir: tools.giteaSourceDir }
+      : selectGiteaBuild(tools.giteaBuilds, options.version);
+    ({ gitea, giteaSourceDir } = build);
+  }
   const dir = await Deno.makeTempDir({ prefix: "gro-gitea-" });
-  const forge = new GiteaProcess(options, dir, freeLoopbackPort());
+  const forge = new GiteaProcess({ ...options, gitea, giteaSourceDir }, dir, freeLoopbackPort());
   try {
     await Deno.writeTextFile(forge.configPath, forge.appIni());
     await forge.cli(["migrate"]);
@@ -157,7 +172,9 @@ export async function startGitea(options: StartGiteaOptions): Promise<GiteaHarne
     }
     await forge.start();
     await waitForToken(forge.url, adminToken);
-    return new Harness(forge, adminToken);
+    const harness = new Harness(forge, adminToken);
+    harness.version = (await harness.api<{ version: string }>("GET", "version")).version;
+    return harness;
   } catch (error) {
     await forge.dispose();
     throw error;
@@ -187,245 +204,9 @@ async function waitForToken(url: string, token: string): Promise<void> {
   throw new Error(`Gitea at ${url} did not accept the admin token within 20 s: ${last}`);
 }
 
-/** Finds a loopback port nobody listens on right now. */
-function freeLoopbackPort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
-
-/**
- * Runs `"$@"` under a bash watchdog tied to our stdin pipe. When this process dies in any way (even SIGKILL, or
- * `deno test` exiting on SIGINT without running listeners), the kernel closes the pipe and the watchdog SIGKILLs the
- * child. SIGTERM to the watchdog is forwarded to the child; the watchdog exits with the child's status.
- */
-const lifeline = `
-exec 3<&0
-"$@" </dev/null & child=$!
-(while read -r _; do :; done <&3; kill -KILL "$child" 2>/dev/null) &
-watcher=$!
-trap 'kill -TERM "$child" 2>/dev/null' TERM INT
-code=0
-while kill -0 "$child" 2>/dev/null; do wait "$child"; code=$?; done
-kill "$watcher" 2>/dev/null
-exit "$code"
-`;
-
-/** A command running under the {@linkcode lifeline} watchdog. */
-export interface TiedProcess {
-  /** The watchdog process: read the command's output and exit status here; its stdin is the lifeline. */
-  readonly process: Deno.ChildProcess;
-  /** SIGTERM and SIGINT reach the command; SIGKILL cuts the lifeline, so the watchdog kills the command at once. */
-  kill(signal?: "SIGTERM" | "SIGINT" | "SIGKILL"): void;
-}
-
-/** Spawns a command that cannot outlive this process (see {@linkcode lifeline}). */
-export function spawnTiedToThisProcess(
-  command: string,
-  args: string[],
-  options: { cwd?: string; env?: Record<string, string> } = {},
-): TiedProcess {
-  const process = new Deno.Command("bash", {
-    args: ["-c", lifeline, command, command, ...args],
-    cwd: options.cwd,
-    env: options.env,
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  return {
-    process,
-    kill(signal = "SIGTERM"): void {
-      if (signal === "SIGKILL") {
-        process.stdin.close().catch(() => {});
-        return;
-      }
-      try {
-        process.kill(signal);
-      } catch {
-        // Already exited.
-      }
-    },
-  };
-}
-
-/** Appends a child's stdout and stderr to one file; resolves when both streams end. */
-async function captureOutput(child: Deno.ChildProcess, path: string): Promise<void> {
-  const file = await Deno.open(path, { append: true, create: true });
-  const copy = async (stream: ReadableStream<Uint8Array>): Promise<void> => {
-    for await (let chunk of stream) {
-      while (chunk.length > 0) chunk = chunk.subarray(await file.write(chunk));
-    }
-  };
-  try {
-    await Promise.all([copy(child.stdout), copy(child.stderr)]);
-  } finally {
-    file.close();
-  }
-}
-
-function tail(path: string, lines: number): string {
-  try {
-    return Deno.readTextFileSync(path).trimEnd().split("\n").slice(-lines).join("\n");
-  } catch {
-    return "(no log)";
-  }
-}
-
-/** The Gitea process and its files. */
-class GiteaProcess {
-  readonly url: string;
-  readonly configPath: string;
-  readonly logPath: string;
-  #child: TiedProcess | undefined;
-  #output: Promise<void> | undefined;
-  #disposed = false;
-
-  constructor(readonly options: StartGiteaOptions, readonly dir: string, readonly port: number) {
-    this.url = `http://127.0.0.1:${port}/`;
-    this.configPath = join(dir, "app.ini");
-    this.logPath = join(dir, "gitea.log");
-  }
-
-  appIni(): string {
-    const data = join(this.dir, "data");
-    const root: Record<string, string> = {
-      APP_NAME: "gitea-runner-operator tests",
-      RUN_MODE: "prod",
-      RUN_USER: userInfo().username,
-      WORK_PATH: this.dir,
-    };
-    // Gitea refuses to run as root unless told; test containers often run as root.
-    if (Deno.uid() === 0) root.I_AM_BEING_UNSAFE_RUNNING_AS_ROOT = "true";
-    const sections: Record<string, Record<string, string>> = {
-      "": root,
-      server: {
-        PROTOCOL: "http",
-        HTTP_ADDR: "127.0.0.1",
-        HTTP_PORT: String(this.port),
-        ROOT_URL: this.url,
-        DOMAIN: "127.0.0.1",
-        APP_DATA_PATH: data,
-        // Built without bindata: templates and options are read from the source tree.
-        STATIC_ROOT_PATH: this.options.giteaSourceDir,
-        DISABLE_SSH: "true",
-        START_SSH_SERVER: "false",
-        OFFLINE_MODE: "true",
-        LFS_START_SERVER: "false",
-      },
-      database: { DB_TYPE: "sqlite3", PATH: join(data, "gitea.db"), SQLITE_JOURNAL_MODE: "WAL" },
-      repository: { ROOT: join(this.dir, "repositories"), DEFAULT_BRANCH: "main" },
-      security: { INSTALL_LOCK: "true", SECRET_KEY: randomSecret(), INTERNAL_TOKEN: randomSecret() },
-      service: {
-        DISABLE_REGISTRATION: "true",
-        REQUIRE_SIGNIN_VIEW: "false",
-        DEFAULT_ALLOW_CREATE_ORGANIZATION: "true",
-      },
-      oauth2: { ENABLED: "false" },
-      mailer: { ENABLED: "false" },
-      session: { PROVIDER: "memory" },
-      cache: { ADAPTER: "memory" },
-      indexer: { ISSUE_INDEXER_TYPE: "db", REPO_INDEXER_ENABLED: "false" },
-      actions: { ENABLED: "true" },
-      // Operator tests deliver webhooks to loopback listeners.
-      webhook: { ALLOWED_HOST_LIST: "*" },
-      "cron.update_checker": { ENABLED: "false" },
-      // Logs go to stderr so that CLI commands print only their result on stdout.
-      log: { MODE: "console", LEVEL: "Info" },
-      "log.console": { STDERR: "true" },
-    };
-    for (const [section, values] of Object.entries(this.options.settings ?? {})) {
-      sections[section] = { ...sections[section], ...values };
-    }
-    return Object.entries(sections).map(([section, values]) =>
-      (section ? `[${section}]\n` : "") +
-      Object.entries(values).map(([key, value]) => `${key} = ${value}\n`).join("")
-    ).join("\n");
-  }
-
-  /** Runs a Gitea CLI command to completion and returns its stdout; its stderr goes to the log. */
-  async cli(args: string[]): Promise<string> {
-    const output = await new Deno.Command(this.options.gitea, {
-      args: ["--config", this.configPath, "--work-path", this.dir, ...args],
-      cwd: this.dir,
-      env: { GITEA_WORK_DIR: this.dir, HOME: this.dir },
-      stdin: "null",
-    }).output();
-    const decoder = new TextDecoder();
-    // Only the subcommand: later arguments may be passwords.
-    const command = `gitea ${args.slice(0, 3).join(" ")}`;
-    await Deno.writeTextFile(this.logPath, `$ ${command}\n${decoder.decode(output.stderr)}`, { append: true });
-    if (!output.success) {
-      throw new Error(
-        `Cannot run "${command}": exit code ${output.code}\n${tail(this.logPath, 20)}`,
-      );
-    }
-    return decoder.decode(output.stdout);
-  }
-
-  async start(): Promise<void> {
-    if (this.#disposed) throw new Error(`Cannot start Gitea at ${this.url}: the harness was disposed`);
-    if (this.#child) return;
-    const child = spawnTiedToThisProcess(this.options.gitea, [
-      "--config",
-      this.configPath,
-      "--work-path",
-      this.dir,
-      "web",
-    ], {
-      cwd: this.dir,
-      env: { GITEA_WORK_DIR: this.dir, HOME: this.dir },
-    });
-    this.#child = child;
-    this.#output = captureOutput(child.process, this.logPath);
-    let exited = false;
-    child.process.status.then(() => exited = true);
-    const deadline = Date.now() + (this.options.readyTimeoutMs ?? 60_000);
-    while (Date.now() < deadline) {
-      if (exited) break;
-      try {
-        const response = await fetch(`${this.url}api/v1/version`, { signal: AbortSignal.timeout(2_000) });
-        await response.body?.cancel();
-        if (response.ok) return;
-      } catch {
-        // Not listening yet.
-      }
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-    await this.stop();
-    throw new Error(
-      `Cannot start Gitea at ${this.url}: ${exited ? "the process exited" : "its API did not answer in time"}\n` +
-        tail(this.logPath, 30),
-    );
-  }
-
-  /** Terminates Gitea (SIGTERM, then SIGKILL after 10 s) and waits until it and its output are gone. */
-  async stop(): Promise<void> {
-    const child = this.#child;
-    if (!child) return;
-    child.kill("SIGTERM");
-    const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
-    await child.process.status;
-    clearTimeout(timer);
-    await this.#output;
-    this.#child = undefined;
-  }
-
-  async dispose(): Promise<void> {
-    if (this.#disposed) return;
-    this.#disposed = true;
-    await this.stop();
-    await Deno.remove(this.dir, { recursive: true }).catch(() => {});
-  }
-}
-
-function randomSecret(): string {
-  return Array.from(crypto.getRandomValues(new Uint8Array(32)), (byte) => byte.toString(16).padStart(2, "0")).join("");
-}
-
 class Harness implements GiteaHarness {
   readonly admin = adminUser;
+  version = "";
   readonly #userTokens = new Map<string, string>();
 
   constructor(readonly forge: GiteaProcess, readonly adminToken: string) {

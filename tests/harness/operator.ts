@@ -4,7 +4,7 @@
  */
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { spawnTiedToThisProcess, type TiedProcess } from "./gitea.ts";
+import { spawnTiedToThisProcess, type TiedProcess } from "./process.ts";
 
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 

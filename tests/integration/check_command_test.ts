@@ -5,7 +5,6 @@ import { fileURLToPath } from "node:url";
 import YAML from "yaml";
 import { startGitea } from "../harness/gitea.ts";
 import { runTaskFlags } from "../harness/operator.ts";
-import { ensureTools } from "../harness/tools.ts";
 import { eventually } from "../harness/wait.ts";
 
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -25,8 +24,7 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   async fn(t): Promise<void> {
-    const tools = await ensureTools();
-    const gitea = await startGitea({ gitea: tools.gitea, giteaSourceDir: tools.giteaSourceDir });
+    const gitea = await startGitea();
     const dir = await Deno.makeTempDir({ prefix: "gro-check-" });
     try {
       await gitea.createOrg("acme");
@@ -76,7 +74,7 @@ Deno.test({
       await t.step("a working group: exit 0, the server version, and a reason for each queued job", async () => {
         const { code, output } = await check(await write("good", gitea.adminToken));
         assert.equal(code, 0, output);
-        assert.match(output, /^ok {4}Gitea 1\.26\.0 answers at /m);
+        assert.ok(output.includes(`\nok    Gitea ${gitea.version} answers at `), output);
         assert.match(output, /^ok {4}The API token belongs to gitea-admin \(site administrator\)$/m);
         assert.match(output, /job \d+ "build" of acme\/app \(runs-on: linux-test\): this group runs it/);
         assert.match(
@@ -106,6 +104,28 @@ Deno.test({
           ));
           assert.equal(code, 0, output);
           assert.match(output, /^ok {4}The token can manage the scope's runners \(\d+ registered\)/m);
+          assert.match(output, /^ok {4}The token can obtain the scope's runner registration token$/m);
+        },
+      );
+
+      await t.step(
+        "a missing registration key: FAIL, unless the selector is optional (then kept by the operator)",
+        async () => {
+          const missingKey = { name: "tokens", key: "no-such-key" };
+          let { code, output } = await check(
+            await write("required-missing", gitea.adminToken, { registrationToken: missingKey }),
+          );
+          assert.equal(code, 1, output);
+          assert.match(output, /^FAIL {2}spec\.registrationToken: .* has no non-empty key "no-such-key"/m);
+          ({ code, output } = await check(
+            await write("optional-missing", gitea.adminToken, { registrationToken: { ...missingKey, optional: true } }),
+          ));
+          assert.equal(code, 0, output);
+          assert.match(output, /^note {2}spec\.registrationToken: .* has no non-empty key "no-such-key"/m);
+          assert.match(
+            output,
+            /^note {2}spec\.registrationToken is optional: the operator obtains one .* Secret ci\/app-registration-token$/m,
+          );
           assert.match(output, /^ok {4}The token can obtain the scope's runner registration token$/m);
         },
       );

@@ -6,7 +6,9 @@
 set -euo pipefail
 
 K8S_VERSION="${K8S_VERSION:-v1.35.4}"
-GITEA_VERSION="${GITEA_VERSION:-v1.26.0}"
+# Every Gitea version the forge contract tests run against, oldest first; the last is the end-to-end tests' default.
+# GITEA_VERSION (one version) is still accepted.
+GITEA_VERSIONS="${GITEA_VERSIONS:-${GITEA_VERSION:-v1.26.0 v1.27.3}}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 HELM_VERSION="${HELM_VERSION:-v3.22.0}"
 # v5.8 needs Go 1.27.
@@ -77,15 +79,71 @@ build_kubernetes() {
   touch "$dir/.done"; rm -rf "$work"
 }
 
+# version_lt A B: whether Go version A (1.26.8) is older than B (1.27.3).
+version_lt() { [[ "$1" != "$2" && "$(printf '%s\n%s\n' "$1" "$2" | sort -V | head -n 1)" == "$1" ]]; }
+
+# go_toolchain_for GO_MOD: "local" when the installed Go is new enough for a module's go (and toolchain) directive,
+# else the toolchain it asks for, which Go then fetches through the module proxy for that one build.
+go_toolchain_for() {
+  local need have toolchain
+  need="$(sed -n 's/^go \([0-9][0-9.]*\)$/\1/p' "$1")"
+  toolchain="$(sed -n 's/^toolchain go\([0-9][0-9.]*\)$/\1/p' "$1")"
+  [[ -n "$toolchain" ]] && version_lt "$need" "$toolchain" && need="$toolchain"
+  [[ "$need" =~ ^[0-9]+\.[0-9]+$ ]] && need="$need.0" # "go 1.26" means 1.26.0
+  have="$(go env GOVERSION)"
+  have="${have#go}"
+  if [[ -n "$need" ]] && version_lt "${have%%[!0-9.]*}" "$need"; then printf 'go%s' "$need"; else printf 'local'; fi
+}
+
+# go_sum_hash DIR NAME@VERSION: the go.sum hash ("h1:", golang.org/x/mod/sumdb/dirhash Hash1) of the files in DIR
+# published as module NAME at VERSION: a SHA-256 over "<sha256 of file>  NAME@VERSION/<file>" lines sorted by name.
+go_sum_hash() {
+  local summary
+  summary="$(cd "$1" && find . -type f | sed 's#^\./##' | LC_ALL=C sort | while IFS= read -r file; do
+    printf '%s  %s/%s\n' "$(sha256sum "$file" | cut -c1-64)" "$2" "$file"
+  done | sha256sum | cut -c1-64)"
+  # Hex to bytes to base64 without xxd.
+  printf "h1:%s" "$(printf "$(sed 's/../\\x&/g' <<<"$summary")" | base64)"
+}
+
+# use_code_gitea_io_mirrors SRC: Gitea 1.27 moved its module path and its own modules from code.gitea.io to gitea.dev,
+# a host the module proxy here does not serve, while it serves the same repositories under their old code.gitea.io
+# paths (their go.mod already says gitea.dev/...). Each gitea.dev requirement is replaced by its code.gitea.io twin,
+# but only after checking that the twin's files hash to exactly what Gitea's go.sum pins for the gitea.dev module;
+# the twin's own go.sum lines are then added, so the build verifies every module against go.sum as usual.
+use_code_gitea_io_mirrors() {
+  local src="$1" name version json twin_dir twin_sum twin_mod_sum pinned actual
+  while read -r name version; do
+    pinned="$(awk -v m="gitea.dev/$name" -v v="$version" '$1 == m && $2 == v {print $3}' "$src/go.sum")"
+    [[ -n "$pinned" ]] || die "Gitea's go.sum has no hash for gitea.dev/$name $version"
+    # The checksum database may not know the twin: the hash comparison below stands in for it.
+    json="$(cd "$(mktemp -d)" && GONOSUMDB="code.gitea.io/$name" go mod download -json "code.gitea.io/$name@$version" 2>&1)" ||
+      die "cannot download code.gitea.io/$name@$version for gitea.dev/$name: $(tr '\n' ' ' <<<"$json" | cut -c1-300)"
+    twin_dir="$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p' <<<"$json")"
+    twin_sum="$(sed -n 's/^[[:space:]]*"Sum": "\(.*\)",$/\1/p' <<<"$json")"
+    twin_mod_sum="$(sed -n 's/^[[:space:]]*"GoModSum": "\(.*\)",\{0,1\}$/\1/p' <<<"$json")"
+    actual="$(go_sum_hash "$twin_dir" "gitea.dev/$name@$version")"
+    [[ "$actual" == "$pinned" ]] ||
+      die "code.gitea.io/$name@$version is not gitea.dev/$name@$version: its files hash to $actual, Gitea's go.sum pins $pinned"
+    log "  gitea.dev/$name $version from code.gitea.io/$name (same files: $pinned)"
+    printf '\nreplace gitea.dev/%s => code.gitea.io/%s %s\n' "$name" "$name" "$version" >>"$src/go.mod"
+    printf 'code.gitea.io/%s %s %s\ncode.gitea.io/%s %s/go.mod %s\n' \
+      "$name" "$version" "$twin_sum" "$name" "$version" "$twin_mod_sum" >>"$src/go.sum"
+  done < <(sed -n 's#^[[:space:]]*gitea\.dev/\([^[:space:]]*\) \(v[^[:space:]]*\).*#\1 \2#p' "$src/go.mod")
+}
+
 build_gitea() {
-  local dir; dir="$(tool_dir gitea "$GITEA_VERSION")"
-  [[ -f "$dir/.done" ]] && { log "gitea $GITEA_VERSION cached"; return; }
-  log "building gitea $GITEA_VERSION (tags sqlite sqlite_unlock_notify; cold: 5-15 min)"
-  local src; src="$(module_dir "code.gitea.io/gitea@$GITEA_VERSION")"
+  local version="$1" dir; dir="$(tool_dir gitea "$version")"
+  [[ -f "$dir/.done" ]] && { log "gitea $version cached"; return; }
+  log "building gitea $version (tags sqlite sqlite_unlock_notify; cold: 5-15 min)"
+  local src; src="$(module_dir "code.gitea.io/gitea@$version")"
   mkdir -p "$dir"
   rm -rf "$dir/src"; cp -r "$src" "$dir/src"; chmod -R u+w "$dir/src"
-  (cd "$dir/src" && GOFLAGS=-mod=mod go build -tags 'sqlite sqlite_unlock_notify' \
-    -ldflags "-s -w -X main.Version=${GITEA_VERSION#v} -X main.Tags=sqlite" -o "$dir/gitea" .) || die "gitea build failed"
+  use_code_gitea_io_mirrors "$dir/src"
+  local toolchain; toolchain="$(go_toolchain_for "$dir/src/go.mod")"
+  [[ "$toolchain" == local ]] || log "  with GOTOOLCHAIN=$toolchain (Gitea's go.mod asks for it)"
+  (cd "$dir/src" && GOTOOLCHAIN="$toolchain" GOFLAGS=-mod=mod go build -tags 'sqlite sqlite_unlock_notify' \
+    -ldflags "-s -w -X main.Version=${version#v} -X main.Tags=sqlite" -o "$dir/gitea" .) || die "gitea $version build failed"
   # Templates and options are read from the source tree at run time (no bindata); keep only what Gitea reads.
   find "$dir/src" -mindepth 1 -maxdepth 1 ! -name templates ! -name options ! -name public -exec rm -rf {} +
   touch "$dir/.done"
@@ -169,11 +227,19 @@ for arg in "$@"; do
   esac
 done
 [[ ${#targets[@]} -gt 0 ]] || targets=(etcd gitea runner kubernetes helm kustomize prometheus_crds)
-for t in "${targets[@]}"; do "build_$t"; done
+for t in "${targets[@]}"; do
+  if [[ "$t" == gitea ]]; then
+    for version in $GITEA_VERSIONS; do build_gitea "$version"; done
+  else
+    "build_$t"
+  fi
+done
 log "tools ready in $((SECONDS - start))s under $CACHE"
 if ((print_paths)); then
-  printf 'etcd=%s\nkubernetes=%s\ngitea=%s\ntest-runner=%s\n' "$(tool_dir etcd "$ETCD_VERSION")" \
-    "$(tool_dir kubernetes "$K8S_VERSION")" "$(tool_dir gitea "$GITEA_VERSION")" "$(tool_dir test-runner "$(runner_hash)")"
+  printf 'etcd=%s\nkubernetes=%s\ntest-runner=%s\n' "$(tool_dir etcd "$ETCD_VERSION")" \
+    "$(tool_dir kubernetes "$K8S_VERSION")" "$(tool_dir test-runner "$(runner_hash)")"
+  # One line per Gitea version, oldest first: gitea-v1.26.0=<folder>.
+  for version in $GITEA_VERSIONS; do printf 'gitea-%s=%s\n' "$version" "$(tool_dir gitea "$version")"; done
   printf 'helm=%s\nkustomize=%s\nprometheus-operator-crds=%s\n' "$(tool_dir helm "$HELM_VERSION")" \
     "$(tool_dir kustomize "$KUSTOMIZE_VERSION")" "$(tool_dir prometheus-operator-crds "$PROMETHEUS_OPERATOR_VERSION")"
 fi

@@ -73,7 +73,14 @@ Deno.test("a failing forge is reported in the snapshot, backs off, and recovers"
     if (url.pathname === "/api/v1/version") return Response.json({ version: "1.26.0" });
     return Response.json({ jobs: [job(5)], total_count: 1 });
   });
-  const pollers = new DemandPollers({ intervalMs: 50, timeoutMs: 1000, onChange: () => {} });
+  // Ceilings of 40, 80, 160, 160 ... ms (delays in their upper half): the schedule is unit-tested with a fake clock in
+  // failure_backoff_test.ts; here it runs against a real HTTP server.
+  const pollers = new DemandPollers({
+    intervalMs: 50,
+    timeoutMs: 1000,
+    onChange: () => {},
+    failureBackoff: { initialMs: 40, maxMs: 160 },
+  });
   try {
     const key = pollers.subscribe("ns/a", {
       baseUrl: `http://127.0.0.1:${server.addr.port}`,
@@ -82,13 +89,64 @@ Deno.test("a failing forge is reported in the snapshot, backs off, and recovers"
     });
     await until(() => pollers.snapshot(key)?.error !== undefined);
     assert.equal(pollers.snapshot(key)?.error?.kind, "ServerError");
-    await new Promise((resolve) => setTimeout(resolve, 400));
-    // 50, 100, 200 ms backoff: at most 4 attempts in 400 ms, where a fixed interval would make 8.
-    assert.ok(requests <= 5, `${requests} requests while failing`);
+    const before = requests;
+    await new Promise((resolve) => setTimeout(resolve, 800));
+    // At least 80 ms apart once capped: at most 2 + 800 / 80 attempts, where the 50 ms interval would make 16.
+    assert.ok(requests - before <= 12, `${requests - before} requests in 800 ms while failing`);
+    assert.ok(requests - before >= 4, `${requests - before} requests in 800 ms while failing: it kept trying`);
     failing = false;
-    await until(() => pollers.snapshot(key)?.error === undefined, 10_000);
+    await until(() => pollers.snapshot(key)?.error === undefined, 1000);
     assert.deepEqual(pollers.snapshot(key)?.jobs.map((j) => j.id), [5]);
     assert.equal(pollers.snapshot(key)?.version, "1.26.0");
+  } finally {
+    await pollers.stop();
+    await server.shutdown();
+  }
+});
+
+Deno.test("a poke during an in-flight poll is not lost: one more poll follows at once, however many pokes came", async () => {
+  let jobs = [job(1)];
+  let jobRequests = 0;
+  let inFlight = 0;
+  let mostInFlight = 0;
+  const requestArrived: (() => void)[] = [];
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (request) => {
+    const url = new URL(request.url);
+    if (url.pathname === "/api/forgejo/v1/version") return new Response("Not Found", { status: 404 }); // as Gitea
+    if (url.pathname === "/api/v1/version") return Response.json({ version: "1.26.0" });
+    jobRequests++;
+    mostInFlight = Math.max(mostInFlight, ++inFlight);
+    // A slow forge: the answer is what was queued when the request arrived, sent 300 ms later.
+    const answer = { jobs: [...jobs], total_count: jobs.length };
+    requestArrived.splice(0).forEach((resolve) => resolve());
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    inFlight--;
+    return Response.json(answer);
+  });
+  const notified: number[] = [];
+  // A one-minute interval: within this test, only the pokes can make the poller ask again.
+  const pollers = new DemandPollers({ intervalMs: 60_000, timeoutMs: 5000, onChange: () => notified.push(Date.now()) });
+  try {
+    const key = pollers.subscribe("ns/a", {
+      baseUrl: `http://127.0.0.1:${server.addr.port}`,
+      endpoint: { scope: "repo", owner: "acme", repo: "app" },
+      token: "t",
+    });
+    await until(() => notified.length === 1);
+    const arrived = new Promise<void>((resolve) => requestArrived.push(resolve));
+    pollers.poke();
+    await arrived;
+    // The poll is in flight with an answer that predates job 2; its webhooks arrive now.
+    jobs = [job(1), job(2)];
+    for (let i = 0; i < 5; i++) {
+      pollers.poke();
+      await new Promise((resolve) => setTimeout(resolve, 40));
+    }
+    await until(() => pollers.snapshot(key)?.jobs.some((j) => j.id === 2) ?? false, 3000);
+    assert.equal(jobRequests, 3, "the first poll, the poked one, and one more for the pokes during it");
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    assert.equal(jobRequests, 3, "five pokes during one poll made exactly one more poll");
+    assert.equal(mostInFlight, 1, "never two polls of one target at once");
   } finally {
     await pollers.stop();
     await server.shutdown();

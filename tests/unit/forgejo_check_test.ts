@@ -78,6 +78,6 @@ Deno.test("check refuses Forgejo 10, naming the minimum", async () => {
   assert.equal(code, 1);
   assert.match(
     lines.at(-1)!,
-    /^FAIL {2}UnsupportedVersion: Forgejo 10\.0\.3\+gitea-1\.22\.0 is not supported: .* Forgejo >= 11$/,
+    /^FAIL {2}UnsupportedVersion: Forgejo 10\.0\.3\+gitea-1\.22\.0 is not supported: .* Forgejo >= 11 \(runner jobs API\)$/,
   );
 });

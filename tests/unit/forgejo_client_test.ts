@@ -76,9 +76,9 @@ Deno.test("versions below the minimum are refused with an error naming the minim
   refuse(
     "forgejo",
     "10.0.3+gitea-1.22.0",
-    /^Forgejo 10\.0\.3\+gitea-1\.22\.0 is not supported: .* needs Forgejo >= 11$/,
+    /^Forgejo 10\.0\.3\+gitea-1\.22\.0 is not supported: .* needs Forgejo >= 11 \(runner jobs API\)$/,
   );
-  refuse("gitea", "1.24.6", /^Gitea 1\.24\.6 is not supported: .* needs Gitea >= 1\.25$/);
+  refuse("gitea", "1.25.4", /^Gitea 1\.25\.4 is not supported: .* needs Gitea >= 1\.26 \(jobs and runners API\)$/);
   assert.equal(checkSupported(parseForgeVersion("forgejo", "11.0.0+gitea-1.22.0")).major, 11);
   assert.throws(() => parseForgeVersion("forgejo", "banana"), /Cannot parse the Forgejo version "banana"/);
 });

@@ -103,18 +103,28 @@ Deno.test("one request when at most 50 jobs are open; blocked jobs, null labels 
   );
 });
 
-Deno.test("version detection accepts Gitea >= 1.25 and rejects older servers", async () => {
+Deno.test("version detection accepts Gitea >= 1.26 and rejects older servers", async () => {
   assert.deepEqual(checkGiteaVersion("1.26.0+dev-12-gabc"), { major: 1, minor: 26, patch: 0 });
-  assert.throws(
-    () => checkGiteaVersion("1.24.6"),
-    (e: unknown) => e instanceof ForgeError && e.kind === "UnsupportedVersion",
-  );
+  assert.deepEqual(checkGiteaVersion("1.27.3"), { major: 1, minor: 27, patch: 3 });
+  assert.deepEqual(checkGiteaVersion("2.0.0"), { major: 2, minor: 0, patch: 0 });
+  // 1.25 lists jobs but cannot disable a runner (no PATCH .../runners/{id}), which idle-runner removal needs.
+  for (const old of ["1.25.4", "1.24.6"]) {
+    assert.throws(
+      () => checkGiteaVersion(old),
+      (e: unknown) =>
+        e instanceof ForgeError && e.kind === "UnsupportedVersion" && /needs Gitea >= 1\.26/.test(e.message),
+      old,
+    );
+  }
   assert.throws(
     () => checkGiteaVersion("banana"),
     (e: unknown) => e instanceof ForgeError && e.kind === "InvalidResponse",
   );
+  await withServer(() => Response.json({ version: "1.26.3" }), async (url) => {
+    assert.equal(await new GiteaClient({ baseUrl: url, token: "t" }).version(), "1.26.3");
+  });
   await withServer(() => Response.json({ version: "1.25.3" }), async (url) => {
-    assert.equal(await new GiteaClient({ baseUrl: url, token: "t" }).version(), "1.25.3");
+    await expectForgeError(new GiteaClient({ baseUrl: url, token: "t" }).version(), "UnsupportedVersion", /1\.25\.3/);
   });
   await withServer(() => Response.json({ version: "1.22.0" }), async (url) => {
     await expectForgeError(new GiteaClient({ baseUrl: url, token: "t" }).version(), "UnsupportedVersion", /1\.22\.0/);

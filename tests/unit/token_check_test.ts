@@ -49,6 +49,7 @@ const credentials = (registrationToken: string, own = false) => ({
   apiToken: "api-token",
   registrationToken,
   registrationSecret: own ? { name: "tokens", key: "registration" } : { name: "ci-registration-token", key: "token" },
+  managed: !own,
 });
 
 Deno.test("a managed token that the forge reset is renewed in its Secret, with an event", async () => {
