@@ -141,8 +141,7 @@ export async function runCheck({ config, print, kube }: CheckOptions): Promise<n
     registration = "kept by the operator";
     print(note(
       `${spec.registrationToken ? "spec.registrationToken is optional" : "No spec.registrationToken"}: the ` +
-        `operator obtains one with the API token and keeps it in Secret ${namespace}/${source.secret.name} (on ` +
-        "Forgejo 15 each runner is registered on its own instead)",
+        `operator obtains one with the API token and keeps it in Secret ${namespace}/${source.secret.name}`,
     ));
   }
   if (token === undefined || registration === undefined) return 1;
