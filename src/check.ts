@@ -6,7 +6,8 @@
 import YAML from "yaml";
 import type { Config } from "./config.ts";
 import { ForgeError } from "./forge/errors.ts";
-import { GiteaClient } from "./forge/gitea_client.ts";
+import { connectForge } from "./forge/connect.ts";
+import { describeForge, type ForgeClient } from "./forge/forge_client.ts";
 import { effectiveRunnerLabels, InvalidLabelError, missingLabels } from "./forge/labels.ts";
 import { apiMessage, apiStatus, decodeSecretData, type KubeClients } from "./kube/client.ts";
 import { forgeTargetOf } from "./runner_group/demand.ts";
@@ -145,10 +146,17 @@ export async function runCheck({ config, print, kube }: CheckOptions): Promise<n
   }
   if (token === undefined || registration === undefined) return 1;
 
-  const client = new GiteaClient({ baseUrl: spec.giteaURL, token, timeoutMs: config.forgeTimeout });
   const target = forgeTargetOf(spec, token);
+  let client: ForgeClient;
   try {
-    print(ok(`Gitea ${await client.version()} answers at ${spec.giteaURL}`));
+    client = await connectForge({ baseUrl: spec.giteaURL, token, timeoutMs: config.forgeTimeout });
+    print(ok(`${describeForge(client.forge)} answers at ${spec.giteaURL}`));
+    const features = client.features;
+    if (!features.workflowJobWebhooks) {
+      print(
+        note(`${describeForge(client.forge)} has no workflow_job webhook: push mode is Gitea's; this forge is polled`),
+      );
+    }
     const user = await client.currentUser();
     print(ok(`The API token belongs to ${user.login}${user.isAdmin ? " (site administrator)" : ""}`));
     if (spec.scope === "global" && !user.isAdmin) {
@@ -159,8 +167,11 @@ export async function runCheck({ config, print, kube }: CheckOptions): Promise<n
       print(bad(`Scope user lists the token owner's jobs: the token must belong to ${target.expectedUser}`));
       return 1;
     }
-    const open = await client.listOpenJobs(target.endpoint);
+    const open = await client.listOpenJobs(target.endpoint, { labels: labels.map((label) => label.name) });
     print(ok(`The token can list the scope's jobs: ${open.queued.length} queued, ${open.running.length} running`));
+    if (features.jobsNeedLabels) {
+      print(note(`${describeForge(client.forge)} lists only jobs this group's labels match (Forgejo < 14)`));
+    }
     for (const job of open.queued) {
       const missing = missingLabels(labels, job.runsOn);
       const what = `job ${job.id} "${job.name}" of ${job.owner}/${job.repo} (runs-on: ${job.runsOn.join(", ") || "-"})`;
@@ -171,19 +182,31 @@ export async function runCheck({ config, print, kube }: CheckOptions): Promise<n
       );
     }
     // The runners API needs what the registration token needs: the scope's owner (or a site administrator).
-    try {
-      const runners = await client.listRunners(target.endpoint);
-      print(
-        ok(`The token can manage the scope's runners (${runners.length} registered): ghost runners are cleaned up`),
-      );
-    } catch (error) {
-      if (!(error instanceof ForgeError)) throw error;
+    if (!features.runnersApi) {
       print(note(
-        `The token cannot manage the scope's runners (${error.kind}): idle runners and stale registrations ` +
-          "will not be cleaned up",
+        `${describeForge(client.forge)} has no runners API (Forgejo >= 15): idle runners are not removed, and the ` +
+          "registrations of finished runners stay in Forgejo",
       ));
+    } else {
+      try {
+        const runners = await client.listRunners(target.endpoint);
+        print(
+          ok(`The token can manage the scope's runners (${runners.length} registered): ghost runners are cleaned up`),
+        );
+      } catch (error) {
+        if (!(error instanceof ForgeError)) throw error;
+        print(note(
+          `The token cannot manage the scope's runners (${error.kind}): idle runners and stale registrations ` +
+            "will not be cleaned up",
+        ));
+      }
     }
-    if (source.managed) {
+    if (features.runnerRegistration) {
+      print(note(
+        `${describeForge(client.forge)} registers each runner on its own with the API token: no shared registration ` +
+          "token reaches a pod",
+      ));
+    } else if (source.managed) {
       try {
         await client.createRegistrationToken(target.endpoint);
         print(ok("The token can obtain the scope's runner registration token"));

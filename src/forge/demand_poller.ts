@@ -6,9 +6,11 @@
  */
 import { createHash } from "node:crypto";
 import { describeError, logger } from "../log.ts";
+import { connectForge } from "./connect.ts";
 import { ForgeError } from "./errors.ts";
 import { defaultFailureBackoff, type FailureBackoffOptions, failureDelay } from "./failure_backoff.ts";
-import { GiteaClient, type JobsEndpoint, jobsPath, type QueuedJob } from "./gitea_client.ts";
+import { type ForgeClient, ForgeDetector, type ForgeVersion, parseForgeVersion } from "./forge_client.ts";
+import { type JobsEndpoint, jobsPath, type QueuedJob } from "./gitea_client.ts";
 
 export interface ForgeTarget {
   baseUrl: string;
@@ -16,6 +18,11 @@ export interface ForgeTarget {
   token: string;
   /** For user scope: the login the token must belong to. */
   expectedUser?: string;
+  /**
+   * The runner label names the subscribing group serves. Not part of the target's key: a poller lists the jobs of
+   * the union of its groups' labels where the forge needs labels to list anything (Forgejo < 14).
+   */
+  labels?: readonly string[];
 }
 
 export interface DemandSnapshot {
@@ -28,6 +35,10 @@ export interface DemandSnapshot {
   /** When the forge was last asked, successfully or not. */
   checkedAt: number;
   version?: string;
+  /** The forge's kind and version, once detected. */
+  forge?: ForgeVersion;
+  /** Ids of the jobs being run, from the last successful answer (Forgejo does not name their runners). */
+  runningJobIds?: ReadonlySet<number>;
   /** The error of the last attempt, if it failed. */
   error?: ForgeError;
 }
@@ -52,8 +63,13 @@ export interface DemandPollersOptions {
   failureBackoff?: Partial<FailureBackoffOptions>;
   /** Called with the keys of the groups whose demand changed. */
   onChange: (groupKeys: string[]) => void;
-  /** Makes the client; tests pass a fetch of their own. */
-  client?: (target: ForgeTarget, timeoutMs: number) => GiteaClient;
+  /**
+   * Makes the client, for tests with a fetch of their own; the forge is then the client's, its version read with
+   * `version()` when the client has one (as GiteaClient). Without it the forge is detected (see ForgeDetector).
+   */
+  client?: (target: ForgeTarget, timeoutMs: number) => ForgeClient & { version?: () => Promise<string> };
+  /** Remembers detected forge versions; shared with the reconciler so a forge is asked once. */
+  detector?: ForgeDetector;
   /** Told about every forge request (see `GiteaClientOptions.observe`). */
   observe?: (endpoint: string, code: string, seconds: number) => void;
   /** For tests: the clock and the source of jitter. */
@@ -86,11 +102,14 @@ export function targetCovers(target: ForgeTarget, owner: string, repo: string): 
 function fingerprint(snapshot: DemandSnapshot): string {
   const jobs = snapshot.jobs.map((job) => `${job.id}:${job.runsOn.join(",")}`).join(";");
   const busy = [...snapshot.busyRunners].sort().join(",");
-  return `${jobs}|${busy}|${snapshot.error?.kind ?? ""}|${snapshot.error?.message ?? ""}`;
+  const running = [...snapshot.runningJobIds ?? []].sort((x, y) => x - y).join(",");
+  return `${jobs}|${busy}|${running}|${snapshot.error?.kind ?? ""}|${snapshot.error?.message ?? ""}`;
 }
 
 class Poller {
   readonly subscribers = new Set<string>();
+  /** Each subscriber's runner label names (see ForgeTarget.labels). */
+  readonly labels = new Map<string, readonly string[]>();
   snapshot?: DemandSnapshot;
   #timer?: unknown;
   #failures = 0;
@@ -103,21 +122,34 @@ class Poller {
   #scheduledAt = Infinity;
   /** A subscriber waits for an answer fetched at or after this time (see answerAfter). */
   #wantedAt?: number;
-  readonly #client: GiteaClient;
+  #client?: ForgeClient;
   readonly #clock: PollerClock;
   readonly #backoff: FailureBackoffOptions;
   readonly #log = logger("forge");
 
-  constructor(readonly key: string, readonly target: ForgeTarget, readonly options: DemandPollersOptions) {
-    this.#client = options.client?.(target, options.timeoutMs) ??
-      new GiteaClient({
-        baseUrl: target.baseUrl,
-        token: target.token,
-        timeoutMs: options.timeoutMs,
-        observe: options.observe,
-      });
+  constructor(
+    readonly key: string,
+    readonly target: ForgeTarget,
+    readonly options: DemandPollersOptions,
+    readonly detector: ForgeDetector,
+  ) {
     this.#clock = options.clock ?? realClock;
     this.#backoff = { ...defaultFailureBackoff, ...options.failureBackoff };
+  }
+
+  /** Detects the forge (once per forge, see ForgeDetector) and makes the client for its kind and version. */
+  async #connect(): Promise<{ client: ForgeClient; forge: ForgeVersion }> {
+    const { target, options } = this;
+    const given = options.client?.(target, options.timeoutMs);
+    if (given) {
+      const version = await given.version?.();
+      return { client: given, forge: version ? parseForgeVersion(given.forge.kind, version) : given.forge };
+    }
+    const client = await connectForge(
+      { baseUrl: target.baseUrl, token: target.token, timeoutMs: options.timeoutMs, observe: options.observe },
+      this.detector,
+    );
+    return { client, forge: client.forge };
   }
 
   start(): void {
@@ -189,8 +221,10 @@ class Poller {
     let next: DemandSnapshot;
     try {
       let version = before?.version;
-      if (!this.#verified) {
-        version = await this.#client.version();
+      let forge = before?.forge;
+      if (!this.#verified || !this.#client) {
+        ({ client: this.#client, forge } = await this.#connect());
+        version = forge.version;
         if (this.target.expectedUser !== undefined) {
           const user = await this.#client.currentUser();
           if (user.login.toLowerCase() !== this.target.expectedUser.toLowerCase()) {
@@ -202,9 +236,19 @@ class Poller {
         }
         this.#verified = true;
       }
-      const open = await this.#client.listOpenJobs(this.target.endpoint);
+      const labels = [...new Set([...this.labels.values()].flat())];
+      const open = await this.#client.listOpenJobs(this.target.endpoint, { labels });
       const busyRunners = new Set(open.running.map((job) => job.runnerName).filter(Boolean));
-      next = { jobs: open.queued, busyRunners, fetchedAt: this.#clock.now(), checkedAt: now, version };
+      const runningJobIds = new Set(open.running.map((job) => job.id));
+      next = {
+        jobs: open.queued,
+        busyRunners,
+        runningJobIds,
+        fetchedAt: this.#clock.now(),
+        checkedAt: now,
+        version,
+        forge,
+      };
       if (before?.error) this.#log.info("Forge {target} is reachable again", { target: this.key });
       this.#failures = 0;
     } catch (error) {
@@ -212,8 +256,12 @@ class Poller {
         ? error
         : new ForgeError("InvalidResponse", describeError(error), { cause: error });
       // A server error or a timeout says nothing about the version or the token's user; anything else (a 401, a
-      // login page in place of JSON) may mean another server or token, so those are checked again first.
-      if (!forgeError.transient) this.#verified = false;
+      // login page in place of JSON) may mean another server or token, so those are checked (and the forge
+      // detected) again first.
+      if (!forgeError.transient) {
+        this.#verified = false;
+        this.detector.forget(this.target.baseUrl);
+      }
       this.#failures++;
       next = {
         jobs: before?.jobs ?? [],
@@ -221,6 +269,7 @@ class Poller {
         fetchedAt: before?.fetchedAt ?? 0,
         checkedAt: now,
         version: before?.version,
+        ...(before?.forge ? { forge: before.forge } : {}),
         error: forgeError,
       };
       if (before?.error?.message !== forgeError.message) {
@@ -246,8 +295,11 @@ class Poller {
 export class DemandPollers {
   readonly #pollers = new Map<string, Poller>();
   readonly #groupTarget = new Map<string, string>();
+  readonly detector: ForgeDetector;
 
-  constructor(readonly options: DemandPollersOptions) {}
+  constructor(readonly options: DemandPollersOptions) {
+    this.detector = options.detector ?? new ForgeDetector();
+  }
 
   /** Makes a group use a target, starting its poller if it is new; returns the target's key. */
   subscribe(groupKey: string, target: ForgeTarget): string {
@@ -256,11 +308,12 @@ export class DemandPollers {
     if (previous !== undefined && previous !== key) this.unsubscribe(groupKey);
     let poller = this.#pollers.get(key);
     if (!poller) {
-      poller = new Poller(key, target, this.options);
+      poller = new Poller(key, target, this.options, this.detector);
       this.#pollers.set(key, poller);
       poller.start();
     }
     poller.subscribers.add(groupKey);
+    poller.labels.set(groupKey, target.labels ?? []);
     this.#groupTarget.set(groupKey, key);
     return key;
   }
@@ -273,6 +326,7 @@ export class DemandPollers {
     const poller = this.#pollers.get(key);
     if (!poller) return;
     poller.subscribers.delete(groupKey);
+    poller.labels.delete(groupKey);
     if (poller.subscribers.size === 0) {
       this.#pollers.delete(key);
       void poller.stop();

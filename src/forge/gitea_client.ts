@@ -3,7 +3,23 @@
  * with zod, and every failure becomes a {@linkcode ForgeError} of one kind.
  */
 import { z } from "zod";
-import { classifyHttpError, ForgeError, quote } from "./errors.ts";
+import { ForgeError } from "./errors.ts";
+import {
+  type ForgeClient,
+  type ForgeFeatures,
+  forgeFeatures,
+  type ForgeVersion,
+  type JobsEndpoint,
+  type OpenJobs,
+  type QueuedJob,
+  type RunnerCredentials,
+  type RunnerRegistration,
+  type RunningJob,
+  unsupported,
+} from "./forge_client.ts";
+import { ForgeHttp, type ForgeHttpOptions, type Method } from "./forge_http.ts";
+
+export type { JobsEndpoint, OpenJobs, QueuedJob, RunnerRegistration, RunningJob } from "./forge_client.ts";
 
 /** Gitea answers at most 50 items a page by default (`[api] MAX_RESPONSE_ITEMS`). */
 export const pageSize = 50;
@@ -13,26 +29,6 @@ export const pageSize = 50;
  * PATCH .../runners/{id} (disabling a runner before it is removed) only since 1.26.0 (absent from 1.25.0 to 1.25.4).
  */
 export const minimumGiteaVersion = { major: 1, minor: 26 };
-
-/** Where queued jobs are listed: one endpoint per scope. */
-export type JobsEndpoint =
-  | { scope: "global" }
-  | { scope: "org"; org: string }
-  | { scope: "user" }
-  | { scope: "repo"; owner: string; repo: string };
-
-/** A job waiting for a runner. */
-export interface QueuedJob {
-  id: number;
-  runId: number;
-  name: string;
-  /** The job's `runs-on` labels. */
-  runsOn: string[];
-  owner: string;
-  repo: string;
-  createdAt: string;
-  htmlUrl: string;
-}
 
 const jobSchema = z.object({
   id: z.number().int().positive(),
@@ -63,41 +59,11 @@ const versionSchema = z.object({ version: z.string() });
 const registrationTokenSchema = z.object({ token: z.string().min(1) });
 const userSchema = z.object({ login: z.string(), is_admin: z.boolean().optional() });
 
-/** A job a runner is running, and that runner's name. */
-export interface RunningJob {
-  id: number;
-  runnerName: string;
-}
-
-/** A runner registration as the runners API (Gitea >= 1.24) shows it. */
-export interface RunnerRegistration {
-  id: number;
-  name: string;
-  /** "online" when the runner reached Gitea within the last minute, else "offline". */
-  online: boolean;
-  /** True while the runner has reported activity in the last seconds (running a task). */
-  busy: boolean;
-  disabled: boolean;
-  ephemeral: boolean;
-}
-
-/** The jobs of an endpoint that matter for planning runners. */
-export interface OpenJobs {
-  /** Jobs waiting for a runner, oldest first. Blocked (`waiting`) jobs are not included. */
-  queued: QueuedJob[];
-  /** Jobs in progress, with the runner that took each. */
-  running: RunningJob[];
-}
-
 const repoFromJobUrl = /\/repos\/([^/]+)\/([^/]+)\/actions\/jobs\/\d+$/;
 
-export interface GiteaClientOptions {
-  baseUrl: string;
-  token: string;
-  timeoutMs?: number;
-  fetch?: typeof fetch;
-  /** Told about every request: the endpoint template, the status class (2xx, 4xx, 5xx, error) and seconds taken. */
-  observe?: (endpoint: string, code: string, seconds: number) => void;
+export interface GiteaClientOptions extends ForgeHttpOptions {
+  /** The detected version, when known (see forge_client.ts); `version()` reads it from the server. */
+  forge?: ForgeVersion;
 }
 
 /** Path of the jobs list for an endpoint, relative to `/api/v1`. */
@@ -164,21 +130,15 @@ export function checkGiteaVersion(version: string): { major: number; minor: numb
   return { major, minor, patch };
 }
 
-type Method = "GET" | "POST" | "PATCH" | "DELETE";
-
-export class GiteaClient {
-  readonly #baseUrl: string;
-  readonly #token: string;
-  readonly #timeoutMs: number;
-  readonly #fetch: typeof fetch;
-  readonly #observe?: GiteaClientOptions["observe"];
+export class GiteaClient implements ForgeClient {
+  readonly forge: ForgeVersion;
+  readonly features: ForgeFeatures;
+  readonly #http: ForgeHttp;
 
   constructor(options: GiteaClientOptions) {
-    this.#baseUrl = options.baseUrl.replace(/\/+$/, "");
-    this.#token = options.token;
-    this.#timeoutMs = options.timeoutMs ?? 10_000;
-    this.#fetch = options.fetch ?? fetch;
-    this.#observe = options.observe;
+    this.#http = new ForgeHttp(options);
+    this.forge = options.forge ?? { kind: "gitea", version: "unknown", ...minimumGiteaVersion, patch: 0 };
+    this.features = forgeFeatures(this.forge);
   }
 
   /** The server's version; throws `UnsupportedVersion` below Gitea 1.26. */
@@ -263,7 +223,7 @@ export class GiteaClient {
    * Every queued and in-progress job of an endpoint, reading all pages (one request when at most 50 are open).
    * Waiting (blocked) jobs are not included: they must not get a runner yet.
    */
-  async listOpenJobs(endpoint: JobsEndpoint): Promise<OpenJobs> {
+  async listOpenJobs(endpoint: JobsEndpoint, _options?: { labels?: readonly string[] }): Promise<OpenJobs> {
     const queued = new Map<number, QueuedJob>();
     const running = new Map<number, RunningJob>();
     const path = jobsPath(endpoint);
@@ -302,6 +262,11 @@ export class GiteaClient {
     return { queued: [...queued.values()].sort((a, b) => a.id - b.id), running: [...running.values()] };
   }
 
+  /** Registering runners over the API is Forgejo's (>= 15); Gitea runners register with the shared token. */
+  registerRunner(_endpoint: JobsEndpoint, _runner: { name: string; description: string }): Promise<RunnerCredentials> {
+    return Promise.reject(unsupported(this.forge, "register runners over its API", "Forgejo >= 15"));
+  }
+
   async #call<T>(
     path: string,
     template: string,
@@ -310,75 +275,6 @@ export class GiteaClient {
     method: Method = "GET",
     body?: unknown,
   ): Promise<{ value: T }> {
-    const started = performance.now();
-    let code = "error";
-    try {
-      const result = await this.#request(
-        path,
-        what,
-        schema,
-        (status) => (code = `${Math.floor(status / 100)}xx`),
-        method,
-        body,
-      );
-      return result;
-    } finally {
-      this.#observe?.(template, code, (performance.now() - started) / 1000);
-    }
-  }
-
-  async #request<T>(
-    path: string,
-    what: string,
-    schema: z.ZodType<T>,
-    onStatus: (status: number) => void,
-    method: Method,
-    body: unknown,
-  ): Promise<{ value: T }> {
-    const url = `${this.#baseUrl}/api/v1${path}`;
-    let response: Response;
-    try {
-      response = await this.#fetch(url, {
-        method,
-        headers: {
-          authorization: `token ${this.#token}`,
-          accept: "application/json",
-          ...(body === undefined ? {} : { "content-type": "application/json" }),
-        },
-        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-        signal: AbortSignal.timeout(this.#timeoutMs),
-      });
-    } catch (error) {
-      const reason = error instanceof DOMException && error.name === "TimeoutError"
-        ? `no answer within ${this.#timeoutMs} ms`
-        : error instanceof Error
-        ? error.message
-        : String(error);
-      throw new ForgeError("Unreachable", `${what}: cannot reach ${this.#baseUrl}: ${reason}`, { cause: error });
-    }
-    onStatus(response.status);
-    let text: string;
-    try {
-      text = await response.text();
-    } catch (error) {
-      throw new ForgeError("Unreachable", `${what}: the connection broke while reading the answer`, { cause: error });
-    }
-    if (!response.ok) throw classifyHttpError(response.status, what, response.headers.get("retry-after"), text);
-    let json: unknown;
-    if (response.status === 204 || (method === "DELETE" && text.trim() === "")) return { value: schema.parse(null) };
-    try {
-      json = JSON.parse(text);
-    } catch (error) {
-      throw new ForgeError("InvalidResponse", `${what}: the answer is not JSON${quote(text)}`, { cause: error });
-    }
-    const parsed = schema.safeParse(json);
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0];
-      throw new ForgeError(
-        "InvalidResponse",
-        `${what}: unexpected answer (${issue.path.join(".") || "body"}: ${issue.message})${quote(text)}`,
-      );
-    }
-    return { value: parsed.data };
+    return await this.#http.call({ path: `/api/v1${path}`, template, what, schema, method, body });
   }
 }

@@ -3,19 +3,23 @@
  * Jobs (a bounded number at once), fills the warm pool, removes idle runners and orphan registrations, and records
  * what it did as events and metrics.
  */
-import type { BatchV1Api, V1Job } from "@kubernetes/client-node";
-import type { GiteaClient, JobsEndpoint } from "../forge/gitea_client.ts";
+import type { BatchV1Api, CoreV1Api, V1Job } from "@kubernetes/client-node";
+import type { ForgeClient, JobsEndpoint } from "../forge/forge_client.ts";
 import type { EventRecorder, EventTarget } from "../kube/events.ts";
 import { apiMessage, apiStatus } from "../kube/client.ts";
 import type { logger } from "../log.ts";
 import type { OperatorMetrics } from "../metrics.ts";
 import { settleBounded } from "../runtime/concurrency.ts";
 import { type GroupContext, type OrphanSweep, RunnerCleanup, sweepOrphanRegistrations } from "./cleanup.ts";
+import { runnerCredentialsSecretName } from "./forgejo_runner.ts";
 import type { Plan, PlannedRunner } from "./planner.ts";
-import { buildRunnerJob, warmRunnerJobName } from "./runner_job.ts";
+import { buildRunnerJob, runnerJobName, warmRunnerJobName } from "./runner_job.ts";
+import { createRegisteredRunnerJob } from "./runner_registration.ts";
 
 export interface ApplyOptions {
   batch: BatchV1Api;
+  /** For the credentials Secrets of runners registered one by one (Forgejo >= 15). */
+  core: CoreV1Api;
   events: EventRecorder;
   metrics?: OperatorMetrics;
   runnerImage: string;
@@ -48,7 +52,11 @@ export async function applyPlan(input: {
   plan: Plan;
   context: GroupContext;
   forge: string;
-  forgeClient: GiteaClient;
+  /**
+   * A client for the group's forge, once its kind and version are known; without one nothing is removed from the
+   * forge this time (and nothing is planned either: no answer from the forge yet).
+   */
+  forgeClient?: ForgeClient;
   /** The group's scope on the forge, where its runners are registered. */
   endpoint: JobsEndpoint;
   /** Names of the runner Jobs in the group's namespace (finished ones too). */
@@ -65,35 +73,34 @@ export async function applyPlan(input: {
   const outcomes = await settleBounded(
     runs,
     options.createConcurrency,
-    (runFor) => createRunnerJob(options, context, input.forge, runFor, target, log),
+    (runFor) => createRunnerJob(options, context, input, runFor, target, log),
   );
   const created = outcomes.filter((outcome) => outcome.status === "fulfilled").length;
   const failed = outcomes.find((outcome) => outcome.status === "rejected");
 
-  const cleanup = new RunnerCleanup({
-    context,
-    client: input.forgeClient,
-    endpoint: input.endpoint,
-    batch: options.batch,
-    events: options.events,
-    metrics: options.metrics,
-    target,
-    log,
-  });
   let removed = 0;
-  for (const runner of plan.remove) {
-    if (await cleanup.removeIdleRunner(runner, input.idleSince.get(runner) ?? now, now)) {
-      removed++;
-      input.idleSince.delete(runner);
+  let sweepWake: number | undefined;
+  // Without a runners API (Forgejo < 15) nothing tells which runner runs which job: idle runners stay until a job
+  // takes them (see the README), and registrations cannot be listed or removed.
+  if (input.forgeClient?.features.runnersApi) {
+    const cleanup = new RunnerCleanup({
+      context,
+      client: input.forgeClient,
+      endpoint: input.endpoint,
+      batch: options.batch,
+      events: options.events,
+      metrics: options.metrics,
+      target,
+      log,
+    });
+    for (const runner of plan.remove) {
+      if (await cleanup.removeIdleRunner(runner, input.idleSince.get(runner) ?? now, now)) {
+        removed++;
+        input.idleSince.delete(runner);
+      }
     }
+    sweepWake = await sweepOrphanRegistrations(cleanup, input.orphans, input.allRunnerJobs, now, options.idleGraceMs);
   }
-  const sweepWake = await sweepOrphanRegistrations(
-    cleanup,
-    input.orphans,
-    input.allRunnerJobs,
-    now,
-    options.idleGraceMs,
-  );
 
   for (const { job, failures } of plan.gaveUp) {
     void options.events.record(
@@ -121,29 +128,50 @@ export function warmSlots(groupName: string, count: number, namesInUse: Readonly
 async function createRunnerJob(
   options: ApplyOptions,
   context: GroupContext,
-  forge: string,
+  input: { forge: string; forgeClient?: ForgeClient; endpoint: JobsEndpoint },
   runFor: RunFor,
   target: EventTarget,
   log: ReturnType<typeof logger>,
 ): Promise<boolean> {
   const { namespace, name } = context;
+  const client = input.forgeClient;
+  // Forgejo 15 registers each job's runner on its own; a warm runner (no job) uses the shared token.
+  const ownRegistration = client?.features.runnerRegistration === true && "job" in runFor;
+  const jobName = "job" in runFor
+    ? runnerJobName(name, runFor.job.id, runFor.attempt)
+    : warmRunnerJobName(name, runFor.warmSlot);
   const job = buildRunnerJob({
     group: { name, namespace, uid: context.uid, spec: context.spec },
-    forge,
+    forge: input.forge,
     labels: context.labels,
     for: runFor,
     defaultImage: options.runnerImage,
     registrationToken: context.registrationToken,
+    runner: client?.forge.kind ?? "gitea",
+    ...(ownRegistration ? { runnerCredentials: { secretName: runnerCredentialsSecretName(jobName) } } : {}),
   });
-  const jobName = job.metadata!.name!;
-  try {
-    await options.batch.createNamespacedJob({ namespace, body: job });
-  } catch (error) {
-    if (apiStatus(error) === 409) {
-      log.debug("Runner Job {jobName} exists already", { jobName });
-      return false;
+  if (ownRegistration) {
+    const created = await createRegisteredRunnerJob({
+      batch: options.batch,
+      core: options.core,
+      client: client!,
+      endpoint: input.endpoint,
+      group: { name, uid: context.uid },
+      job,
+      purpose: "job" in runFor ? `job ${runFor.job.id} of ${runFor.job.owner}/${runFor.job.repo}` : "the warm pool",
+      log,
+    });
+    if (!created) return false;
+  } else {
+    try {
+      await options.batch.createNamespacedJob({ namespace, body: job });
+    } catch (error) {
+      if (apiStatus(error) === 409) {
+        log.debug("Runner Job {jobName} exists already", { jobName });
+        return false;
+      }
+      throw new Error(`Cannot create runner Job ${namespace}/${jobName}: ${apiMessage(error)}`, { cause: error });
     }
-    throw new Error(`Cannot create runner Job ${namespace}/${jobName}: ${apiMessage(error)}`, { cause: error });
   }
   const metrics = options.metrics;
   metrics?.runnerJobsCreated.inc({ namespace, runnergroup: name });

@@ -5,7 +5,7 @@
  */
 import type { BatchV1Api, V1Job } from "@kubernetes/client-node";
 import { ForgeError } from "../forge/errors.ts";
-import type { GiteaClient, JobsEndpoint, RunnerRegistration } from "../forge/gitea_client.ts";
+import type { ForgeClient, JobsEndpoint, RunnerRegistration } from "../forge/forge_client.ts";
 import type { RunnerLabel } from "../forge/labels.ts";
 import type { EventRecorder, EventTarget } from "../kube/events.ts";
 import { apiMessage, apiStatus } from "../kube/client.ts";
@@ -16,8 +16,8 @@ import type { RunnerGroupSpec } from "./schema.ts";
 
 export interface RunnerCleanupOptions {
   context: GroupContext;
-  /** A client with the group's API token. */
-  client: GiteaClient;
+  /** A client with the group's API token, for a forge with a runners API. */
+  client: ForgeClient;
   /** The group's scope, where its runners are registered. */
   endpoint: JobsEndpoint;
   batch: BatchV1Api;
@@ -81,7 +81,9 @@ export class RunnerCleanup {
     if (!registrations) return false;
     const registration = registrations.find((runner) => runner.name === jobName);
     try {
-      if (registration) {
+      // Forgejo can neither disable a runner nor name a job's runner; its runners that register on their own are
+      // bound to their job by its handle, and an idle one's job is neither waiting nor running: it can take no task.
+      if (registration && this.#options.client.features.disableRunners) {
         if (registration.busy) return false;
         if (!registration.disabled) {
           await this.#options.client.setRunnerDisabled(this.#options.endpoint, registration.id, true);
@@ -92,7 +94,7 @@ export class RunnerCleanup {
           this.#options.log.info("Kept runner {jobName}: it took a job while being removed", { jobName });
           return false;
         }
-      }
+      } else if (registration?.busy) return false;
     } catch (error) {
       await this.#reportForgeError(error, `remove idle runner ${jobName}`);
       return false;

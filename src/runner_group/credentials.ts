@@ -5,7 +5,7 @@
  */
 import type { CoreV1Api, V1Secret } from "@kubernetes/client-node";
 import { ForgeError } from "../forge/errors.ts";
-import type { GiteaClient } from "../forge/gitea_client.ts";
+import { type ForgeClient, forgeNames } from "../forge/forge_client.ts";
 import type { EventRecorder, EventTarget } from "../kube/events.ts";
 import { apiMessage, apiStatus, decodeSecretData } from "../kube/client.ts";
 import { registerSecret } from "../log.ts";
@@ -74,6 +74,7 @@ export type Credentials =
   | {
     ok: true;
     apiToken: string;
+    /** Empty when the group's runners register one by one (Forgejo >= 15) and no shared token is kept. */
     registrationToken: string;
     /** Where runner pods read the registration token from. */
     registrationSecret: { name: string; key: string };
@@ -86,8 +87,8 @@ export interface CredentialsOptions {
   core: CoreV1Api;
   readSecret: SecretReader;
   events: EventRecorder;
-  /** A forge client for an API token. */
-  forgeClient: (spec: RunnerGroupSpec, token: string) => GiteaClient;
+  /** A client for the group's forge with an API token (detecting the forge once, see ForgeDetector). */
+  forgeClient: (spec: RunnerGroupSpec, token: string) => Promise<ForgeClient>;
 }
 
 /**
@@ -143,7 +144,9 @@ async function ensureRegistrationSecret(
     "registrationToken (kept by the operator)",
   );
   if (existing.ok) return existing;
-  const client = options.forgeClient(spec, apiToken);
+  const client = await options.forgeClient(spec, apiToken);
+  // Forgejo 15 registers each runner on its own (see runner_registration.ts): no shared token is kept.
+  if (client.features.runnerRegistration) return { ok: true, value: "" };
   const token = await client.createRegistrationToken(forgeTargetOf(spec, apiToken).endpoint);
   registerSecret(token);
   await writeManagedSecret(
@@ -157,7 +160,7 @@ async function ensureRegistrationSecret(
     target,
     "Normal",
     "RegistrationTokenStored",
-    `Stored a runner registration token from Gitea in Secret ${namespace}/${selector.name}`,
+    `Stored a runner registration token from ${forgeNames[client.forge.kind]} in Secret ${namespace}/${selector.name}`,
   );
   return { ok: true, value: token };
 }
@@ -247,13 +250,15 @@ export class RegistrationTokenCheck {
   }): Promise<TokenCheck> {
     const { groupKey, group, spec, credentials, now } = input;
     const managed = credentials.managed;
+    // No shared token to check where runners register one by one (Forgejo 15: the endpoint is deprecated there).
+    if (credentials.registrationToken === "") return { state: "unchecked" };
     let known = this.#current.get(input.targetKey);
     const due = known === undefined ? managed || input.lastFailureAt > -Infinity : now - known.checkedAt >=
         tokenCheckIntervalMs ||
       (input.lastFailureAt > known.checkedAt && now - known.checkedAt >= tokenRecheckAfterFailureMs);
     if (due) {
       try {
-        const client = this.options.forgeClient(spec, credentials.apiToken);
+        const client = await this.options.forgeClient(spec, credentials.apiToken);
         const token = await client.createRegistrationToken(forgeTargetOf(spec, credentials.apiToken).endpoint);
         registerSecret(token);
         known = { checkedAt: now, token };

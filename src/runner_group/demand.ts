@@ -4,7 +4,8 @@
  */
 import type { V1Job } from "@kubernetes/client-node";
 import type { DemandPollers, DemandSnapshot, ForgeTarget } from "../forge/demand_poller.ts";
-import type { JobsEndpoint } from "../forge/gitea_client.ts";
+import type { JobsEndpoint } from "../forge/forge_client.ts";
+import type { RunnerLabel } from "../forge/labels.ts";
 import type { RunnerJobRecord } from "./planner.ts";
 import { forgeKey } from "./ownership.ts";
 import { describeRunnerJob, forgeLabel, labelKeys } from "./runner_job.ts";
@@ -45,6 +46,12 @@ export interface GroupDemand {
   snapshot?: DemandSnapshot;
   /** Whether the snapshot can be planned on: a successful answer arrived and the last attempt did not fail. */
   usable: boolean;
+  /**
+   * Names of the group's runners that run a job. Gitea names each job's runner; Forgejo does not, so there a runner
+   * Job whose own job is running counts as busy (bound to its job by its handle on Forgejo 15, it is the one running
+   * it; before 15 runners of a group may swap jobs, which leaves the count right).
+   */
+  busyRunners: ReadonlySet<string>;
   /** The group's own runner Jobs. */
   records: RunnerJobRecord[];
   /** Forge job ids with an unfinished runner Job of another group on the same forge. */
@@ -62,12 +69,17 @@ export function gatherDemand(input: {
   namespace: string;
   uid: string;
   spec: RunnerGroupSpec;
+  /** The group's runner labels: the poller lists their jobs where the forge needs labels (Forgejo < 14). */
+  labels: readonly RunnerLabel[];
   apiToken: string;
   pollers: DemandPollers;
   runnerJobs: readonly V1Job[];
   now: number;
 }): GroupDemand {
-  const targetKey = input.pollers.subscribe(input.groupKey, forgeTargetOf(input.spec, input.apiToken));
+  const targetKey = input.pollers.subscribe(input.groupKey, {
+    ...forgeTargetOf(input.spec, input.apiToken),
+    labels: input.labels.map((label) => label.name),
+  });
   const snapshot = input.pollers.snapshot(targetKey);
   const forge = forgeKey(input.spec.giteaURL);
   const records: RunnerJobRecord[] = [];
@@ -86,5 +98,15 @@ export function gatherDemand(input: {
     }
   }
   const usable = snapshot !== undefined && !snapshot.error && snapshot.fetchedAt > 0;
-  return { targetKey, forge, snapshot, usable, records, activeElsewhere, namesInUse };
+  const busyRunners = new Set(snapshot?.busyRunners ?? []);
+  if (snapshot?.forge?.kind === "forgejo") {
+    for (const record of records) {
+      if (
+        record.state === "active" && record.forgeJobId !== undefined && snapshot.runningJobIds?.has(record.forgeJobId)
+      ) {
+        busyRunners.add(record.name);
+      }
+    }
+  }
+  return { targetKey, forge, snapshot, usable, busyRunners, records, activeElsewhere, namesInUse };
 }

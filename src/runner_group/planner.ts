@@ -50,6 +50,12 @@ export interface PlanInput {
   retry: RetryPolicy;
   /** How long after a runner Job finished a forge answer may still show its job as queued. */
   settleMs: number;
+  /**
+   * Whether an idle runner takes any of the group's queued jobs (default true, as Gitea hands a runner the oldest
+   * matching job). False when each runner is bound to its own job (a Forgejo 15 runner started with the job's
+   * handle): an idle runner then covers no other job, so every job without a runner gets one.
+   */
+  idleRunnersTakeAnyJob?: boolean;
 }
 
 export interface PlannedRunner {
@@ -178,7 +184,8 @@ export function planRunnerJobs(input: PlanInput): Plan {
     !demand.busyRunners.has(record.name) && (record.forgeJobId === undefined || !queuedIds.has(record.forgeJobId))
   );
   plan.idle = idle.map((record) => record.name);
-  for (const planned of uncovered.slice(idle.length)) {
+  const spare = input.idleRunnersTakeAnyJob === false ? 0 : idle.length;
+  for (const planned of uncovered.slice(spare)) {
     if (active + plan.create.length >= input.maxActiveRunners) {
       plan.waitingForCapacity++;
       continue;
@@ -187,7 +194,7 @@ export function planRunnerJobs(input: PlanInput): Plan {
   }
 
   // The warm pool: idle runners left once the uncovered jobs took theirs, topped up to minIdleRunners.
-  const leftover = Math.max(0, idle.length - uncovered.length);
+  const leftover = Math.max(0, idle.length - (spare > 0 ? uncovered.length : 0));
   const warmTarget = Math.min(input.minIdleRunners ?? 0, input.maxActiveRunners);
   const room = Math.max(0, input.maxActiveRunners - active - plan.create.length);
   plan.createWarm = Math.min(room, Math.max(0, warmTarget - leftover));

@@ -8,8 +8,10 @@
  */
 import type { V1Job } from "@kubernetes/client-node";
 import type { DemandPollers } from "../forge/demand_poller.ts";
+import { connectForge, createForgeClient } from "../forge/connect.ts";
 import { ForgeError } from "../forge/errors.ts";
-import { GiteaClient } from "../forge/gitea_client.ts";
+import type { ForgeClient, ForgeVersion } from "../forge/forge_client.ts";
+import type { ForgeHttpOptions } from "../forge/forge_http.ts";
 import type { EventRecorder, EventTarget } from "../kube/events.ts";
 import type { KubeClients } from "../kube/client.ts";
 import { logger } from "../log.ts";
@@ -163,12 +165,26 @@ export class RunnerGroupReconciler {
       namespace,
       uid: group.metadata.uid,
       spec,
+      labels,
       apiToken: credentials.apiToken,
       pollers: this.#options.pollers,
       runnerJobs: allRunnerJobs,
       now,
     });
+
     const { snapshot, usable } = demand;
+    // The forge's kind and version come with the poller's answers (detected once per forge).
+    const forgeClient = snapshot?.forge ? this.#clientFor(snapshot.forge, spec, credentials.apiToken) : undefined;
+    const forgejo = snapshot?.forge?.kind === "forgejo";
+    if (forgejo && (spec.minIdleRunners ?? 0) > 0) {
+      void this.#options.events.record(
+        target,
+        "Warning",
+        "WarmPoolUnsupported",
+        `minIdleRunners ${spec.minIdleRunners} is ignored: the warm pool needs Gitea (a Forgejo runner started for ` +
+          "no job cannot be told idle from busy)",
+      );
+    }
     // A reset of the registration token in the forge shows as failing runners, or in a periodic check.
     const lastFailureAt = Math.max(
       ...demand.records.filter((record) => record.state === "failed").map((record) => record.finishedAt ?? now),
@@ -193,12 +209,14 @@ export class RunnerGroupReconciler {
     const plan = planRunnerJobs({
       groupKey: key,
       maxActiveRunners: spec.maxActiveRunners,
-      minIdleRunners: spec.minIdleRunners ?? 0,
+      minIdleRunners: forgejo ? 0 : spec.minIdleRunners ?? 0,
+      // Forgejo 15 runners are started with their job's handle and can take no other job.
+      idleRunnersTakeAnyJob: !(forgejo && forgeClient?.features.jobHandles),
       idleSince: (runner) => idleSince.get(runner),
       idleGraceMs,
       labels,
       demand: usable
-        ? { jobs: snapshot!.jobs, busyRunners: snapshot!.busyRunners, fetchedAt: snapshot!.fetchedAt }
+        ? { jobs: snapshot!.jobs, busyRunners: demand.busyRunners, fetchedAt: snapshot!.fetchedAt }
         : undefined,
       ownerOf: (job) => chooseOwnerGroup(demand.forge, job, coverages),
       runnerJobs: demand.records,
@@ -228,6 +246,7 @@ export class RunnerGroupReconciler {
     const { created, removed, sweepWake } = await applyPlan({
       options: {
         batch: this.#options.clients.batch,
+        core: this.#options.clients.core,
         events: this.#options.events,
         metrics: this.#options.metrics,
         runnerImage: this.#options.runnerImage,
@@ -237,7 +256,7 @@ export class RunnerGroupReconciler {
       plan,
       context,
       forge: demand.forge,
-      forgeClient: this.#forgeClient(spec, credentials.apiToken),
+      ...(forgeClient ? { forgeClient } : {}),
       endpoint: forgeTargetOf(spec, credentials.apiToken).endpoint,
       namesInUse: demand.namesInUse,
       allRunnerJobs,
@@ -317,9 +336,11 @@ export class RunnerGroupReconciler {
         else forge = { unavailable: `no API token: ${read.message}` };
       }
       if (token !== undefined) {
+        const apiToken = token;
         forge = {
-          client: this.#forgeClient(valid.spec, token),
+          client: () => this.#forgeClient(valid.spec, apiToken),
           endpoint: forgeTargetOf(valid.spec, token).endpoint,
+          labels: valid.labels.map((label) => label.name),
         };
       }
     }
@@ -352,14 +373,26 @@ export class RunnerGroupReconciler {
     this.#options.metrics?.forgetGroup(namespace, name);
   }
 
-  /** A forge client for the group's API token, counted in the forge request metrics. */
-  #forgeClient(spec: RunnerGroupSpec, token: string): GiteaClient {
-    return new GiteaClient({
+  /**
+   * A client for the group's forge with its API token, counted in the forge request metrics. The forge is detected
+   * through the pollers' detector, so it is asked once per forge, not per group or reconcile.
+   */
+  #forgeClient(spec: RunnerGroupSpec, token: string): Promise<ForgeClient> {
+    return connectForge(this.#httpOptions(spec, token), this.#options.pollers.detector);
+  }
+
+  /** A client for a forge whose kind and version are known already. */
+  #clientFor(forge: ForgeVersion, spec: RunnerGroupSpec, token: string): ForgeClient {
+    return createForgeClient(forge, this.#httpOptions(spec, token));
+  }
+
+  #httpOptions(spec: RunnerGroupSpec, token: string): ForgeHttpOptions {
+    return {
       baseUrl: spec.giteaURL,
       token,
       timeoutMs: this.#options.forgeTimeoutMs,
       observe: this.#options.observeForge,
-    });
+    };
   }
 
   /** What the ownership rule needs of every group, re-parsed only when a group changes. */

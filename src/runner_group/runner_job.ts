@@ -1,11 +1,21 @@
 /**
- * Runner Jobs: the pure builder of the Kubernetes Job that runs one ephemeral Gitea runner for one queued job, and
- * the reader that turns an existing Job back into what the planner needs.
+ * Runner Jobs: the pure builder of the Kubernetes Job that runs one ephemeral runner (Gitea's, or Forgejo's for a
+ * Forgejo group, see forgejo_runner.ts) for one queued job, and the reader that turns an existing Job back into what
+ * the planner needs.
  */
 import { createHash } from "node:crypto";
-import type { V1Container, V1EnvVar, V1Job, V1OwnerReference, V1PodSpec } from "@kubernetes/client-node";
-import type { QueuedJob } from "../forge/gitea_client.ts";
+import type {
+  V1Container,
+  V1EnvVar,
+  V1Job,
+  V1OwnerReference,
+  V1PodSpec,
+  V1Volume,
+  V1VolumeMount,
+} from "@kubernetes/client-node";
+import type { ForgeKind, QueuedJob } from "../forge/forge_client.ts";
 import { formatRunnerLabel, type RunnerLabel } from "../forge/labels.ts";
+import { defaultForgejoRunnerImage, forgejoRunnerContainer, type RunnerContainerSetup } from "./forgejo_runner.ts";
 import type { RunnerJobRecord } from "./planner.ts";
 import { apiGroup, apiVersion, kind, type RunnerGroupSpec } from "./schema.ts";
 
@@ -122,6 +132,13 @@ export interface RunnerJobInput {
   defaultImage: string;
   /** Where runner pods find the registration token: the group's own Secret key, or the one the operator keeps. */
   registrationToken: { name: string; key: string };
+  /** Which forge's runner the pod runs. Default "gitea". */
+  runner?: ForgeKind;
+  /**
+   * Forgejo >= 15: the Secret with this runner's own uuid and token (see forgejo_runner.ts), used instead of the
+   * registration token.
+   */
+  runnerCredentials?: { secretName: string };
 }
 
 /** Builds the Job. Registration tokens are referenced through `secretKeyRef`, never copied into the spec. */
@@ -148,7 +165,7 @@ export function buildRunnerJob(input: RunnerJobInput): V1Job {
   const annotations: Record<string, string> = {
     ...(job
       ? {
-        [annotationKeys.runId]: String(job.runId),
+        ...(job.runId ? { [annotationKeys.runId]: String(job.runId) } : {}),
         [annotationKeys.repository]: `${job.owner}/${job.repo}`,
         [annotationKeys.jobName]: job.name,
         [annotationKeys.runsOn]: JSON.stringify(job.runsOn),
@@ -158,28 +175,47 @@ export function buildRunnerJob(input: RunnerJobInput): V1Job {
     [annotationKeys.runnerLabels]: runnerLabels,
   };
 
-  const operatorEnv: V1EnvVar[] = [
-    { name: "GITEA_INSTANCE_URL", value: spec.giteaURL },
-    {
-      name: "GITEA_RUNNER_REGISTRATION_TOKEN",
-      valueFrom: { secretKeyRef: { name: input.registrationToken.name, key: input.registrationToken.key } },
-    },
-    { name: "GITEA_RUNNER_EPHEMERAL", value: "true" },
-    { name: "GITEA_RUNNER_NAME", value: name },
-    { name: "GITEA_RUNNER_LABELS", value: runnerLabels },
-  ];
-  const reserved = new Set(operatorEnv.map((env) => env.name));
+  const forgejo = input.runner === "forgejo";
+  const setup: RunnerContainerSetup = forgejo
+    ? forgejoRunnerContainer({
+      instanceUrl: spec.giteaURL,
+      name,
+      labels: input.labels,
+      registration: input.runnerCredentials
+        ? { credentialsSecret: input.runnerCredentials.secretName, ...(job?.handle ? { handle: job.handle } : {}) }
+        : { sharedToken: input.registrationToken },
+    })
+    : {
+      env: [
+        { name: "GITEA_INSTANCE_URL", value: spec.giteaURL },
+        {
+          name: "GITEA_RUNNER_REGISTRATION_TOKEN",
+          valueFrom: { secretKeyRef: { name: input.registrationToken.name, key: input.registrationToken.key } },
+        },
+        { name: "GITEA_RUNNER_EPHEMERAL", value: "true" },
+        { name: "GITEA_RUNNER_NAME", value: name },
+        { name: "GITEA_RUNNER_LABELS", value: runnerLabels },
+      ],
+      volumeMounts: [],
+      volumes: [],
+    };
+  const reserved = new Set(setup.env.map((env) => env.name));
   const userEnv = (template.env ?? []).filter((env) => !reserved.has(env.name)) as V1EnvVar[];
+  const volumeMounts = [...setup.volumeMounts, ...(template.volumeMounts ?? []) as unknown as V1VolumeMount[]];
+  const volumes = [...setup.volumes, ...(template.volumes ?? []) as unknown as V1Volume[]];
 
-  const privileged = template.privileged ?? true;
+  // Gitea's default image runs Docker inside and needs a privileged container; Forgejo's runner image has no daemon.
+  const privileged = template.privileged ?? !forgejo;
   const runner: V1Container = {
     name: "runner",
-    image: template.image ?? input.defaultImage,
+    image: template.image ?? (forgejo ? defaultForgejoRunnerImage : input.defaultImage),
     imagePullPolicy: template.imagePullPolicy ?? "IfNotPresent",
-    env: [...operatorEnv, ...userEnv],
+    ...(setup.command ? { command: setup.command } : {}),
+    ...(setup.args ? { args: setup.args } : {}),
+    env: [...setup.env, ...userEnv],
     securityContext: privileged ? { privileged: true } : { allowPrivilegeEscalation: false },
     ...(template.resources ? { resources: template.resources as V1Container["resources"] } : {}),
-    ...(template.volumeMounts ? { volumeMounts: template.volumeMounts as unknown as V1Container["volumeMounts"] } : {}),
+    ...(volumeMounts.length > 0 ? { volumeMounts } : {}),
   };
 
   const podSpec: V1PodSpec = {
@@ -190,7 +226,7 @@ export function buildRunnerJob(input: RunnerJobInput): V1Job {
     ...(template.nodeSelector ? { nodeSelector: template.nodeSelector } : {}),
     ...(template.tolerations ? { tolerations: template.tolerations as unknown as V1PodSpec["tolerations"] } : {}),
     ...(template.affinity ? { affinity: template.affinity as V1PodSpec["affinity"] } : {}),
-    ...(template.volumes ? { volumes: template.volumes as unknown as V1PodSpec["volumes"] } : {}),
+    ...(volumes.length > 0 ? { volumes } : {}),
     ...(template.priorityClassName ? { priorityClassName: template.priorityClassName } : {}),
     ...(template.runtimeClassName ? { runtimeClassName: template.runtimeClassName } : {}),
   };

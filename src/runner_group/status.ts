@@ -5,6 +5,7 @@
 import { type CustomObjectsApi, PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
 import type { DemandSnapshot } from "../forge/demand_poller.ts";
 import type { ForgeErrorKind } from "../forge/errors.ts";
+import { describeForge } from "../forge/forge_client.ts";
 import { apiMessage, apiStatus } from "../kube/client.ts";
 import { apiGroup, apiVersion, type Condition, plural, type RunnerGroup, type RunnerGroupStatus } from "./schema.ts";
 
@@ -133,7 +134,9 @@ export function canonicalJson(value: unknown): string {
 export function forgeObservation(snapshot: DemandSnapshot | undefined): Observations["forge"] {
   if (!snapshot) return { ok: false, reason: "Pending", message: "Waiting for the first answer from the forge" };
   if (snapshot.error) return { ok: false, reason: snapshot.error.kind, message: snapshot.error.message };
-  return { ok: true, message: `Gitea ${snapshot.version ?? "(unknown version)"} answered` };
+  // The forge's kind and version, as detected: "Forgejo 15.0.0+gitea-1.22.0 answered".
+  const forge = snapshot.forge ? describeForge(snapshot.forge) : `Gitea ${snapshot.version ?? "(unknown version)"}`;
+  return { ok: true, message: `${forge} answered` };
 }
 
 /** The counts of a status; those not given keep their current values. */

@@ -19,7 +19,7 @@ import {
   type V1Job,
 } from "@kubernetes/client-node";
 import { ForgeError } from "../forge/errors.ts";
-import type { GiteaClient, JobsEndpoint, RunnerRegistration } from "../forge/gitea_client.ts";
+import { describeForge, type ForgeClient, type JobsEndpoint, type RunnerRegistration } from "../forge/forge_client.ts";
 import type { EventRecorder, EventTarget } from "../kube/events.ts";
 import { apiMessage, apiStatus } from "../kube/client.ts";
 import type { logger } from "../log.ts";
@@ -91,8 +91,11 @@ export async function removeCleanupFinalizer(custom: CustomObjectsApi, group: Ru
 
 /** Access to the group's forge, when the teardown has it. */
 export interface TeardownForge {
-  client: GiteaClient;
+  /** Detects the forge and makes its client (a failure is handled like any forge error of the teardown). */
+  client: () => Promise<ForgeClient>;
   endpoint: JobsEndpoint;
+  /** The group's runner label names (a Forgejo < 14 lists no job without them). */
+  labels: readonly string[];
 }
 
 export interface TeardownInput {
@@ -143,16 +146,25 @@ export async function tearDownGroup(input: TeardownInput): Promise<TeardownResul
         `registrations named after the group's runner Jobs (${name}-…) may be left there`,
     );
   }
-  const { client, endpoint } = input.forge;
-  let registrations: RunnerRegistration[];
+  const { endpoint } = input.forge;
+  let client: ForgeClient;
+  let registrations: RunnerRegistration[] = [];
+  /** Without a runners API (Forgejo < 15): the forge jobs being run, whose own runner Jobs are taken as busy. */
+  let runningJobIds = new Set<number>();
   try {
+    client = await input.forge.client();
     const otherJobNames = new Set(
       input.runnerJobs.filter((job) => !ownJobs.includes(job)).map((job) => job.metadata?.name),
     );
     const ownJobNames = new Set(ownJobs.map((job) => job.metadata?.name));
-    registrations = (await client.listRunners(endpoint)).filter((runner) =>
-      ownJobNames.has(runner.name) || (isGroupRunnerName(name, runner.name) && !otherJobNames.has(runner.name))
-    );
+    if (client.features.runnersApi) {
+      registrations = (await client.listRunners(endpoint)).filter((runner) =>
+        ownJobNames.has(runner.name) || (isGroupRunnerName(name, runner.name) && !otherJobNames.has(runner.name))
+      );
+    } else if (!overdue) {
+      const open = await client.listOpenJobs(endpoint, { labels: input.forge.labels });
+      runningJobIds = new Set(open.running.map((job) => job.id));
+    }
   } catch (error) {
     if (!(error instanceof ForgeError)) throw error;
     if (overdue) {
@@ -180,7 +192,8 @@ export async function tearDownGroup(input: TeardownInput): Promise<TeardownResul
         continue;
       }
       // Disabled first, so Gitea hands it no task; one that took a task just before is seen in the jobs list below.
-      if (!runner.disabled) await client.setRunnerDisabled(endpoint, runner.id, true);
+      // (Forgejo cannot disable; its runners of their own are bound to their job, and an idle one runs none.)
+      if (!runner.disabled && client.features.disableRunners) await client.setRunnerDisabled(endpoint, runner.id, true);
       removable.push(runner);
     }
     const running = overdue || removable.length === 0
@@ -203,7 +216,20 @@ export async function tearDownGroup(input: TeardownInput): Promise<TeardownResul
   // Runner Jobs without a registration have not registered yet (or their runner is gone): they run no job.
   const registered = new Set(registrations.map((runner) => runner.name));
   for (const job of activeJobs) {
-    if (!registered.has(job.metadata!.name!)) await deleteJob(input.batch, namespace, job.metadata!.name!, ownJobs);
+    if (registered.has(job.metadata!.name!)) continue;
+    const forgeJobId = describeRunnerJob(job, now)?.forgeJobId;
+    if (forgeJobId !== undefined && runningJobIds.has(forgeJobId)) {
+      waiting++;
+      continue;
+    }
+    await deleteJob(input.batch, namespace, job.metadata!.name!, ownJobs);
+  }
+  if (!client.features.runnersApi && waiting === 0) {
+    // Before v15 Forgejo neither lists nor deletes runners, and keeps every registration (none is ephemeral).
+    return await release(
+      `${describeForge(client.forge)} has no runners API: the registrations of the group's runners (${name}-…) ` +
+        "stay in Forgejo; remove them in its runner settings",
+    );
   }
   if (waiting === 0 && failures.length === 0) return await release();
   if (overdue && failures.length > 0) {

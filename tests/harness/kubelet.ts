@@ -19,8 +19,9 @@ import {
   type V1Pod,
 } from "@kubernetes/client-node";
 import { request as httpsRequest, type RequestOptions } from "node:https";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { type LoggedProcess, startLoggedProcess } from "./cluster.ts";
+import { resolveRunnerLaunch, type RunnerLaunch } from "./pod_launch.ts";
 
 /** The label the operator puts on every runner pod; pods without it are not ours to run. */
 export const managedByLabel = "app.kubernetes.io/managed-by";
@@ -276,8 +277,11 @@ export async function startRunnerKubelet(options: RunnerKubeletOptions): Promise
         return;
       }
       let env: Record<string, string>;
+      let launch: RunnerLaunch;
       try {
         env = await resolveRunnerEnv(core, pod);
+        const container = pod.spec!.containers.find((candidate) => candidate.name === runnerContainerName)!;
+        launch = await resolveRunnerLaunch(core, pod, container, env);
       } catch (error) {
         if (!(error instanceof ContainerConfigError)) throw error;
         // Like a kubelet: the pod stays Pending with the reason on the container, and the start is retried.
@@ -290,7 +294,7 @@ export async function startRunnerKubelet(options: RunnerKubeletOptions): Promise
         return;
       }
       configErrors.delete(key);
-      startRunner(pod, current, env);
+      startRunner(pod, current, env, launch);
     }
 
     if (current.process?.exited) {
@@ -308,10 +312,16 @@ export async function startRunnerKubelet(options: RunnerKubeletOptions): Promise
     if (pod.observation) pod.observation.killedOnDeletion = true;
   };
 
-  const startRunner = (pod: V1Pod, current: PodRecord, env: Record<string, string>): void => {
+  const startRunner = (pod: V1Pod, current: PodRecord, env: Record<string, string>, launch: RunnerLaunch): void => {
     const slug = `${current.namespace}_${current.name}_${current.uid.slice(0, 8)}`;
     const workDir = join(dir, slug);
     Deno.mkdirSync(workDir, { recursive: true });
+    // Secret volumes as files under a root of the pod's own, where the test runner reads `file:` paths.
+    const root = join(workDir, "root");
+    for (const file of launch.files) {
+      Deno.mkdirSync(dirname(join(root, file.path)), { recursive: true });
+      Deno.writeTextFileSync(join(root, file.path), file.content);
+    }
     const labels = env.GITEA_RUNNER_LABELS === undefined ? undefined : toHostLabels(env.GITEA_RUNNER_LABELS);
     const processEnv: Record<string, string> = {
       PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
@@ -319,11 +329,17 @@ export async function startRunnerKubelet(options: RunnerKubeletOptions): Promise
       ...env,
       HOME: workDir,
       ...(labels === undefined ? {} : { GITEA_RUNNER_LABELS: labels }),
+      ...(env.FORGEJO_RUNNER_LABELS === undefined
+        ? {}
+        : { FORGEJO_RUNNER_LABELS: toHostLabels(env.FORGEJO_RUNNER_LABELS) }),
+      ...(launch.files.length > 0 ? { TEST_RUNNER_ROOT: root } : {}),
     };
     const process = startLoggedProcess({
       name: current.name,
       command: options.runnerBinary,
-      args: options.runnerArgs,
+      // A Forgejo runner is configured by its arguments (forgejo-runner one-job ...), which the test runner takes too.
+      args: launch.args?.map((arg, index, all) => all[index - 1] === "--label" ? toHostLabels(arg) : arg) ??
+        options.runnerArgs,
       cwd: workDir,
       env: processEnv,
       logPath: join(dir, `${slug}.log`),

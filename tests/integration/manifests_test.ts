@@ -113,8 +113,8 @@ Deno.test({
         const secretRules = (role.rules ?? []).filter((rule) => rule.resources?.includes("secrets"));
         assert.deepEqual(
           secretRules.flatMap((rule) => rule.verbs),
-          ["get", "create", "update"],
-          "secrets are read one by one (never listed or watched), and written only for kept registration tokens",
+          ["get", "list", "watch", "create", "update", "delete"],
+          "secrets: the named ones cached, kept registration tokens written, Forgejo runners' credentials managed",
         );
       });
 

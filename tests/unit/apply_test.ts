@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { forgeFeatures, parseForgeVersion } from "../../src/forge/forge_client.ts";
 import { settleBounded } from "../../src/runtime/concurrency.ts";
 import { warmSlots } from "../../src/runner_group/apply.ts";
 import { warmRunnerJobName } from "../../src/runner_group/runner_job.ts";
@@ -93,6 +94,7 @@ Deno.test("applyPlan creates a burst concurrently within the bound, counts Alrea
   const applied = await applyPlan({
     options: {
       batch: batch as never,
+      core: {} as never,
       events: {
         record: (_t: unknown, _k: string, reason: string) => (events.push(reason), Promise.resolve()),
       } as never,
@@ -127,7 +129,11 @@ Deno.test("applyPlan creates a burst concurrently within the bound, counts Alrea
       registrationToken: { name: "tokens", key: "registration" },
     },
     forge: "https://gitea.example.com",
-    forgeClient: { listRunners: () => Promise.resolve([]) } as never,
+    forgeClient: {
+      listRunners: () => Promise.resolve([]),
+      forge: parseForgeVersion("gitea", "1.26.0"),
+      features: forgeFeatures(parseForgeVersion("gitea", "1.26.0")),
+    } as never,
     endpoint: { scope: "repo", owner: "acme", repo: "app" },
     namesInUse: new Set(),
     allRunnerJobs: [],

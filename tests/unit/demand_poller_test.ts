@@ -26,6 +26,7 @@ Deno.test("groups sharing a target share one poller: one jobs request per poll, 
   let jobRequests = 0;
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (request) => {
     const url = new URL(request.url);
+    if (url.pathname === "/api/forgejo/v1/version") return new Response("Not Found", { status: 404 }); // as Gitea
     if (url.pathname === "/api/v1/version") return Response.json({ version: "1.26.0" });
     jobRequests++;
     return Response.json({ jobs, total_count: jobs.length });
@@ -68,6 +69,7 @@ Deno.test("a failing forge is reported in the snapshot, backs off, and recovers"
     requests++;
     if (failing) return new Response("down", { status: 503 });
     const url = new URL(request.url);
+    if (url.pathname === "/api/forgejo/v1/version") return new Response("Not Found", { status: 404 }); // as Gitea
     if (url.pathname === "/api/v1/version") return Response.json({ version: "1.26.0" });
     return Response.json({ jobs: [job(5)], total_count: 1 });
   });
@@ -110,6 +112,7 @@ Deno.test("a poke during an in-flight poll is not lost: one more poll follows at
   const requestArrived: (() => void)[] = [];
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (request) => {
     const url = new URL(request.url);
+    if (url.pathname === "/api/forgejo/v1/version") return new Response("Not Found", { status: 404 }); // as Gitea
     if (url.pathname === "/api/v1/version") return Response.json({ version: "1.26.0" });
     jobRequests++;
     mostInFlight = Math.max(mostInFlight, ++inFlight);
@@ -154,6 +157,7 @@ Deno.test("answerAfter polls at that time, well before the interval, and tells t
   let jobRequests = 0;
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (request) => {
     const url = new URL(request.url);
+    if (url.pathname === "/api/forgejo/v1/version") return new Response("Not Found", { status: 404 }); // as Gitea
     if (url.pathname === "/api/v1/version") return Response.json({ version: "1.26.0" });
     jobRequests++;
     return Response.json({ jobs: [job(1)], total_count: 1 });

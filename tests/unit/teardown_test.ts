@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import type { V1Job } from "@kubernetes/client-node";
 import { ForgeError } from "../../src/forge/errors.ts";
+import { forgeFeatures, parseForgeVersion } from "../../src/forge/forge_client.ts";
 import type { GiteaClient, RunnerRegistration } from "../../src/forge/gitea_client.ts";
 import type { EventRecorder } from "../../src/kube/events.ts";
 import { logger } from "../../src/log.ts";
@@ -56,11 +57,16 @@ function world(runners: RunnerRegistration[], options: { failList?: boolean; run
     deleteRunner: (_: unknown, id: number) => (calls.push(`delete-runner ${id}`), Promise.resolve()),
     listOpenJobs: () =>
       Promise.resolve({ queued: [], running: (options.running ?? []).map((runnerName) => ({ id: 1, runnerName })) }),
+    features: forgeFeatures(parseForgeVersion("gitea", "1.26.0")),
   } as unknown as GiteaClient;
   let finalizers: string[] | undefined;
   const input = (now: number, jobs: V1Job[]): TeardownInput => ({
     group: group(),
-    forge: { client, endpoint: { scope: "repo", owner: "acme", repo: "app" } },
+    forge: {
+      client: () => Promise.resolve(client),
+      endpoint: { scope: "repo", owner: "acme", repo: "app" },
+      labels: [],
+    },
     runnerJobs: jobs,
     batch: {
       deleteNamespacedJob: ({ name }: { name: string }) => (calls.push(`delete-job ${name}`), Promise.resolve({})),

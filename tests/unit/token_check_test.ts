@@ -34,12 +34,12 @@ function setup(forgeToken: () => string): { log: string[]; check: RegistrationTo
       record: (_t: unknown, _k: string, reason: string) => (log.push(`event ${reason}`), Promise.resolve()),
     } as unknown as EventRecorder,
     forgeClient: () =>
-      ({
+      Promise.resolve({
         createRegistrationToken: () => {
           log.push("ask");
           return Promise.resolve(forgeToken());
         },
-      }) as unknown as GiteaClient,
+      } as unknown as GiteaClient),
   };
   return { log, check: new RegistrationTokenCheck(options) };
 }

@@ -15,6 +15,12 @@
 // the job's result (even when not ephemeral: one runner process, one job). It does not run actions (`uses:` steps
 // fail), containers, services or expressions other than `${{ matrix.<key> }}`.
 //
+// Forgejo (see forgejo.go) configures it the way the Forgejo runner is configured in a runner pod: FORGEJO_INSTANCE_URL,
+// FORGEJO_RUNNER_REGISTRATION_TOKEN, FORGEJO_RUNNER_NAME and FORGEJO_RUNNER_LABELS for the shared registration token
+// (the pod runs `forgejo-runner register` and `one-job`), or the arguments of `forgejo-runner one-job --url --uuid
+// --token-url --handle --label --wait` for a runner registered over Forgejo's API. Against Forgejo it speaks Connect
+// with the JSON codec.
+//
 // Exit codes: 0 after one task, 1 on configuration, registration or protocol errors, 143 on SIGTERM/SIGINT.
 package main
 
@@ -46,12 +52,24 @@ type config struct {
 	name        string
 	labels      []string
 	ephemeral   bool
+	// forgejo selects the JSON codec; uuid and runnerToken, when set, are credentials issued by Forgejo's API (no
+	// Register call); handle asks for exactly that job (FetchSingleTask, Forgejo >= 15).
+	forgejo     bool
+	uuid        string
+	runnerToken string
+	handle      string
 }
 
 func main() {
 	log.SetFlags(log.Ltime | log.Lmicroseconds)
 	log.SetPrefix("[test-runner] ")
-	cfg, err := configFromEnv()
+	var cfg config
+	var err error
+	if len(os.Args) > 1 && os.Args[1] == "one-job" {
+		cfg, err = configFromOneJobArgs(os.Args[2:])
+	} else {
+		cfg, err = configFromEnv()
+	}
 	if err != nil {
 		fail(err)
 	}
@@ -74,6 +92,9 @@ func fail(err error) {
 }
 
 func configFromEnv() (config, error) {
+	if os.Getenv("FORGEJO_INSTANCE_URL") != "" {
+		return forgejoConfigFromEnv()
+	}
 	cfg := config{
 		instanceURL: strings.TrimRight(os.Getenv("GITEA_INSTANCE_URL"), "/"),
 		token:       os.Getenv("GITEA_RUNNER_REGISTRATION_TOKEN"),
@@ -127,9 +148,10 @@ func parseLabelNames(raw string) ([]string, error) {
 
 // client wraps the Connect client and adds the credentials Gitea issued at registration to every later call.
 type client struct {
-	rpc   runnerv1connect.RunnerServiceClient
-	uuid  string
-	token string
+	rpc     runnerv1connect.RunnerServiceClient
+	baseURL string
+	uuid    string
+	token   string
 }
 
 func request[T any](c *client, msg *T) *connect.Request[T] {
@@ -180,18 +202,30 @@ func retry[T any](ctx context.Context, what string, f func(context.Context) (T, 
 }
 
 func run(ctx context.Context, cfg config) error {
-	c := &client{rpc: runnerv1connect.NewRunnerServiceClient(http.DefaultClient, cfg.instanceURL+"/api/actions")}
-
-	registered, err := retry(ctx, "register with "+cfg.instanceURL, func(ctx context.Context) (*connect.Response[runnerv1.RegisterResponse], error) {
-		return c.rpc.Register(ctx, connect.NewRequest(&runnerv1.RegisterRequest{
-			Name: cfg.name, Token: cfg.token, Version: version, Labels: cfg.labels, Ephemeral: cfg.ephemeral,
-		}))
-	})
-	if err != nil {
-		return err
+	var options []connect.ClientOption
+	if cfg.forgejo {
+		options = append(options, connect.WithProtoJSON())
 	}
-	c.uuid, c.token = registered.Msg.Runner.Uuid, registered.Msg.Runner.Token
-	log.Printf("registered runner %q (id %d, labels %v, ephemeral %v)", cfg.name, registered.Msg.Runner.Id, cfg.labels, cfg.ephemeral)
+	c := &client{
+		rpc:     runnerv1connect.NewRunnerServiceClient(http.DefaultClient, cfg.instanceURL+"/api/actions", options...),
+		baseURL: cfg.instanceURL,
+	}
+
+	if cfg.uuid != "" {
+		c.uuid, c.token = cfg.uuid, cfg.runnerToken
+		log.Printf("runner %q registered by the forge's API (uuid %s, labels %v, handle %q)", cfg.name, cfg.uuid, cfg.labels, cfg.handle)
+	} else {
+		registered, err := retry(ctx, "register with "+cfg.instanceURL, func(ctx context.Context) (*connect.Response[runnerv1.RegisterResponse], error) {
+			return c.rpc.Register(ctx, connect.NewRequest(&runnerv1.RegisterRequest{
+				Name: cfg.name, Token: cfg.token, Version: version, Labels: cfg.labels, Ephemeral: cfg.ephemeral,
+			}))
+		})
+		if err != nil {
+			return err
+		}
+		c.uuid, c.token = registered.Msg.Runner.Uuid, registered.Msg.Runner.Token
+		log.Printf("registered runner %q (id %d, labels %v, ephemeral %v)", cfg.name, registered.Msg.Runner.Id, cfg.labels, cfg.ephemeral)
+	}
 	// Test hooks: TEST_RUNNER_REGISTER_ONLY leaves a registration that never reached Gitea again (a runner whose pod
 	// died right after registering); TEST_RUNNER_FETCH_DELAY holds a registered runner idle before it asks for a task.
 	if os.Getenv("TEST_RUNNER_REGISTER_ONLY") == "true" {
@@ -216,7 +250,13 @@ func run(ctx context.Context, cfg config) error {
 		return err
 	}
 
-	task, err := fetchOneTask(ctx, c)
+	fetch := fetchOneTask
+	if cfg.handle != "" {
+		fetch = func(ctx context.Context, c *client) (*runnerv1.Task, error) {
+			return fetchSingleTask(ctx, c, cfg.handle)
+		}
+	}
+	task, err := fetch(ctx, c)
 	if err != nil {
 		return err
 	}

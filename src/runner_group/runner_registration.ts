@@ -1,0 +1,119 @@
+/**
+ * Forgejo >= 15: a runner of its own for each runner Job, so that no shared registration token reaches a pod. Part of
+ * the apply stage. In order, so that the pod never starts before its credentials exist:
+ *
+ *   1. register an ephemeral runner named after the Job (`POST .../actions/runners`) -> `{id, uuid, token}`;
+ *   2. store uuid and token in the Secret `<job>-runner`, owned by the group for now;
+ *   3. create the runner Job, which reads them from that Secret;
+ *   4. hand the Secret to the Job (its only owner), so the garbage collector removes it with the Job.
+ *
+ * Forgejo deletes an ephemeral runner once its task is final (routers/api/actions/runner/runner.go UpdateTask,
+ * v15.0.0). A registration whose runner never ran a task (its job was cancelled, its pod failed) is offline and named
+ * like the group's runners: the orphan sweep (cleanup.ts) deletes it once its runner Job is gone. A create that fails
+ * midway removes what it made; one that meets an existing Job (a repeated create) leaves its registration to that
+ * sweep, as the pod may already use either.
+ */
+import type { BatchV1Api, CoreV1Api, V1Job, V1Secret } from "@kubernetes/client-node";
+import type { ForgeClient, JobsEndpoint } from "../forge/forge_client.ts";
+import { apiMessage, apiStatus } from "../kube/client.ts";
+import { describeError, type logger, registerSecret } from "../log.ts";
+import { buildRunnerCredentialsSecret, jobOwnerReference } from "./forgejo_runner.ts";
+import { groupOwnerReference, labelKeys, managedBy } from "./runner_job.ts";
+
+export interface RegisteredRunnerInput {
+  batch: BatchV1Api;
+  core: CoreV1Api;
+  client: ForgeClient;
+  endpoint: JobsEndpoint;
+  group: { name: string; uid: string };
+  /** The runner Job, built to read its credentials from `runnerCredentialsSecretName(job name)`. */
+  job: V1Job;
+  /** Said in the registration's description, e.g. "job 42 of acme/app". */
+  purpose: string;
+  log: ReturnType<typeof logger>;
+}
+
+/** Registers the runner, stores its credentials and creates its Job; resolves false when the Job existed already. */
+export async function createRegisteredRunnerJob(input: RegisteredRunnerInput): Promise<boolean> {
+  const { core, batch, client, endpoint, job, log } = input;
+  const namespace = job.metadata!.namespace!;
+  const jobName = job.metadata!.name!;
+  const credentials = await client.registerRunner(endpoint, {
+    name: jobName,
+    description: `Ephemeral runner for ${input.purpose}, started by gitea-runner-operator`,
+  });
+  registerSecret(credentials.token);
+  const secret = buildRunnerCredentialsSecret({
+    namespace,
+    jobName,
+    labels: {
+      [labelKeys.managedBy]: managedBy,
+      [labelKeys.component]: "runner-credentials",
+      [labelKeys.groupUid]: input.group.uid,
+    },
+    owner: groupOwnerReference(input.group),
+    credentials,
+  });
+  const secretName = secret.metadata!.name!;
+  const forget = async (): Promise<void> => {
+    await client.deleteRunner(endpoint, credentials.id).catch((error) =>
+      log.warn("Cannot delete runner registration {id}: {error}", { id: credentials.id, error: describeError(error) })
+    );
+    await core.deleteNamespacedSecret({ namespace, name: secretName }).catch(() => {});
+  };
+
+  try {
+    await writeSecret(core, secret);
+  } catch (error) {
+    await forget();
+    throw error;
+  }
+  let created: V1Job;
+  try {
+    created = await batch.createNamespacedJob({ namespace, body: job });
+  } catch (error) {
+    if (apiStatus(error) === 409) {
+      log.debug("Runner Job {jobName} exists already", { jobName });
+      return false;
+    }
+    await forget();
+    throw new Error(`Cannot create runner Job ${namespace}/${jobName}: ${apiMessage(error)}`, { cause: error });
+  }
+  try {
+    const owned: V1Secret = {
+      ...secret,
+      metadata: {
+        ...secret.metadata,
+        ownerReferences: [jobOwnerReference({ name: jobName, uid: created.metadata!.uid! })],
+      },
+    };
+    await core.replaceNamespacedSecret({ namespace, name: secretName, body: owned });
+  } catch (error) {
+    // The Job runs either way; the Secret then stays until the group goes.
+    log.warn("Cannot hand Secret {secret} to runner Job {jobName}: {error}", {
+      secret: secretName,
+      jobName,
+      error: apiMessage(error),
+    });
+  }
+  return true;
+}
+
+/** Creates the credentials Secret, or replaces one left by an interrupted earlier attempt (its Job does not exist). */
+async function writeSecret(core: CoreV1Api, secret: V1Secret): Promise<void> {
+  const { namespace, name } = secret.metadata as { namespace: string; name: string };
+  try {
+    await core.createNamespacedSecret({ namespace, body: secret });
+  } catch (error) {
+    if (apiStatus(error) !== 409) {
+      throw new Error(`Cannot create Secret ${namespace}/${name}: ${apiMessage(error)}`, { cause: error });
+    }
+    try {
+      await core.replaceNamespacedSecret({ namespace, name, body: secret });
+    } catch (replaceError) {
+      throw new Error(`Cannot replace Secret ${namespace}/${name}: ${apiMessage(replaceError)}`, {
+        cause: replaceError,
+      });
+    }
+  }
+}
