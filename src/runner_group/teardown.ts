@@ -8,7 +8,7 @@
  * runners finish their job (Gitea deletes an ephemeral runner's registration when its task ends: models/actions/task.go
  * in Gitea 1.26) until the deletion timeout, after which they are removed too. Then the finalizer goes and the garbage
  * collector takes the rest (finished Jobs, the managed registration-token Secret). A group whose API token is unknown
- * is released at once, and one whose forge does not answer once the timeout has passed, each with a Warning event
+ * is released at once, and one whose forge does not answer after a minute (or the timeout, if shorter), each with a Warning event
  * saying what may be left in the forge.
  */
 import {
@@ -32,6 +32,11 @@ export const cleanupFinalizer = "gitea.bpg.pw/runner-cleanup";
 
 /** How often a deleted group that waits for busy runners or its forge is looked at again. */
 export const teardownRequeueMs = 3000;
+/**
+ * How long a deleted group waits for a forge that does not answer (at most the deletion timeout): long enough for a
+ * restart of the forge, short enough that deleting a group (or its namespace) whose forge is gone does not hang.
+ */
+export const unreachableForgeWaitMs = 60_000;
 
 export function hasCleanupFinalizer(group: RunnerGroup): boolean {
   return (group.metadata.finalizers ?? []).includes(cleanupFinalizer);
@@ -124,6 +129,7 @@ export async function tearDownGroup(input: TeardownInput): Promise<TeardownResul
   const { namespace, name } = group.metadata;
   const deletedAt = new Date(group.metadata.deletionTimestamp ?? now).getTime() || now;
   const overdue = now - deletedAt >= input.timeoutMs;
+  const forgeGivenUp = now - deletedAt >= Math.min(input.timeoutMs, unreachableForgeWaitMs);
   const ownJobs = input.runnerJobs.filter((job) => job.metadata?.labels?.[labelKeys.groupUid] === group.metadata.uid);
   const activeJobs = ownJobs.filter((job) => describeRunnerJob(job, now)?.state === "active");
 
@@ -167,10 +173,12 @@ export async function tearDownGroup(input: TeardownInput): Promise<TeardownResul
     }
   } catch (error) {
     if (!(error instanceof ForgeError)) throw error;
-    if (overdue) {
+    if (forgeGivenUp) {
       return await release(
-        `The forge did not answer within the deletion timeout (${error.message}); runner registrations of the ` +
-          `group (${name}-…) may be left there`,
+        `The forge did not answer for ${
+          Math.round((now - deletedAt) / 1000)
+        } s after the deletion (${error.message}); ` +
+          `runner registrations of the group (${name}-…) may be left there`,
       );
     }
     void input.events.record(

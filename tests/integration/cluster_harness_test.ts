@@ -16,17 +16,30 @@ const echoOutput = Deno.env.get("GRO_HARNESS_DEBUG") === "1";
 
 /**
  * Stands in for the runner: records what it was given (the token only as a hash), then sleeps and exits as the pod's
- * own variables say. On SIGTERM it notes the signal and exits 143, as a well-behaved runner would.
+ * own variables say. On SIGTERM it notes the signal and exits 143, as a well-behaved runner would. It writes `ready` once
+ * its trap is set: the pod is Running as soon as the process exists, and a signal before the trap would go unnoted.
  */
 const stubRunner = `#!/usr/bin/env bash
 echo "stub runner started with: $(env | cut -d= -f1 | sort | tr '\\n' ' ')"
 printf '%s' "\${GITEA_RUNNER_REGISTRATION_TOKEN-}" | sha256sum | cut -d' ' -f1 > token.sha256
 printf '%s' "\${GITEA_RUNNER_LABELS-}" > labels
 trap 'echo "stub runner got SIGTERM"; echo SIGTERM > signal; kill "$sleeper" 2>/dev/null; exit 143' TERM
+echo ready > ready
 sleep "\${STUB_SLEEP_SECONDS:-0}" & sleeper=$!
 wait "$sleeper"
 exit "\${STUB_EXIT_CODE:-0}"
 `;
+
+/** Waits until the stub runner in `workDir` has set its SIGTERM trap. */
+async function stubReady(workDir: string): Promise<void> {
+  await eventually("the stub runner to set its trap", async () => {
+    try {
+      return (await Deno.readTextFile(join(workDir, "ready"))).trim() === "ready";
+    } catch {
+      return false;
+    }
+  });
+}
 
 Deno.test({
   name: "the test cluster runs runner Jobs through the stand-in kubelet",
@@ -135,6 +148,7 @@ Deno.test({
         const started = runner.observation(namespace, pod.metadata?.name ?? "");
         assert.ok(started && started.exitCode === undefined, "the runner is not running");
         assert.ok(processExists(started.pid));
+        await stubReady(started.workDir);
         await batch.deleteNamespacedJob({ name: "runner-deleted", namespace, propagationPolicy: "Background" });
         await eventually("the runner-deleted pod is gone", async () => {
           const pods = await core.listNamespacedPod({ namespace, labelSelector: "job-name=runner-deleted" });
@@ -160,6 +174,7 @@ Deno.test({
           const podName = pod.metadata?.name ?? "";
           const started = runner.observation(namespace, podName);
           assert.ok(started && started.exitCode === undefined, "the runner is not running");
+          await stubReady(started.workDir);
 
           await t.step(
             "no pod event for longer than the watch timeout and idle limit: the runner keeps running",

@@ -126,12 +126,13 @@ Deno.test("a runner that took a task while being disabled is waited for, not kil
   assert.ok(!w.calls.includes("delete-runner 1"));
 });
 
-Deno.test("a forge that does not answer is waited for until the timeout, then the group goes with a warning", async () => {
+Deno.test("a forge that does not answer is waited for a minute, then the group goes with a warning", async () => {
   const early = world([], { failList: true });
   assert.equal((await tearDownGroup(early.input(deletedAt + 1000, []))).released, false);
   assert.ok(early.calls.includes("event CleanupWaiting"));
   const late = world([], { failList: true });
-  assert.deepEqual(await tearDownGroup(late.input(deletedAt + 600_000, [])), { released: true });
+  // A forge that stays down does not hold the group for the whole (busy-runner) timeout: a minute at most.
+  assert.deepEqual(await tearDownGroup(late.input(deletedAt + 60_000, [])), { released: true });
   assert.ok(late.calls.includes("event CleanupIncomplete"));
 });
 
