@@ -47,6 +47,8 @@ export async function applyPlan(input: {
   options: ApplyOptions;
   plan: Plan;
   context: GroupContext;
+  /** The warm pool the plan fills, for events; default spec.minIdleRunners. */
+  warmPoolSize?: number;
   forge: string;
   forgeClient: GiteaClient;
   /** The group's scope on the forge, where its runners are registered. */
@@ -61,11 +63,12 @@ export async function applyPlan(input: {
   now: number;
 }): Promise<Applied> {
   const { options, plan, context, target, log, now } = input;
+  const warmPoolSize = input.warmPoolSize ?? context.spec.minIdleRunners ?? 0;
   const runs: RunFor[] = [...plan.create, ...warmSlots(context.name, plan.createWarm, input.namesInUse)];
   const outcomes = await settleBounded(
     runs,
     options.createConcurrency,
-    (runFor) => createRunnerJob(options, context, input.forge, runFor, target, log),
+    (runFor) => createRunnerJob(options, { ...context, warmPoolSize }, input.forge, runFor, target, log),
   );
   const created = outcomes.filter((outcome) => outcome.status === "fulfilled").length;
   const failed = outcomes.find((outcome) => outcome.status === "rejected");
@@ -120,7 +123,7 @@ export function warmSlots(groupName: string, count: number, namesInUse: Readonly
 /** Creates one runner Job; resolves whether it was created now (false: it existed already). */
 async function createRunnerJob(
   options: ApplyOptions,
-  context: GroupContext,
+  context: GroupContext & { warmPoolSize: number },
   forge: string,
   runFor: RunFor,
   target: EventTarget,
@@ -153,7 +156,7 @@ async function createRunnerJob(
       target,
       "Normal",
       "WarmRunnerCreated",
-      `Created runner Job ${jobName} for the warm pool (minIdleRunners ${context.spec.minIdleRunners})`,
+      `Created runner Job ${jobName} for the warm pool (size ${context.warmPoolSize})`,
     );
     return true;
   }
