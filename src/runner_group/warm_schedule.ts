@@ -35,10 +35,10 @@ interface CompiledSchedule {
 
 /**
  * Cron calls one computation may make. A boundary that does not change the size (a window opening inside a larger
- * one) costs a few calls; schedules whose windows overlap for ever (`* * * * *` for an hour) would walk without end.
+ * one) costs one or two; schedules whose windows overlap for ever (`* * * * *` for an hour) would walk without end.
  * Past the budget, no change is reported: the periodic resync computes again from its own time.
  */
-const cronCallBudget = 400;
+const cronCallBudget = 128;
 
 const defaultTimeZone = "UTC";
 
@@ -126,22 +126,11 @@ export function effectiveWarmPool(
   const isOpen = (schedule: CompiledSchedule, latest: number | undefined, at: number): boolean =>
     latest !== undefined && at < latest + schedule.durationMs;
 
-  /**
-   * When the schedule's state at `at` next changes: for an open window, when the run of windows it belongs to ends
-   * (an occurrence within a window extends it); for a closed one, its next occurrence. Undefined past the budget.
-   */
+  /** When the schedule's state at `at` may change: its window's end when open, else its next occurrence. */
   const boundaryAfter = (schedule: CompiledSchedule, latest: number | undefined, at: number): number | undefined => {
-    if (!isOpen(schedule, latest, at)) {
-      budget--;
-      return schedule.cron.nextRun(new Date(at))?.getTime();
-    }
-    let end = latest! + schedule.durationMs;
-    for (;;) {
-      if (budget <= 0) return undefined;
-      const last = latestAtOrBefore(schedule, end)!;
-      if (last + schedule.durationMs <= end) return end;
-      end = last + schedule.durationMs;
-    }
+    if (isOpen(schedule, latest, at)) return latest! + schedule.durationMs;
+    budget--;
+    return schedule.cron.nextRun(new Date(at))?.getTime();
   };
 
   const sizeOf = (open: readonly boolean[]): number =>
@@ -152,8 +141,9 @@ export function effectiveWarmPool(
   const open = schedules.map((schedule, index) => isOpen(schedule, latest[index], now));
   const size = sizeOf(open);
   const boundaries = schedules.map((schedule, index) => boundaryAfter(schedule, latest[index], now));
-  // A schedule's state holds until its boundary, so only the schedules at the next boundary are looked at again.
-  while (budget > 0 && !boundaries.some((at, index) => at === undefined && open[index])) {
+  // A schedule's state holds until its boundary, so only the schedules at the next boundary are looked at again. A
+  // window's end is no change when an occurrence within it opened the next one, or a larger window is open.
+  while (budget > 0) {
     const known = boundaries.filter((at): at is number => at !== undefined);
     if (known.length === 0) break;
     const at = Math.min(...known);
