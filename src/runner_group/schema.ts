@@ -216,7 +216,6 @@ export const runnerGroupStatusSchema = z.object({
     ),
     nextSize: z.int().optional().describe("The size from nextChangeTime on."),
   }).optional().describe("The warm pool the group keeps now, and its next change."),
-
   observedGeneration: z.int().optional().describe("The spec generation this status describes."),
   conditions: z.array(conditionSchema).optional().meta({
     "x-kubernetes-list-type": "map",
