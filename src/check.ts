@@ -21,6 +21,8 @@ import {
   plural,
   type SecretKeySelector,
 } from "./runner_group/schema.ts";
+import { describeScheduleIssues } from "./runner_group/validate.ts";
+import { effectiveWarmPool } from "./runner_group/warm_schedule.ts";
 
 type Manifest = {
   kind?: string;
@@ -88,7 +90,19 @@ export async function runCheck({ config, print, kube }: CheckOptions): Promise<n
     return 1;
   }
   const spec = parsed.data;
+  const scheduleIssues = describeScheduleIssues(spec);
+  if (scheduleIssues !== undefined) {
+    print(bad(`The spec is invalid: ${scheduleIssues}`));
+    return 1;
+  }
   print(ok(`The spec is valid (scope ${spec.scope}, at most ${spec.maxActiveRunners} runners)`));
+  if (spec.warmPoolSchedules?.length) {
+    const pool = effectiveWarmPool(spec, Date.now());
+    const next = pool.nextChangeAt === undefined
+      ? "no window changes it"
+      : `${pool.nextSize} from ${new Date(pool.nextChangeAt).toISOString()}`;
+    print(ok(`Warm pool: ${pool.size} idle runners now; ${next}`));
+  }
   if (spec.maxActiveRunners === 0) print(note("maxActiveRunners is 0: the group is paused and starts no runner"));
   let labels;
   try {

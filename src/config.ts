@@ -1,10 +1,15 @@
 /**
  * The only place that reads flags and environment variables. Each flag has an environment twin (`--poll-interval`
  * and `GRO_POLL_INTERVAL`); a flag wins over its twin. Everything is parsed once, with zod, into one typed config.
+ * Each setting's meaning is written once, here: `--help` prints it, and a unit test checks the README's flag table
+ * against it.
  */
 import { parseArgs } from "node:util";
 import { z } from "zod";
+import { parseDuration } from "./duration.ts";
 import { defaultRunnerImage } from "./runner_group/runner_job.ts";
+
+export { parseDuration } from "./duration.ts";
 
 /** Raised for a bad command line; `main.ts` prints the message and exits with code 2. */
 export class UsageError extends Error {
@@ -14,16 +19,16 @@ export class UsageError extends Error {
   }
 }
 
-export const commands = ["run", "check", "crds", "version"] as const;
-export type Command = typeof commands[number];
-
-/** Parses "500ms", "10s", "5m", "1h" into milliseconds. */
-export function parseDuration(text: string): number | undefined {
-  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(text.trim());
-  if (!match) return undefined;
-  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[match[2] as "ms" | "s" | "m" | "h"];
-  return Math.round(Number(match[1]) * unit);
-}
+/** The commands, with what each does (for `--help`). */
+export const commandDescriptions = {
+  run: "watch RunnerGroups and start runner Jobs for queued Gitea jobs (default)",
+  check: "check one RunnerGroup (-f group.yaml or --group ns/name): spec, tokens, forge, and why each queued job " +
+    "would or would not get a runner from it; exit code 0 when the group can work",
+  crds: "print the RunnerGroup CustomResourceDefinition as YAML",
+  version: "print the version",
+} as const;
+export type Command = keyof typeof commandDescriptions;
+export const commands = Object.keys(commandDescriptions) as Command[];
 
 const duration = (min: number, max: number) =>
   z.string().transform((text, context) => {
@@ -31,7 +36,7 @@ const duration = (min: number, max: number) =>
     if (ms === undefined || ms < min || ms > max) {
       context.addIssue({
         code: "custom",
-        message: `expected a duration such as 10s or 2m, from ${min / 1000}s to ${max / 1000}s`,
+        message: `expected a duration such as 10s, 2m or 1h30m, from ${min / 1000}s to ${max / 1000}s`,
       });
       return z.NEVER;
     }
@@ -54,20 +59,56 @@ const selectorTerm = String.raw`(?:!?\s*${labelKey}|${labelKey}\s*(?:==?|!=)\s*$
   String.raw`${labelKey}\s+(?:in|notin)\s*\(\s*${labelValue}(?:\s*,\s*${labelValue})*\s*\))`;
 const labelSelectorPattern = new RegExp(String.raw`^\s*${selectorTerm}(?:\s*,\s*${selectorTerm})*\s*$`);
 
-/** Every setting: flag name, environment twin, default, and the schema of its text. */
+/**
+ * One setting. Texts meant for people (`description`, `shownDefault`) are Markdown with only `code` spans, so the
+ * README shows them as they are and `--help` without the backticks.
+ */
+interface SettingDefinition {
+  flag: string;
+  short?: string;
+  env: string;
+  /** The text used when neither the flag nor its variable is set. */
+  default: string;
+  /** The default as people should read it, where the text above says too little (as an empty one does). */
+  shownDefault?: string;
+  /** What the setting does, in one sentence or two. */
+  description: string;
+  schema: z.ZodType;
+}
+
+/** Every setting: flag name, environment twin, default, meaning, and the schema of its text. */
 const settings = {
-  kubeconfig: { flag: "kubeconfig", env: "GRO_KUBECONFIG", default: "", schema: z.string() },
-  file: { flag: "file", short: "f", env: "GRO_FILE", default: "", schema: z.string() },
+  kubeconfig: {
+    flag: "kubeconfig",
+    env: "GRO_KUBECONFIG",
+    default: "",
+    shownDefault: "`KUBECONFIG`, else in-cluster, else `~/.kube/config`",
+    description: "Cluster to connect to (a cluster with `insecure-skip-tls-verify` is refused: give its CA).",
+    schema: z.string(),
+  },
+  file: {
+    flag: "file",
+    short: "f",
+    env: "GRO_FILE",
+    default: "",
+    shownDefault: "none",
+    description: "`check` only: a YAML file with the RunnerGroup (and, optionally, its Secrets).",
+    schema: z.string(),
+  },
   group: {
     flag: "group",
     env: "GRO_GROUP",
     default: "",
+    shownDefault: "none",
+    description: "`check` only: `namespace/name` of a RunnerGroup in the cluster.",
     schema: z.string().regex(/^$|^[a-z0-9-]+\/[a-z0-9.-]+$/, "expected namespace/name"),
   },
   namespaces: {
     flag: "namespaces",
     env: "GRO_NAMESPACES",
     default: "",
+    shownDefault: "all",
+    description: "Comma-separated namespaces to watch.",
     schema: z.string().transform((text) => text.split(",").map((item) => item.trim()).filter(Boolean)).pipe(
       z.array(z.string().regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, "expected namespace names separated by commas")),
     ),
@@ -76,31 +117,62 @@ const settings = {
     flag: "group-selector",
     env: "GRO_GROUP_SELECTOR",
     default: "",
+    shownDefault: "all",
+    description: "Label selector on RunnerGroups (`tier=ci`, `shard in (a,b)`): this instance reconciles only those.",
     schema: z.string().trim().refine(
       (text) => text === "" || labelSelectorPattern.test(text),
       "expected a label selector such as tier=ci,team in (a,b),!legacy",
     ),
   },
-  healthPort: { flag: "health-port", env: "GRO_HEALTH_PORT", default: "8081", schema: integer(0, 65535) },
-  workers: { flag: "workers", env: "GRO_WORKERS", default: "4", schema: integer(1, 64) },
+  healthPort: {
+    flag: "health-port",
+    env: "GRO_HEALTH_PORT",
+    default: "8081",
+    description: "Port of `/healthz`, `/readyz` (ready once the informer caches synced), `/metrics` and " +
+      "`/webhooks/gitea`.",
+    schema: integer(0, 65535),
+  },
+  workers: {
+    flag: "workers",
+    env: "GRO_WORKERS",
+    default: "4",
+    description: "Reconcile workers (1–64): groups are reconciled in parallel, one group never by two workers.",
+    schema: integer(1, 64),
+  },
   createConcurrency: {
     flag: "create-concurrency",
     env: "GRO_CREATE_CONCURRENCY",
     default: "8",
+    description: "Runner Job creates in flight at once within one group's reconcile (1–100); a burst of queued jobs " +
+      "is created in parallel, never beyond `maxActiveRunners`.",
     schema: integer(1, 100),
   },
-  pollInterval: { flag: "poll-interval", env: "GRO_POLL_INTERVAL", default: "10s", schema: duration(1000, 3_600_000) },
+  pollInterval: {
+    flag: "poll-interval",
+    env: "GRO_POLL_INTERVAL",
+    default: "10s",
+    description: "How often each forge target is asked for jobs.",
+    schema: duration(1000, 3_600_000),
+  },
   resyncInterval: {
     flag: "resync-interval",
     env: "GRO_RESYNC_INTERVAL",
     default: "60s",
+    description: "Every group is reconciled at least this often.",
     schema: duration(5000, 86_400_000),
   },
-  forgeTimeout: { flag: "forge-timeout", env: "GRO_FORGE_TIMEOUT", default: "10s", schema: duration(100, 300_000) },
+  forgeTimeout: {
+    flag: "forge-timeout",
+    env: "GRO_FORGE_TIMEOUT",
+    default: "10s",
+    description: "Timeout of one Gitea API request.",
+    schema: duration(100, 300_000),
+  },
   runnerImage: {
     flag: "runner-image",
     env: "GRO_RUNNER_IMAGE",
     default: defaultRunnerImage,
+    description: "Default runner image; `nightly` and `latest` tags are refused.",
     schema: z.string().regex(/^[^\s]+$/, "expected an image reference without spaces").refine(
       (image) => !/:(nightly|latest)(-|$)/.test(image),
       "expected a pinned image tag, not nightly or latest",
@@ -110,6 +182,8 @@ const settings = {
     flag: "webhook-secret",
     env: "GRO_WEBHOOK_SECRET",
     default: "",
+    shownDefault: "off",
+    description: "`namespace/name:key` of the Secret holding the Gitea webhook secret; turns on push mode.",
     schema: z.string().regex(
       /^$|^[a-z0-9-]+\/[a-z0-9.-]+:[-._a-zA-Z0-9]+$/,
       "expected namespace/name:key of the Secret holding the webhook secret",
@@ -119,52 +193,74 @@ const settings = {
     flag: "leader-elect",
     env: "GRO_LEADER_ELECT",
     default: "false",
+    description: "Leader election on a Lease: only the leader polls and creates runner Jobs (`true` in " +
+      "`manifests/base`).",
     schema: z.enum(["true", "false"], "expected true or false").transform((text) => text === "true"),
   },
   leaderElectionNamespace: {
     flag: "leader-election-namespace",
     env: "GRO_LEADER_ELECTION_NAMESPACE",
     default: "",
+    shownDefault: "the pod's namespace, else `default`",
+    description: "Where the Lease lives.",
     schema: z.string().regex(/^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, "expected a namespace name"),
   },
   leaderElectionId: {
     flag: "leader-election-id",
     env: "GRO_LEADER_ELECTION_ID",
     default: "",
+    shownDefault: "`gitea-runner-operator`, or `gitea-runner-operator-<hash>` for a shard",
+    description: "Name of the Lease. A shard (`--namespaces` or `--group-selector` set) gets a name hashed from " +
+      "both, so shards elect leaders separately.",
     schema: z.string().regex(/^$|^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/, "expected a Lease name (DNS subdomain)"),
   },
   idleRunnerGrace: {
     flag: "idle-runner-grace",
     env: "GRO_IDLE_RUNNER_GRACE",
     default: "2m",
+    description: "How long a runner Job may stay idle beyond the warm pool (counted from when the pool shrank, if " +
+      "later) before it is removed, and how long an offline registration of a gone runner Job stays before it is " +
+      "deleted.",
     schema: duration(1000, 3_600_000),
   },
   deletionTimeout: {
     flag: "deletion-timeout",
     env: "GRO_DELETION_TIMEOUT",
     default: "10m",
+    description: "How long a deleted group waits for its busy runners to finish (and for an unreachable forge) " +
+      "before they are removed and the group released.",
     schema: duration(0, 86_400_000),
   },
   leaseDuration: {
     flag: "lease-duration",
     env: "GRO_LEASE_DURATION",
     default: "15s",
+    description: "How long a Lease lasts without renewal: a standby takes over at most this long after the leader " +
+      "dies.",
     schema: duration(3000, 300_000),
   },
-  runnerRetryLimit: { flag: "runner-retry-limit", env: "GRO_RUNNER_RETRY_LIMIT", default: "3", schema: integer(1, 20) },
+  runnerRetryLimit: {
+    flag: "runner-retry-limit",
+    env: "GRO_RUNNER_RETRY_LIMIT",
+    default: "3",
+    description: "Failed runner Jobs after which a still-queued job gets no further runner.",
+    schema: integer(1, 20),
+  },
   logLevel: {
     flag: "log-level",
     env: "GRO_LOG_LEVEL",
     default: "info",
+    description: "Least severe log level written: `debug`, `info`, `warning` or `error`.",
     schema: z.enum(["debug", "info", "warning", "error"], "expected one of debug, info, warning, error"),
   },
   logFormat: {
     flag: "log-format",
     env: "GRO_LOG_FORMAT",
     default: "json",
+    description: "Log format: `json` lines or `text`, on stderr.",
     schema: z.enum(["json", "text"], "expected json or text"),
   },
-} as const;
+} as const satisfies Record<string, SettingDefinition>;
 
 type Settings = typeof settings;
 export type Config = { [K in keyof Settings]: z.output<Settings[K]["schema"]> } & { command: Command };
@@ -178,21 +274,61 @@ export const environmentVariables: readonly string[] = [
   "KUBERNETES_SERVICE_PORT",
 ];
 
+/** A flag as the README's table and `--help` show it (Markdown with `code` spans only). */
+export interface FlagReference {
+  /** The flag, with its short form first when it has one: "`-f`, `--file`". */
+  flag: string;
+  variable: string;
+  default: string;
+  meaning: string;
+}
+
+/** Every flag, in the order `--help` lists them. */
+export function flagReference(): FlagReference[] {
+  return Object.values(settings).map((setting: SettingDefinition) => ({
+    flag: [...(setting.short ? [`\`-${setting.short}\``] : []), `\`--${setting.flag}\``].join(", "),
+    variable: `\`${setting.env}\``,
+    default: setting.shownDefault ?? `\`${setting.default}\``,
+    meaning: setting.description,
+  }));
+}
+
+const helpWidth = 120;
+
+/** Wraps `text` at spaces into lines of at most `helpWidth` columns, each starting with `indent`. */
+function wrap(text: string, indent: string): string[] {
+  const lines: string[] = [];
+  let line = indent;
+  for (const word of text.split(/\s+/)) {
+    if (line !== indent && line.length + 1 + word.length > helpWidth) {
+      lines.push(line);
+      line = indent;
+    }
+    line += line === indent ? word : ` ${word}`;
+  }
+  lines.push(line);
+  return lines;
+}
+
 export function usage(): string {
+  const plain = (markdown: string): string => markdown.replaceAll("`", "");
+  const commandColumn = Math.max(...commands.map((command) => command.length)) + 2;
   const lines = [
-    "Usage: gitea-runner-operator [run|crds|version] [flags]",
+    `Usage: gitea-runner-operator [${commands.join("|")}] [flags]`,
     "",
     "Commands:",
-    "  run       watch RunnerGroups and start runner Jobs for queued Gitea jobs (default)",
-    "  check     check one RunnerGroup (-f group.yaml or --group ns/name): spec, tokens, forge, and why each",
-    "            queued job would or would not get a runner from it; exit code 0 when the group can work",
-    "  crds      print the RunnerGroup CustomResourceDefinition as YAML",
-    "  version   print the version",
+    ...commands.flatMap((command) => {
+      const [first, ...rest] = wrap(commandDescriptions[command], " ".repeat(2 + commandColumn));
+      return [`  ${command.padEnd(commandColumn)}${first.trimStart()}`, ...rest];
+    }),
     "",
-    "Flags (each also read from its environment variable):",
+    "Flags (each also read from its environment variable; a flag wins over its variable):",
+    "  -h, --help",
+    "      Print this help and exit.",
   ];
-  for (const setting of Object.values(settings)) {
-    lines.push(`  --${setting.flag.padEnd(20)} ${setting.env.padEnd(24)} default ${setting.default || '""'}`);
+  for (const flag of flagReference()) {
+    lines.push(`  ${plain(flag.flag)} (${plain(flag.variable)})`);
+    lines.push(...wrap(`${plain(flag.meaning)} Default: ${plain(flag.default)}.`, "      "));
   }
   return lines.join("\n");
 }

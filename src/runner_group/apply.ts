@@ -51,6 +51,8 @@ export async function applyPlan(input: {
   options: ApplyOptions;
   plan: Plan;
   context: GroupContext;
+  /** The warm pool the plan fills, for events; default spec.minIdleRunners. */
+  warmPoolSize?: number;
   forge: string;
   /**
    * A client for the group's forge, once its kind and version are known; without one nothing is removed from the
@@ -69,11 +71,12 @@ export async function applyPlan(input: {
   now: number;
 }): Promise<Applied> {
   const { options, plan, context, target, log, now } = input;
+  const warmPoolSize = input.warmPoolSize ?? context.spec.minIdleRunners ?? 0;
   const runs: RunFor[] = [...plan.create, ...warmSlots(context.name, plan.createWarm, input.namesInUse)];
   const outcomes = await settleBounded(
     runs,
     options.createConcurrency,
-    (runFor) => createRunnerJob(options, context, input, runFor, target, log),
+    (runFor) => createRunnerJob(options, { ...context, warmPoolSize }, input, runFor, target, log),
   );
   const created = outcomes.filter((outcome) => outcome.status === "fulfilled").length;
   const failed = outcomes.find((outcome) => outcome.status === "rejected");
@@ -127,7 +130,7 @@ export function warmSlots(groupName: string, count: number, namesInUse: Readonly
 /** Creates one runner Job; resolves whether it was created now (false: it existed already). */
 async function createRunnerJob(
   options: ApplyOptions,
-  context: GroupContext,
+  context: GroupContext & { warmPoolSize: number },
   input: { forge: string; forgeClient?: ForgeClient; endpoint: JobsEndpoint },
   runFor: RunFor,
   target: EventTarget,
@@ -181,7 +184,7 @@ async function createRunnerJob(
       target,
       "Normal",
       "WarmRunnerCreated",
-      `Created runner Job ${jobName} for the warm pool (minIdleRunners ${context.spec.minIdleRunners})`,
+      `Created runner Job ${jobName} for the warm pool (size ${context.warmPoolSize})`,
     );
     return true;
   }

@@ -57,6 +57,7 @@ export function buildRunnerGroupCrd(): Record<string, unknown> {
           { name: "Active", type: "integer", jsonPath: ".status.activeRunners" },
           { name: "Queued", type: "integer", jsonPath: ".status.queuedJobs" },
           { name: "Idle", type: "integer", jsonPath: ".status.idleRunners" },
+          { name: "Warm", type: "integer", jsonPath: ".status.warmPool.size" },
           { name: "Max", type: "integer", jsonPath: ".spec.maxActiveRunners" },
           { name: "Ready", type: "string", jsonPath: '.status.conditions[?(@.type=="Ready")].status' },
           { name: "Age", type: "date", jsonPath: ".metadata.creationTimestamp" },

@@ -34,6 +34,11 @@ export interface PlanInput {
    */
   idleSince?: (name: string) => number | undefined;
   idleGraceMs?: number;
+  /**
+   * When the warm pool last got smaller (ms since epoch): a runner idle within the pool until then is beyond it only
+   * since, so its grace period starts then.
+   */
+  warmPoolShrunkAt?: number;
   labels: readonly RunnerLabel[];
   /**
    * The latest answer of the group's forge target, or undefined before the first: queued jobs and the names of the
@@ -216,14 +221,15 @@ export function planRunnerJobs(input: PlanInput): Plan {
   }
 
   // Idle runners beyond the pool (or beyond a lowered limit) are removed once idle for the grace period, longest
-  // idle first. Unknown idle times count as "just now": a restart only delays removal.
+  // idle first; after the pool shrank (a scheduled window closed), the grace counts from then. Unknown idle times
+  // count as "just now": a restart only delays removal.
   const excess = Math.min(leftover, Math.max(leftover - warmTarget, active - input.maxActiveRunners));
   if (excess > 0) {
     const grace = input.idleGraceMs ?? 0;
     const since = (record: RunnerJobRecord): number => input.idleSince?.(record.name) ?? input.now;
     const candidates = [...idle].sort((a, b) => since(a) - since(b) || a.name.localeCompare(b.name));
     for (const record of candidates.slice(0, excess)) {
-      const due = since(record) + grace;
+      const due = Math.max(since(record), input.warmPoolShrunkAt ?? -Infinity) + grace;
       if (due <= input.now) plan.remove.push(record.name);
       else wake(due);
     }

@@ -31,9 +31,10 @@ import { forgeTargetOf, gatherDemand } from "./demand.ts";
 import { chooseOwnerGroup, coverageOf, type GroupCoverage } from "./ownership.ts";
 import { planRunnerJobs, type RetryPolicy } from "./planner.ts";
 import { apiGroup, apiVersion, kind, type RunnerGroup, type RunnerGroupSpec } from "./schema.ts";
-import { forgeObservation, type Observations, type StatusCounts, writeStatus } from "./status.ts";
+import { forgeObservation, type Observations, type StatusCounts, warmPoolStatus, writeStatus } from "./status.ts";
 import { addCleanupFinalizer, hasCleanupFinalizer, tearDownGroup, type TeardownInput } from "./teardown.ts";
 import { validateGroup } from "./validate.ts";
+import { effectiveWarmPool } from "./warm_schedule.ts";
 
 export { forgeTargetOf } from "./demand.ts";
 
@@ -83,6 +84,8 @@ export class RunnerGroupReconciler {
   readonly #idleSince = new Map<string, Map<string, number>>();
   /** Per group: when each offline registration without a runner Job was first seen, and when the last sweep ran. */
   readonly #orphans = new Map<string, OrphanSweep>();
+  /** Per group: the warm pool size of the last reconcile, and when the pool last got smaller. */
+  readonly #warmPools = new Map<string, { size: number; shrunkAt?: number }>();
   readonly #readSecret: SecretReader;
   readonly #tokenCheck: RegistrationTokenCheck;
   /** Per group: the last API token read, so a deleted group can clean up even after its Secret went first. */
@@ -202,6 +205,10 @@ export class RunnerGroupReconciler {
     });
 
     // 4. plan
+    const warmPool = effectiveWarmPool(spec, now);
+    const previousPool = this.#warmPools.get(key);
+    const shrunkAt = previousPool && warmPool.size < previousPool.size ? now : previousPool?.shrunkAt;
+    this.#warmPools.set(key, { size: warmPool.size, ...(shrunkAt !== undefined ? { shrunkAt } : {}) });
     const coverages = this.#coverages();
     const idleGraceMs = this.#options.idleGraceMs ?? 120_000;
     const idleSince = this.#idleSince.get(key) ?? new Map<string, number>();
@@ -209,7 +216,9 @@ export class RunnerGroupReconciler {
     const plan = planRunnerJobs({
       groupKey: key,
       maxActiveRunners: spec.maxActiveRunners,
-      minIdleRunners: forgejo ? 0 : spec.minIdleRunners ?? 0,
+      // Forgejo has no warm pool (see apply.ts: WarmPoolUnsupported).
+      minIdleRunners: forgejo ? 0 : warmPool.size,
+      warmPoolShrunkAt: shrunkAt,
       // Forgejo 15 runners are started with their job's handle and can take no other job.
       idleRunnersTakeAnyJob: !(forgejo && forgeClient?.features.jobHandles),
       idleSince: (runner) => idleSince.get(runner),
@@ -255,6 +264,7 @@ export class RunnerGroupReconciler {
       },
       plan,
       context,
+      warmPoolSize: warmPool.size,
       forge: demand.forge,
       ...(forgeClient ? { forgeClient } : {}),
       endpoint: forgeTargetOf(spec, credentials.apiToken).endpoint,
@@ -281,6 +291,7 @@ export class RunnerGroupReconciler {
       activeRunners: active,
       ...(usable ? { queuedJobs: plan.queued, idleRunners: idleNow } : {}),
       ...(snapshot && snapshot.checkedAt > 0 ? { lastCheckTime: new Date(snapshot.checkedAt).toISOString() } : {}),
+      warmPool: warmPoolStatus(warmPool),
     });
     const metrics = this.#options.metrics;
     metrics?.activeRunners.set({ namespace, runnergroup: name }, active);
@@ -301,7 +312,8 @@ export class RunnerGroupReconciler {
         runnerJobs: demand.records.length,
       },
     );
-    const wakeAt = [plan.wakeAt, sweepWake].filter((at): at is number => at !== undefined);
+    // A warm pool window that opens or closes is a change no informer or poll reports: wake for it.
+    const wakeAt = [plan.wakeAt, sweepWake, warmPool.nextChangeAt].filter((at): at is number => at !== undefined);
     // At least half a second: a wake time that is already past must not spin the worker.
     return wakeAt.length > 0 ? { requeueAfterMs: Math.max(500, Math.min(...wakeAt) - now) } : {};
   };
@@ -370,6 +382,7 @@ export class RunnerGroupReconciler {
     this.#coverage.delete(key);
     this.#idleSince.delete(key);
     this.#orphans.delete(key);
+    this.#warmPools.delete(key);
     this.#options.metrics?.forgetGroup(namespace, name);
   }
 

@@ -3,6 +3,7 @@
  * (see `crd.ts`), so the two cannot drift apart.
  */
 import { z } from "zod";
+import { durationPattern, parseDuration } from "../duration.ts";
 
 export const apiGroup = "gitea.bpg.pw";
 export const apiVersion = "v1alpha1";
@@ -78,6 +79,52 @@ export const runnerTemplateSchema = z.object({
   runtimeClassName: z.string().min(1).optional().describe("Runtime class of runner pods (e.g. a sandboxed runtime)."),
 }).describe("Runner pod settings. The operator keeps the runner's identity and credentials; the rest is yours.");
 
+/**
+ * Bounds of a warm pool window's duration: a shorter window ends before its runners are up; a longer one is a
+ * permanent pool, which spec.minIdleRunners says more plainly.
+ */
+export const warmPoolWindowBounds = { min: "10s", max: "744h" } as const;
+
+// Shapes the API server can check (RE2): 5 fields, or 6 with seconds first, of cron characters, or a nickname; an IANA
+// time zone name. What they let through (a minute of 61, an unknown zone) is reported in status (see validate.ts).
+const cronField = "[0-9A-Za-z*?,/#+-]+";
+const cronShape = new RegExp(
+  String.raw`^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|${cronField}( +${cronField}){4,5})$`,
+);
+const timeZoneShape = /^[A-Za-z][A-Za-z0-9_+-]*(\/[A-Za-z0-9_+-]+)*$/;
+const windowBoundsMs = { min: parseDuration(warmPoolWindowBounds.min)!, max: parseDuration(warmPoolWindowBounds.max)! };
+
+export const warmPoolScheduleSchema = z.object({
+  cron: z.string().max(128).regex(cronShape, "expected a cron expression of 5 fields, or 6 with seconds first")
+    .describe(
+      "When a window opens: a cron expression (minute hour day-of-month month day-of-week, or seconds first " +
+        'and then those five), e.g. "0 8 * * 1-5", or @daily, @weekly, ...',
+    ),
+  duration: z.string().max(32).regex(
+    new RegExp(durationPattern),
+    "expected a duration such as 8h, 90m or 1h30m",
+  ).refine((text) => {
+    const ms = parseDuration(text);
+    return ms !== undefined && ms >= windowBoundsMs.min && ms <= windowBoundsMs.max;
+  }, `expected a duration from ${warmPoolWindowBounds.min} to ${warmPoolWindowBounds.max}`).describe(
+    "How long each window stays open, in elapsed time: a duration such as 8h, 90m or 1h30m " +
+      `(Go's format, units h, m, s, ms), from ${warmPoolWindowBounds.min} to ${warmPoolWindowBounds.max}.`,
+  ),
+  minIdleRunners: z.int().min(1).max(10000).describe(
+    "Warm pool while the window is open; the largest of the open windows and spec.minIdleRunners applies, " +
+      "within maxActiveRunners.",
+  ),
+  timeZone: z.string().max(64).regex(timeZoneShape, "expected an IANA time zone name such as Europe/Berlin")
+    .optional().describe("IANA time zone of the cron expression, e.g. Europe/Berlin. Default UTC."),
+}).meta({
+  "x-kubernetes-validations": [{
+    rule: `duration(self.duration) >= duration('${warmPoolWindowBounds.min}') && ` +
+      `duration(self.duration) <= duration('${warmPoolWindowBounds.max}')`,
+    message: `duration must be from ${warmPoolWindowBounds.min} to ${warmPoolWindowBounds.max}`,
+    fieldPath: ".duration",
+  }],
+});
+
 const scopes = ["global", "org", "user", "repo"] as const;
 export type RunnerGroupScope = typeof scopes[number];
 
@@ -109,6 +156,10 @@ export const runnerGroupSpecSchema = z.object({
   ),
   minIdleRunners: z.int().min(0).max(10000).optional().describe(
     "Warm pool: registered, idle, ephemeral runners kept ready for the next job, within maxActiveRunners. Default 0.",
+  ),
+  warmPoolSchedules: z.array(warmPoolScheduleSchema).max(20).optional().describe(
+    "Windows in which the warm pool is larger, e.g. during working hours: each opens at its cron expression's " +
+      "times and lasts its duration.",
   ),
   registrationToken: secretKeySelector(
     "When true and the Secret or its key is missing, the operator obtains the token with authToken and keeps it " +
@@ -151,6 +202,7 @@ export const runnerGroupSpecSchema = z.object({
 export type RunnerGroupSpec = z.infer<typeof runnerGroupSpecSchema>;
 export type RunnerTemplate = z.infer<typeof runnerTemplateSchema>;
 export type SecretKeySelector = z.infer<typeof secretKeySelectorSchema>;
+export type WarmPoolSchedule = z.infer<typeof warmPoolScheduleSchema>;
 
 export const conditionSchema = z.object({
   type: z.string().describe("Condition type."),
@@ -167,6 +219,16 @@ export const runnerGroupStatusSchema = z.object({
   queuedJobs: z.int().optional().describe("Queued jobs on the forge that this group runs."),
   idleRunners: z.int().optional().describe("Active runner Jobs without a job: the warm pool and spare runners."),
   lastCheckTime: z.string().optional().describe("When the forge was last asked for queued jobs (RFC 3339)."),
+  warmPool: z.object({
+    size: z.int().describe(
+      "Idle runners kept ready now: the largest minIdleRunners of the spec and the open warmPoolSchedules " +
+        "windows, within maxActiveRunners.",
+    ),
+    nextChangeTime: z.string().optional().describe(
+      "When the size next changes (RFC 3339); absent when no schedule changes it.",
+    ),
+    nextSize: z.int().optional().describe("The size from nextChangeTime on."),
+  }).optional().describe("The warm pool the group keeps now, and its next change."),
   observedGeneration: z.int().optional().describe("The spec generation this status describes."),
   conditions: z.array(conditionSchema).optional().meta({
     "x-kubernetes-list-type": "map",
@@ -193,12 +255,17 @@ export interface RunnerGroup {
   status?: RunnerGroupStatus;
 }
 
+/** A field's path as the API server writes it: `spec.template.env[0].name`. */
+export function specFieldPath(path: readonly PropertyKey[]): string {
+  return path.reduce<string>(
+    (text, part) => typeof part === "number" ? `${text}[${part}]` : `${text}.${String(part)}`,
+    "spec",
+  );
+}
+
 /** Describes what is wrong with a spec in one line per problem, naming the field. */
 export function describeSpecIssues(error: z.ZodError): string {
-  return error.issues.map((issue) => {
-    const path = ["spec", ...issue.path.map(String)].join(".");
-    return `${path}: ${issue.message}`;
-  }).join("; ");
+  return error.issues.map((issue) => `${specFieldPath(issue.path)}: ${issue.message}`).join("; ");
 }
 
 /**

@@ -8,6 +8,7 @@ import type { ForgeErrorKind } from "../forge/errors.ts";
 import { describeForge } from "../forge/forge_client.ts";
 import { apiMessage, apiStatus } from "../kube/client.ts";
 import { apiGroup, apiVersion, type Condition, plural, type RunnerGroup, type RunnerGroupStatus } from "./schema.ts";
+import type { WarmPool } from "./warm_schedule.ts";
 
 export const conditionTypes = {
   ready: "Ready",
@@ -139,8 +140,17 @@ export function forgeObservation(snapshot: DemandSnapshot | undefined): Observat
   return { ok: true, message: `${forge} answered` };
 }
 
+/** The status of a warm pool (see `warm_schedule.ts`). */
+export function warmPoolStatus(pool: WarmPool): NonNullable<RunnerGroupStatus["warmPool"]> {
+  if (pool.nextChangeAt === undefined) return { size: pool.size };
+  return { size: pool.size, nextChangeTime: new Date(pool.nextChangeAt).toISOString(), nextSize: pool.nextSize };
+}
+
 /** The counts of a status; those not given keep their current values. */
-export type StatusCounts = Pick<RunnerGroupStatus, "activeRunners" | "queuedJobs" | "idleRunners" | "lastCheckTime">;
+export type StatusCounts = Pick<
+  RunnerGroupStatus,
+  "activeRunners" | "queuedJobs" | "idleRunners" | "lastCheckTime" | "warmPool"
+>;
 
 /** Writes the group's status when it changed (see statusNeedsWrite); a group deleted meanwhile is not an error. */
 export async function writeStatus(
@@ -159,6 +169,7 @@ export async function writeStatus(
     ...(counts.lastCheckTime ?? current?.lastCheckTime
       ? { lastCheckTime: counts.lastCheckTime ?? current?.lastCheckTime }
       : {}),
+    ...(counts.warmPool ?? current?.warmPool ? { warmPool: counts.warmPool ?? current?.warmPool } : {}),
     ...(group.metadata.generation !== undefined ? { observedGeneration: group.metadata.generation } : {}),
     conditions: computeConditions(observations, current?.conditions, group.metadata.generation, new Date(now)),
   };

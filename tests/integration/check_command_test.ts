@@ -141,6 +141,22 @@ Deno.test({
         assert.equal(code, 1, output);
         assert.match(output, /^FAIL {2}The spec is invalid: spec\.maxActiveRunners/m);
       });
+
+      await t.step("warm pool schedules: the pool now and its next change, or the schedule at fault", async () => {
+        // Open all day every day (a window of 24 h that each day's occurrence extends): the pool is 2 for good.
+        const always = { cron: "0 0 * * *", duration: "24h", minIdleRunners: 2 };
+        let { code, output } = await check(await write("pool", gitea.adminToken, { warmPoolSchedules: [always] }));
+        assert.equal(code, 0, output);
+        assert.match(output, /^ok {4}Warm pool: 2 idle runners now; no window changes it$/m);
+        ({ code, output } = await check(
+          await write("bad-pool", gitea.adminToken, { warmPoolSchedules: [{ ...always, timeZone: "Mars/Base" }] }),
+        ));
+        assert.equal(code, 1, output);
+        assert.match(
+          output,
+          /^FAIL {2}The spec is invalid: spec\.warmPoolSchedules\[0\]\.timeZone: unknown time zone/m,
+        );
+      });
     } finally {
       await gitea.dispose();
       await Deno.remove(dir, { recursive: true });

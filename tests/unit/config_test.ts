@@ -58,6 +58,8 @@ Deno.test("durations", () => {
   assert.equal(parseDuration("1.5s"), 1500);
   assert.equal(parseDuration("2m"), 120_000);
   assert.equal(parseDuration("1h"), 3_600_000);
+  assert.equal(parseDuration("1h30m"), 5_400_000, "Go's compound form, as in a warm pool window");
+  assert.equal(parseDuration("1m30"), undefined);
   assert.equal(parseDuration("10"), undefined);
 });
 
