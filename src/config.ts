@@ -151,6 +151,12 @@ const settings = {
     default: "15s",
     schema: duration(3000, 300_000),
   },
+  jobMetricsWorkflowLabel: {
+    flag: "job-metrics-workflow-label",
+    env: "GRO_JOB_METRICS_WORKFLOW_LABEL",
+    default: "false",
+    schema: z.enum(["true", "false"], "expected true or false").transform((text) => text === "true"),
+  },
   runnerRetryLimit: { flag: "runner-retry-limit", env: "GRO_RUNNER_RETRY_LIMIT", default: "3", schema: integer(1, 20) },
   logLevel: {
     flag: "log-level",

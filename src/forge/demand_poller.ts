@@ -6,7 +6,7 @@
 import { createHash } from "node:crypto";
 import { describeError, logger } from "../log.ts";
 import { ForgeError } from "./errors.ts";
-import { GiteaClient, type JobsEndpoint, jobsPath, type QueuedJob } from "./gitea_client.ts";
+import { GiteaClient, type JobsEndpoint, jobsPath, type QueuedJob, type RunningJob } from "./gitea_client.ts";
 
 export interface ForgeTarget {
   baseUrl: string;
@@ -21,6 +21,8 @@ export interface DemandSnapshot {
   jobs: readonly QueuedJob[];
   /** Names of the runners running a job, from the last successful answer. */
   busyRunners: ReadonlySet<string>;
+  /** The jobs in progress of the last successful answer, with their runners and start times. */
+  running: readonly RunningJob[];
   /** When the last successful answer arrived (ms since epoch); 0 before the first. */
   fetchedAt: number;
   /** When the forge was last asked, successfully or not. */
@@ -150,7 +152,7 @@ class Poller {
       }
       const open = await this.#client.listOpenJobs(this.target.endpoint);
       const busyRunners = new Set(open.running.map((job) => job.runnerName).filter(Boolean));
-      next = { jobs: open.queued, busyRunners, fetchedAt: Date.now(), checkedAt: now, version };
+      next = { jobs: open.queued, busyRunners, running: open.running, fetchedAt: Date.now(), checkedAt: now, version };
       if (before?.error) this.#log.info("Forge {target} is reachable again", { target: this.key });
       this.#failures = 0;
     } catch (error) {
@@ -162,6 +164,7 @@ class Poller {
       next = {
         jobs: before?.jobs ?? [],
         busyRunners: before?.busyRunners ?? new Set(),
+        running: before?.running ?? [],
         fetchedAt: before?.fetchedAt ?? 0,
         checkedAt: now,
         error: forgeError,

@@ -15,7 +15,7 @@ import type { KubeClients } from "../kube/client.ts";
 import { logger } from "../log.ts";
 import type { OperatorMetrics } from "../metrics.ts";
 import type { ReconcileResult } from "../runtime/controller.ts";
-import { applyPlan } from "./apply.ts";
+import { applyPlan, recordJobMetrics } from "./apply.ts";
 import type { GroupContext, OrphanSweep } from "./cleanup.ts";
 import {
   type CredentialsOptions,
@@ -26,6 +26,7 @@ import {
   secretReaderOf,
 } from "./credentials.ts";
 import { forgeTargetOf, gatherDemand } from "./demand.ts";
+import { JobOutcomes } from "./job_outcomes.ts";
 import { chooseOwnerGroup, coverageOf, type GroupCoverage } from "./ownership.ts";
 import { planRunnerJobs, type RetryPolicy } from "./planner.ts";
 import { apiGroup, apiVersion, kind, type RunnerGroup, type RunnerGroupSpec } from "./schema.ts";
@@ -85,12 +86,18 @@ export class RunnerGroupReconciler {
   readonly #tokenCheck: RegistrationTokenCheck;
   /** Per group: the last API token read, so a deleted group can clean up even after its Secret went first. */
   readonly #apiTokens = new Map<string, string>();
+  /** Per group: what its runners ran (metrics) and how they ended (status.recentRunners). */
+  readonly #jobOutcomes: JobOutcomes;
   #reconcileCount = 0;
 
   constructor(options: ReconcilerOptions) {
     this.#options = options;
     this.#readSecret = options.cache.secret ?? secretReaderOf(options.clients.core);
     this.#tokenCheck = new RegistrationTokenCheck(this.#credentialsOptions());
+    this.#jobOutcomes = new JobOutcomes({
+      workflowLabel: options.metrics?.jobWorkflowLabel ?? false,
+      settleMs: options.settleMs ?? 3000,
+    });
   }
 
   readonly reconcile = async (key: string): Promise<ReconcileResult> => {
@@ -187,6 +194,7 @@ export class RunnerGroupReconciler {
 
     // 4. plan
     const coverages = this.#coverages();
+    const paused = spec.maxActiveRunners === 0;
     const idleGraceMs = this.#options.idleGraceMs ?? 120_000;
     const idleSince = this.#idleSince.get(key) ?? new Map<string, number>();
     this.#idleSince.set(key, idleSince);
@@ -201,6 +209,7 @@ export class RunnerGroupReconciler {
         ? { jobs: snapshot!.jobs, busyRunners: snapshot!.busyRunners, fetchedAt: snapshot!.fetchedAt }
         : undefined,
       ownerOf: (job) => chooseOwnerGroup(demand.forge, job, coverages),
+      ...(paused ? { queuedFor: (job) => chooseOwnerGroup(demand.forge, job, coverages, key) } : {}),
       runnerJobs: demand.records,
       activeElsewhere: demand.activeElsewhere,
       now,
@@ -225,7 +234,8 @@ export class RunnerGroupReconciler {
     };
     const orphans = this.#orphans.get(key) ?? { sweptAt: 0, firstSeen: new Map<number, number>() };
     this.#orphans.set(key, orphans);
-    const { created, removed, sweepWake } = await applyPlan({
+    const forgeClient = this.#forgeClient(spec, credentials.apiToken);
+    const { created, removed, removedNames, sweepWake } = await applyPlan({
       options: {
         batch: this.#options.clients.batch,
         events: this.#options.events,
@@ -237,7 +247,7 @@ export class RunnerGroupReconciler {
       plan,
       context,
       forge: demand.forge,
-      forgeClient: this.#forgeClient(spec, credentials.apiToken),
+      forgeClient,
       endpoint: forgeTargetOf(spec, credentials.apiToken).endpoint,
       namesInUse: demand.namesInUse,
       allRunnerJobs,
@@ -247,6 +257,21 @@ export class RunnerGroupReconciler {
       log,
       now,
     });
+
+    // What the group's runners ran and how they ended: metrics now, history in status.
+    const outcomes = await this.#jobOutcomes.observe({
+      key,
+      group,
+      spec,
+      demand,
+      owned: plan.owned,
+      runnerJobs: allRunnerJobs,
+      removed: removedNames,
+      client: forgeClient,
+      log,
+      now,
+    });
+    recordJobMetrics(this.#options.metrics, { namespace, name }, outcomes.events, outcomes.workflowOf);
 
     // 6. status
     if (snapshot?.error) {
@@ -258,8 +283,9 @@ export class RunnerGroupReconciler {
     const credentialsObserved: Observations["credentials"] = tokenCheck.state === "refused"
       ? { ok: false, reason: "RegistrationTokenRefused", message: tokenCheck.message }
       : { ok: true };
-    await status({ spec: { ok: true }, credentials: credentialsObserved, forge: forgeObservation(snapshot) }, {
+    await status({ spec: { ok: true }, credentials: credentialsObserved, forge: forgeObservation(snapshot), paused }, {
       activeRunners: active,
+      recentRunners: outcomes.recentRunners,
       ...(usable ? { queuedJobs: plan.queued, idleRunners: idleNow } : {}),
       ...(snapshot && snapshot.checkedAt > 0 ? { lastCheckTime: new Date(snapshot.checkedAt).toISOString() } : {}),
     });
@@ -349,6 +375,7 @@ export class RunnerGroupReconciler {
     this.#coverage.delete(key);
     this.#idleSince.delete(key);
     this.#orphans.delete(key);
+    this.#jobOutcomes.forget(key);
     this.#options.metrics?.forgetGroup(namespace, name);
   }
 

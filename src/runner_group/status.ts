@@ -24,6 +24,8 @@ export interface Observations {
   forge?:
     | { ok: true; message: string }
     | { ok: false; reason: ForgeErrorKind | "Pending"; message: string };
+  /** The group is paused (`maxActiveRunners: 0`). */
+  paused?: boolean;
 }
 
 type ConditionInput = Omit<Condition, "lastTransitionTime" | "observedGeneration">;
@@ -81,6 +83,15 @@ export function computeConditions(
         reason: failing.reason,
         message: `${failing.type}: ${failing.message}`,
       }
+      : complete && observed.paused
+      ? {
+        // False: a paused group starts no runner, so its jobs wait; the reason tells it apart from a failure.
+        type: conditionTypes.ready,
+        status: "False",
+        reason: "Paused",
+        message: "The group is paused (maxActiveRunners is 0): no runner is started; queuedJobs counts the jobs it " +
+          "would run",
+      }
       : complete
       ? { type: conditionTypes.ready, status: "True", reason: "Ready", message: "Runners are started for queued jobs" }
       : { type: conditionTypes.ready, status: "Unknown", reason: "Pending", message: "Not checked yet" },
@@ -137,7 +148,10 @@ export function forgeObservation(snapshot: DemandSnapshot | undefined): Observat
 }
 
 /** The counts of a status; those not given keep their current values. */
-export type StatusCounts = Pick<RunnerGroupStatus, "activeRunners" | "queuedJobs" | "idleRunners" | "lastCheckTime">;
+export type StatusCounts = Pick<
+  RunnerGroupStatus,
+  "activeRunners" | "queuedJobs" | "idleRunners" | "lastCheckTime" | "recentRunners"
+>;
 
 /** Writes the group's status when it changed (see statusNeedsWrite); a group deleted meanwhile is not an error. */
 export async function writeStatus(
@@ -149,6 +163,7 @@ export async function writeStatus(
   staleAfterMs: number,
 ): Promise<void> {
   const current = group.status;
+  const recentRunners = counts.recentRunners ?? current?.recentRunners ?? [];
   const next: RunnerGroupStatus = {
     activeRunners: counts.activeRunners ?? current?.activeRunners ?? 0,
     queuedJobs: counts.queuedJobs ?? current?.queuedJobs ?? 0,
@@ -157,6 +172,8 @@ export async function writeStatus(
       ? { lastCheckTime: counts.lastCheckTime ?? current?.lastCheckTime }
       : {}),
     ...(group.metadata.generation !== undefined ? { observedGeneration: group.metadata.generation } : {}),
+    // Written once there is history (an empty list only to clear one), so groups without any keep their status.
+    ...(recentRunners.length > 0 || current?.recentRunners !== undefined ? { recentRunners } : {}),
     conditions: computeConditions(observations, current?.conditions, group.metadata.generation, new Date(now)),
   };
   if (!statusNeedsWrite(current, next, staleAfterMs)) return;

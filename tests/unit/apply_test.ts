@@ -107,6 +107,7 @@ Deno.test("applyPlan creates a burst concurrently within the bound, counts Alrea
       remove: [],
       active: 0,
       queued: 10,
+      owned: new Set(Array.from({ length: 10 }, (_, i) => i + 1)),
       waitingForCapacity: 0,
       gaveUp: [],
     },

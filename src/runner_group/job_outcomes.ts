@@ -1,0 +1,144 @@
+/**
+ * The step of the reconcile after apply: what became of the jobs the group's runners took (`job_tracker.ts`) and of
+ * its runner Jobs (`job_history.ts`). It reads from the forge, and writes nothing: one read per job that left the
+ * open lists, and, with `--job-metrics-workflow-label`, one per workflow run for its file name. The reconcile
+ * records the events it returns as metrics (apply.ts) and the history in status.
+ */
+import type { V1Job } from "@kubernetes/client-node";
+import { ForgeError } from "../forge/errors.ts";
+import type { GiteaClient } from "../forge/gitea_client.ts";
+import { describeError, type logger } from "../log.ts";
+import { settleBounded } from "../runtime/concurrency.ts";
+import { RunnerHistory } from "./job_history.ts";
+import { type GroupRunners, type JobEvent, JobTracker } from "./job_tracker.ts";
+import { labelKeys } from "./runner_job.ts";
+import type { GroupDemand } from "./demand.ts";
+import { defaultRecentRunners, type RecentRunner, type RunnerGroup, type RunnerGroupSpec } from "./schema.ts";
+
+/** Reads in flight at once, per group. */
+const readConcurrency = 4;
+/** Workflow file names kept per process: one per workflow run. */
+const workflowCacheSize = 2000;
+
+export interface JobOutcomesInput {
+  key: string;
+  /** The group as cached: its uid, and its status.recentRunners as last written. */
+  group: Pick<RunnerGroup, "metadata" | "status">;
+  spec: Pick<RunnerGroupSpec, "history">;
+  /** The forge's latest answer (see demand.ts). */
+  demand: Pick<GroupDemand, "forge" | "snapshot" | "usable">;
+  /** Ids of the queued jobs the group runs (see planner.ts). */
+  owned: ReadonlySet<number>;
+  /** Every runner Job in the cache; the group's are picked by its uid. */
+  runnerJobs: readonly V1Job[];
+  /** Runner Jobs this reconcile removed as idle. */
+  removed: readonly string[];
+  client: Pick<GiteaClient, "getJob" | "getRunWorkflow">;
+  log: ReturnType<typeof logger>;
+  now: number;
+}
+
+export interface JobOutcomesResult {
+  events: JobEvent[];
+  /** The workflow file of an event's run, when the metrics carry it. */
+  workflowOf: (event: JobEvent) => string | undefined;
+  recentRunners: RecentRunner[];
+}
+
+/** Per group across reconciles: its job tracker and runner history. */
+export class JobOutcomes {
+  readonly #groups = new Map<string, { tracker: JobTracker; history: RunnerHistory }>();
+  readonly #workflows = new Map<string, string>();
+
+  constructor(readonly options: { workflowLabel: boolean; settleMs: number }) {}
+
+  async observe(input: JobOutcomesInput): Promise<JobOutcomesResult> {
+    const { now, log, demand } = input;
+    let state = this.#groups.get(input.key);
+    if (!state) {
+      state = { tracker: new JobTracker(now), history: new RunnerHistory() };
+      this.#groups.set(input.key, state);
+    }
+    const { tracker, history } = state;
+    const uid = input.group.metadata.uid;
+    const own = input.runnerJobs.filter((job) => job.metadata?.labels?.[labelKeys.groupUid] === uid);
+    history.observe(own, new Set(input.removed), now);
+    const runners: GroupRunners = {
+      isOwn: (name) => history.runner(name) !== undefined,
+      createdAt: (name) => history.runner(name)?.createdAt,
+    };
+
+    const events: JobEvent[] = [];
+    const snapshot = demand.snapshot;
+    // Without a usable answer the forge is failing: reads would fail too, and use up the retries of leaving jobs.
+    if (demand.usable && snapshot) {
+      events.push(...tracker.observe({
+        fetchedAt: snapshot.fetchedAt,
+        queued: snapshot.jobs,
+        running: snapshot.running,
+        owned: input.owned,
+      }, runners));
+      const leaving = tracker.leaving();
+      const answers = await settleBounded(
+        leaving,
+        readConcurrency,
+        (job) => input.client.getJob(job.owner, job.repo, job.id),
+      );
+      answers.forEach((answer, index) => {
+        const { id } = leaving[index];
+        if (answer.status === "fulfilled") events.push(...tracker.settle(id, answer.value, runners, now));
+        else if (answer.reason instanceof ForgeError && answer.reason.kind === "NotFound") {
+          tracker.settle(id, undefined, runners, now);
+        } else {
+          tracker.readFailed(id);
+          log.warn("Cannot read job {forgeJobId}: {error}", { forgeJobId: id, error: describeError(answer.reason) });
+        }
+      });
+    }
+    const workflowOf = await this.#workflowNames(input, events);
+
+    const { entries, forgotten } = history.entries({
+      previous: input.group.status?.recentRunners ?? [],
+      limit: input.spec.history?.recentRunners ?? defaultRecentRunners,
+      outcomeOf: (runner) => tracker.outcomeOf(runner),
+      fetchedAt: demand.usable ? snapshot?.fetchedAt ?? 0 : 0,
+      settleMs: this.options.settleMs,
+      now,
+    });
+    for (const runner of forgotten) tracker.forgetRunner(runner);
+    return { events, workflowOf, recentRunners: entries };
+  }
+
+  forget(groupKey: string): void {
+    this.#groups.delete(groupKey);
+  }
+
+  /** Reads the workflow file of each run among the events that is not cached yet (only with the workflow label). */
+  async #workflowNames(
+    input: JobOutcomesInput,
+    events: readonly JobEvent[],
+  ): Promise<(event: JobEvent) => string | undefined> {
+    const key = (event: JobEvent): string => `${input.demand.forge}|${event.repository}|${event.runId}`;
+    if (!this.options.workflowLabel) return () => undefined;
+    const missing = new Map<string, JobEvent>();
+    for (const event of events) if (!this.#workflows.has(key(event))) missing.set(key(event), event);
+    const runs = [...missing.values()];
+    const answers = await settleBounded(runs, readConcurrency, (event) => {
+      const [owner, repo] = event.repository.split("/");
+      return input.client.getRunWorkflow(owner, repo, event.runId);
+    });
+    answers.forEach((answer, index) => {
+      if (answer.status === "fulfilled") {
+        this.#workflows.set(key(runs[index]), answer.value);
+        // A Map iterates in insertion order: the first key is the oldest.
+        if (this.#workflows.size > workflowCacheSize) this.#workflows.delete(this.#workflows.keys().next().value!);
+      } else {
+        input.log.warn("Cannot read the workflow of run {runId}: {error}", {
+          runId: runs[index].runId,
+          error: describeError(answer.reason),
+        });
+      }
+    });
+    return (event) => this.#workflows.get(key(event));
+  }
+}
