@@ -120,6 +120,15 @@ function jobRepository(entry: z.infer<typeof jobSchema>, what: string): { owner:
   return { owner: decodeURIComponent(repo[1]), repo: decodeURIComponent(repo[2]) };
 }
 
+function toJobDetail(entry: z.infer<typeof jobSchema>, what: string): JobDetail {
+  return {
+    ...toRunningJob(entry, what),
+    status: entry.status,
+    conclusion: entry.conclusion,
+    completedAt: setTime(entry.completed_at),
+  };
+}
+
 function toRunningJob(entry: z.infer<typeof jobSchema>, what: string): RunningJob {
   return {
     id: entry.id,
@@ -344,13 +353,23 @@ export class GiteaClient {
     const path = `/repos/${encodeURIComponent(owner)}/${encodeURIComponent(repo)}/actions/jobs/${id}`;
     const what = `Get job ${id} at ${path}`;
     const body = await this.#call(path, "/repos/{owner}/{repo}/actions/jobs/{id}", what, jobSchema);
-    const entry = body.value;
-    return {
-      ...toRunningJob(entry, what),
-      status: entry.status,
-      conclusion: entry.conclusion,
-      completedAt: setTime(entry.completed_at),
-    };
+    return toJobDetail(body.value, what);
+  }
+
+  /**
+   * The completed jobs of a workflow run (one page of up to 50), with their outcomes: one request for several jobs
+   * of a run that ended together (a matrix).
+   */
+  async listCompletedRunJobs(owner: string, repo: string, runId: number): Promise<JobDetail[]> {
+    const path = `/repos/${encodeURIComponent(owner)}/${encodeURIComponent(repo)}/actions/runs/${runId}/jobs`;
+    const what = `List the completed jobs of run ${runId} at ${path}`;
+    const body = await this.#call(
+      `${path}?status=completed&limit=${pageSize}`,
+      "/repos/{owner}/{repo}/actions/runs/{run}/jobs",
+      what,
+      jobsPageSchema,
+    );
+    return (body.value.jobs ?? []).map((entry) => toJobDetail(entry, what));
   }
 
   /**

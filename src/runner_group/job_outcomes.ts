@@ -1,16 +1,17 @@
 /**
  * The step of the reconcile after apply: what became of the jobs the group's runners took (`job_tracker.ts`) and of
- * its runner Jobs (`job_history.ts`). It reads from the forge, and writes nothing: one read per job that left the
- * open lists, and, with `--job-metrics-workflow-label`, one per workflow run for its file name. The reconcile
+ * its runner Jobs (`job_history.ts`). It reads from the forge, and writes nothing: at most one read per job that left
+ * the open lists (jobs of one run that left together share one), and, with `--job-metrics-workflow-label`, one per
+ * workflow run for its file name. The reconcile
  * records the events it returns as metrics (apply.ts) and the history in status.
  */
 import type { V1Job } from "@kubernetes/client-node";
 import { ForgeError } from "../forge/errors.ts";
-import type { GiteaClient } from "../forge/gitea_client.ts";
+import type { GiteaClient, JobDetail } from "../forge/gitea_client.ts";
 import { describeError, type logger } from "../log.ts";
 import { settleBounded } from "../runtime/concurrency.ts";
 import { RunnerHistory } from "./job_history.ts";
-import { type GroupRunners, type JobEvent, JobTracker } from "./job_tracker.ts";
+import { type GroupRunners, type JobEvent, JobTracker, type LeavingJob } from "./job_tracker.ts";
 import { labelKeys } from "./runner_job.ts";
 import type { GroupDemand } from "./demand.ts";
 import { defaultRecentRunners, type RecentRunner, type RunnerGroup, type RunnerGroupSpec } from "./schema.ts";
@@ -33,7 +34,7 @@ export interface JobOutcomesInput {
   runnerJobs: readonly V1Job[];
   /** Runner Jobs this reconcile removed as idle. */
   removed: readonly string[];
-  client: Pick<GiteaClient, "getJob" | "getRunWorkflow">;
+  client: ForgeReads;
   log: ReturnType<typeof logger>;
   now: number;
 }
@@ -43,6 +44,51 @@ export interface JobOutcomesResult {
   /** The workflow file of an event's run, when the metrics carry it. */
   workflowOf: (event: JobEvent) => string | undefined;
   recentRunners: RecentRunner[];
+}
+
+/** The forge reads this step makes. */
+export type ForgeReads = Pick<GiteaClient, "getJob" | "listCompletedRunJobs" | "getRunWorkflow">;
+
+/**
+ * Reads the jobs that left the open lists. Jobs of one run that left together (a matrix) are read in one request,
+ * the run's completed jobs; any other job, or one that list does not show, is read by itself. Each job's answer is
+ * its detail, undefined when the forge no longer has it (404), or the error.
+ */
+export async function readJobs(
+  jobs: readonly LeavingJob[],
+  client: Pick<ForgeReads, "getJob" | "listCompletedRunJobs">,
+): Promise<Map<number, JobDetail | undefined | Error>> {
+  const answers = new Map<number, JobDetail | undefined | Error>();
+  const fail = (job: LeavingJob, error: unknown): void => {
+    const gone = error instanceof ForgeError && error.kind === "NotFound";
+    answers.set(job.id, gone ? undefined : error instanceof Error ? error : new Error(String(error)));
+  };
+  const runs = new Map<string, LeavingJob[]>();
+  for (const job of jobs) {
+    const key = `${job.owner}/${job.repo}#${job.runId}`;
+    runs.set(key, [...runs.get(key) ?? [], job]);
+  }
+  const batches = [...runs.values()].filter((batch) => batch.length > 1);
+  const singles = [...runs.values()].filter((batch) => batch.length === 1).flat();
+  const lists = await settleBounded(batches, readConcurrency, ([{ owner, repo, runId }]) => {
+    return client.listCompletedRunJobs(owner, repo, runId);
+  });
+  lists.forEach((list, index) => {
+    for (const job of batches[index]) {
+      if (list.status === "rejected") fail(job, list.reason);
+      else {
+        const detail = list.value.find((candidate) => candidate.id === job.id);
+        if (detail) answers.set(job.id, detail);
+        else singles.push(job);
+      }
+    }
+  });
+  const reads = await settleBounded(singles, readConcurrency, (job) => client.getJob(job.owner, job.repo, job.id));
+  reads.forEach((read, index) => {
+    if (read.status === "fulfilled") answers.set(singles[index].id, read.value);
+    else fail(singles[index], read.reason);
+  });
+  return answers;
 }
 
 /** Per group across reconciles: its job tracker and runner history. */
@@ -78,22 +124,12 @@ export class JobOutcomes {
         running: snapshot.running,
         owned: input.owned,
       }, runners));
-      const leaving = tracker.leaving();
-      const answers = await settleBounded(
-        leaving,
-        readConcurrency,
-        (job) => input.client.getJob(job.owner, job.repo, job.id),
-      );
-      answers.forEach((answer, index) => {
-        const { id } = leaving[index];
-        if (answer.status === "fulfilled") events.push(...tracker.settle(id, answer.value, runners, now));
-        else if (answer.reason instanceof ForgeError && answer.reason.kind === "NotFound") {
-          tracker.settle(id, undefined, runners, now);
-        } else {
+      for (const [id, answer] of await readJobs(tracker.leaving(), input.client)) {
+        if (answer instanceof Error) {
           tracker.readFailed(id);
-          log.warn("Cannot read job {forgeJobId}: {error}", { forgeJobId: id, error: describeError(answer.reason) });
-        }
-      });
+          log.warn("Cannot read job {forgeJobId}: {error}", { forgeJobId: id, error: describeError(answer) });
+        } else events.push(...tracker.settle(id, answer, runners, now));
+      }
     }
     const workflowOf = await this.#workflowNames(input, events);
 

@@ -60,6 +60,14 @@ export interface GroupRunners {
   createdAt(name: string): number | undefined;
 }
 
+/** A job to read: it left the open lists. */
+export interface LeavingJob {
+  id: number;
+  runId: number;
+  owner: string;
+  repo: string;
+}
+
 interface TrackedJob {
   id: number;
   runId: number;
@@ -151,8 +159,9 @@ export class JobTracker {
   }
 
   /** The jobs that left the open lists, each to be read once. */
-  leaving(): { id: number; owner: string; repo: string }[] {
-    return [...this.#jobs.values()].filter((job) => job.leaving).map(({ id, owner, repo }) => ({ id, owner, repo }));
+  leaving(): LeavingJob[] {
+    return [...this.#jobs.values()].filter((job) => job.leaving)
+      .map(({ id, runId, owner, repo }) => ({ id, runId, owner, repo }));
   }
 
   /**

@@ -109,7 +109,7 @@ Deno.test("one request when at most 50 jobs are open; blocked jobs, null labels 
   );
 });
 
-Deno.test("getJob reads one job with its conclusion and times; getRunWorkflow names the run's workflow file", async () => {
+Deno.test("getJob and listCompletedRunJobs read outcomes and times; getRunWorkflow names the workflow file", async () => {
   await withServer((request) => {
     const url = new URL(request.url);
     if (url.pathname === "/api/v1/repos/acme/my%20app/actions/jobs/41") {
@@ -121,6 +121,11 @@ Deno.test("getJob reads one job with its conclusion and times; getRunWorkflow na
         started_at: "2026-01-01T00:00:05Z",
         completed_at: "2026-01-01T00:01:05Z",
       });
+    }
+    if (url.pathname === "/api/v1/repos/acme/my%20app/actions/runs/1041/jobs") {
+      assert.equal(url.searchParams.get("status"), "completed");
+      assert.equal(url.searchParams.get("limit"), "50");
+      return Response.json({ jobs: [{ ...apiJob(41, "completed"), conclusion: "success" }], total_count: 1 });
     }
     if (url.pathname === "/api/v1/repos/acme/my%20app/actions/runs/1041") {
       return Response.json({ id: 1041, path: "build.yaml@refs/heads/main", status: "completed" });
@@ -143,10 +148,19 @@ Deno.test("getJob reads one job with its conclusion and times; getRunWorkflow na
       completedAt: "2026-01-01T00:01:05Z",
     });
     assert.equal(await client.getRunWorkflow("acme", "my app", 1041), "build.yaml");
+    const [listed] = await client.listCompletedRunJobs("acme", "my app", 1041);
+    assert.deepEqual([listed.id, listed.status, listed.conclusion, listed.owner, listed.repo], [
+      41,
+      "completed",
+      "success",
+      "acme",
+      "app",
+    ]);
     await expectForgeError(client.getJob("acme", "my app", 42), "NotFound");
     assert.deepEqual(observed, [
       "/repos/{owner}/{repo}/actions/jobs/{id}",
       "/repos/{owner}/{repo}/actions/runs/{run}",
+      "/repos/{owner}/{repo}/actions/runs/{run}/jobs",
       "/repos/{owner}/{repo}/actions/jobs/{id}",
     ], "requests are counted by endpoint template, never by job id");
   });

@@ -10,7 +10,7 @@ import type { JobDetail, QueuedJob, RunningJob } from "../../src/forge/gitea_cli
 import { logger } from "../../src/log.ts";
 import { OperatorMetrics } from "../../src/metrics.ts";
 import { recordJobMetrics } from "../../src/runner_group/apply.ts";
-import { JobOutcomes } from "../../src/runner_group/job_outcomes.ts";
+import { JobOutcomes, readJobs } from "../../src/runner_group/job_outcomes.ts";
 import type { RecentRunner } from "../../src/runner_group/schema.ts";
 
 const t0 = Date.parse("2026-01-01T10:00:00Z");
@@ -52,6 +52,15 @@ function forge(outcomes: Record<number, JobDetail | "missing" | "down">) {
         if (outcome === "missing") return Promise.reject(new ForgeError("NotFound", `job ${id} not found`));
         if (outcome === "down" || !outcome) return Promise.reject(new ForgeError("Unreachable", "down"));
         return Promise.resolve(outcome);
+      },
+      listCompletedRunJobs: (_owner: string, _repo: string, runId: number): Promise<JobDetail[]> => {
+        reads.push(`run-jobs ${runId}`);
+        if (runId === 404) return Promise.reject(new ForgeError("NotFound", `run ${runId} not found`));
+        return Promise.resolve(
+          Object.values(outcomes).filter((outcome): outcome is JobDetail =>
+            typeof outcome === "object" && outcome.runId === runId && outcome.status === "completed"
+          ),
+        );
       },
       getRunWorkflow: (_owner: string, _repo: string, runId: number): Promise<string> => {
         reads.push(`run ${runId}`);
@@ -206,4 +215,59 @@ Deno.test("no reads while the forge is failing; a job the forge lost is dropped"
   await step(40, snapshot(40, {}));
   await step(50, snapshot(50, {}));
   assert.deepEqual(reads, ["job 1", "job 2", "job 2", "job 2"], "404 once; a failing read three times, then given up");
+});
+
+Deno.test("jobs of one run that left together are read in one request; others, and jobs it lacks, one by one", async () => {
+  const inRun = (id: number, runId: number, conclusion = "success"): JobDetail => ({
+    ...done(id, `g-${id}`, conclusion, 1, 2),
+    runId,
+  });
+  const { client, reads } = forge({
+    1: inRun(1, 200),
+    2: inRun(2, 200, "failure"),
+    3: inRun(3, 200),
+    // Job 4 is of run 200 too, but its run's list does not show it (a later page): read by itself.
+    4: { ...inRun(4, 201), runId: 200 },
+    5: inRun(5, 300),
+    6: "missing",
+    7: "down",
+  });
+  const leaving = (id: number, runId: number) => ({ id, runId, owner: "acme", repo: "app" });
+  const answers = await readJobs([
+    leaving(1, 200),
+    leaving(2, 200),
+    leaving(3, 200),
+    leaving(5, 300),
+    leaving(6, 600),
+    leaving(7, 700),
+    leaving(8, 404),
+    leaving(9, 404),
+  ], {
+    ...client,
+    listCompletedRunJobs: (owner, repo, runId) =>
+      client.listCompletedRunJobs(owner, repo, runId).then((jobs) => jobs.filter((job) => job.id !== 4)),
+  });
+  assert.deepEqual(reads.sort(), ["job 5", "job 6", "job 7", "run-jobs 200", "run-jobs 404"].sort());
+  assert.deepEqual([1, 2, 3, 5].map((id) => (answers.get(id) as JobDetail).conclusion), [
+    "success",
+    "failure",
+    "success",
+    "success",
+  ]);
+  assert.equal(answers.get(6), undefined, "404: gone");
+  assert.ok(answers.has(6));
+  assert.ok(answers.get(7) instanceof Error, "a failed read is an error, tried again later");
+  assert.deepEqual(
+    [answers.has(8), answers.get(8), answers.get(9)],
+    [true, undefined, undefined],
+    "a run gone: all gone",
+  );
+
+  const { client: second, reads: secondReads } = forge({ 4: { ...inRun(4, 201), runId: 200 } });
+  const lacking = await readJobs([leaving(4, 200), leaving(10, 200)], {
+    ...second,
+    listCompletedRunJobs: () => Promise.resolve([]),
+  });
+  assert.deepEqual(secondReads, ["job 4", "job 10"], "jobs the run's list lacks are read one by one");
+  assert.equal((lacking.get(4) as JobDetail).id, 4);
 });
