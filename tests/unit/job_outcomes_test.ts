@@ -10,7 +10,7 @@ import type { JobDetail, QueuedJob, RunningJob } from "../../src/forge/gitea_cli
 import { logger } from "../../src/log.ts";
 import { OperatorMetrics } from "../../src/metrics.ts";
 import { recordJobMetrics } from "../../src/runner_group/apply.ts";
-import { JobOutcomes, readJobs } from "../../src/runner_group/job_outcomes.ts";
+import { type ForgeReads, JobOutcomes, readJobs } from "../../src/runner_group/job_outcomes.ts";
 import type { RecentRunner } from "../../src/runner_group/schema.ts";
 
 const t0 = Date.parse("2026-01-01T10:00:00Z");
@@ -41,7 +41,7 @@ function runnerJob(name: string, created: number, completeAt?: number): V1Job {
 }
 
 /** A fake forge: the outcome of each job, and the reads made. */
-function forge(outcomes: Record<number, JobDetail | "missing" | "down">) {
+function forge(outcomes: Record<number, JobDetail | "missing" | "down">): { reads: string[]; client: ForgeReads } {
   const reads: string[] = [];
   return {
     reads,

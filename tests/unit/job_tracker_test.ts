@@ -80,7 +80,11 @@ Deno.test("a job seen queued, then running on the group's runner, then gone: sta
   });
 
   assert.deepEqual(tracker.observe(answer(40, {}), runners), []);
-  assert.deepEqual(tracker.leaving(), [{ id: 1, owner: "acme", repo: "app" }], "gone from both lists: read it once");
+  assert.deepEqual(
+    tracker.leaving(),
+    [{ id: 1, runId: 101, owner: "acme", repo: "app" }],
+    "gone from both lists: read it once",
+  );
   const done = tracker.settle(1, completed(1, "g-1", "failure", { started: 8, completed: 38 }), runners, t0);
   assert.deepEqual(done, [{
     type: "completed",

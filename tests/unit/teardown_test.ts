@@ -38,7 +38,10 @@ function registration(id: number, name: string, busy = false): RunnerRegistratio
 }
 
 /** A forge and cluster that record what the teardown did to them. */
-function world(runners: RunnerRegistration[], options: { failList?: boolean; running?: string[] } = {}) {
+function world(
+  runners: RunnerRegistration[],
+  options: { failList?: boolean; running?: string[] } = {},
+): { calls: string[]; input: (now: number, jobs: V1Job[]) => TeardownInput; finalizers: () => string[] | undefined } {
   const calls: string[] = [];
   const client = {
     listRunners: () => {

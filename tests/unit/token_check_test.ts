@@ -20,7 +20,7 @@ const spec = {
 const group = { metadata: { name: "ci", namespace: "team", uid: "u1" }, spec } as RunnerGroup;
 const target = { apiVersion: "gitea.bpg.pw/v1alpha1", kind: "RunnerGroup", name: "ci", namespace: "team", uid: "u1" };
 
-function setup(forgeToken: () => string) {
+function setup(forgeToken: () => string): { log: string[]; check: RegistrationTokenCheck } {
   const log: string[] = [];
   const options: CredentialsOptions = {
     core: {
