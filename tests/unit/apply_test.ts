@@ -59,6 +59,9 @@ Deno.test("validateGroup reports an invalid spec and invalid labels with their r
   assert.equal(!badSpec.ok && badSpec.reason, "InvalidSpec");
   const badLabels = validateGroup({ spec: { ...base, labels: ["a::b"] } } as never);
   assert.equal(!badLabels.ok && badLabels.reason, "InvalidLabels");
+  const history = validateGroup({ spec: { ...base, history: { recentRunners: 51 } } } as never);
+  assert.equal(!history.ok && history.reason, "InvalidSpec");
+  assert.match(!history.ok ? history.message : "", /^spec\.history\.recentRunners: .*50/);
 });
 
 Deno.test("applyPlan creates a burst concurrently within the bound, counts AlreadyExists as done, and never repeats", async () => {
