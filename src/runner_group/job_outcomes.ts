@@ -2,8 +2,8 @@
  * The step of the reconcile after apply: what became of the jobs the group's runners took (`job_tracker.ts`) and of
  * its runner Jobs (`job_history.ts`). It reads from the forge, and writes nothing: at most one read per job that left
  * the open lists (jobs of one run that left together share one), and, with `--job-metrics-workflow-label`, one per
- * workflow run for its file name. The reconcile
- * records the events it returns as metrics (apply.ts) and the history in status.
+ * workflow run for its file name. The reconcile records the events it returns as metrics (apply.ts) and the history
+ * in status.
  */
 import type { V1Job } from "@kubernetes/client-node";
 import { ForgeError } from "../forge/errors.ts";
@@ -12,8 +12,8 @@ import { describeError, type logger } from "../log.ts";
 import { settleBounded } from "../runtime/concurrency.ts";
 import { RunnerHistory } from "./job_history.ts";
 import { type GroupRunners, type JobEvent, JobTracker, type LeavingJob } from "./job_tracker.ts";
-import { labelKeys } from "./runner_job.ts";
 import type { GroupDemand } from "./demand.ts";
+import { labelKeys } from "./runner_job.ts";
 import { defaultRecentRunners, type RecentRunner, type RunnerGroup, type RunnerGroupSpec } from "./schema.ts";
 
 /** Reads in flight at once, per group. */
