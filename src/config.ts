@@ -239,6 +239,14 @@ const settings = {
       "dies.",
     schema: duration(3000, 300_000),
   },
+  jobMetricsWorkflowLabel: {
+    flag: "job-metrics-workflow-label",
+    env: "GRO_JOB_METRICS_WORKFLOW_LABEL",
+    default: "false",
+    description: "Label the job counters with the workflow file too (one more read per workflow run; one series " +
+      "per workflow).",
+    schema: z.enum(["true", "false"], "expected true or false").transform((text) => text === "true"),
+  },
   runnerRetryLimit: {
     flag: "runner-retry-limit",
     env: "GRO_RUNNER_RETRY_LIMIT",

@@ -75,7 +75,7 @@ export class Manager {
   readonly secrets: SecretCache;
   readonly events: EventRecorder;
   readonly controller: Controller;
-  readonly metrics = new OperatorMetrics();
+  readonly metrics: OperatorMetrics;
   /** Uids of failed runner Jobs already counted. */
   readonly #countedFailures = new Set<string>();
   #resyncTimer?: ReturnType<typeof setInterval>;
@@ -92,6 +92,7 @@ export class Manager {
   readonly #coverageGenerations = new Map<string, number | undefined>();
 
   constructor(readonly config: Config, readonly clients: KubeClients) {
+    this.metrics = new OperatorMetrics({ jobWorkflowLabel: config.jobMetricsWorkflowLabel });
     const namespaces = config.namespaces.length > 0 ? config.namespaces : [undefined];
     const observeForge = (endpoint: string, code: string, seconds: number): void => {
       this.metrics.forgeRequests.inc({ endpoint, code });

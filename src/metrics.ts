@@ -1,13 +1,43 @@
 /**
- * Prometheus metrics (prom-client), served at `/metrics`. Label values are bounded: namespaces, group names, endpoint
- * templates and status classes, never job ids or URLs.
+ * Prometheus metrics (prom-client), served at `/metrics`. Label values are bounded: namespaces, group names,
+ * repositories, job results, endpoint templates and status classes (and workflow files, when asked for), never job
+ * ids or URLs.
  */
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 
 const prefix = "gitea_runner_operator_";
 
+/** Buckets for job and runner durations: seconds to hours. */
+const jobBuckets = [1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200];
+
+export interface MetricsOptions {
+  /** Label the job counters with the workflow file too (`--job-metrics-workflow-label`); one series per workflow. */
+  jobWorkflowLabel?: boolean;
+}
+
 export class OperatorMetrics {
   readonly registry = new Registry();
+  readonly jobWorkflowLabel: boolean;
+  readonly jobsStarted: Counter<string>;
+  readonly jobsCompleted: Counter<string>;
+
+  constructor(options: MetricsOptions = {}) {
+    this.jobWorkflowLabel = options.jobWorkflowLabel ?? false;
+    const workflow = this.jobWorkflowLabel ? ["workflow"] : [];
+    this.jobsStarted = new Counter({
+      name: `${prefix}jobs_started_total`,
+      help: "Forge jobs that a runner of the RunnerGroup took.",
+      labelNames: ["namespace", "runnergroup", "repository", ...workflow],
+      registers: [this.registry],
+    });
+    this.jobsCompleted = new Counter({
+      name: `${prefix}jobs_completed_total`,
+      help:
+        "Forge jobs that a runner of the RunnerGroup ran to their end, by result (success, failure, cancelled, ...).",
+      labelNames: ["namespace", "runnergroup", "repository", "result", ...workflow],
+      registers: [this.registry],
+    });
+  }
 
   readonly queuedJobs = new Gauge({
     name: `${prefix}queued_jobs`,
@@ -61,7 +91,36 @@ export class OperatorMetrics {
   readonly spawnLatency = new Histogram({
     name: `${prefix}spawn_latency_seconds`,
     help: "Time from a job being queued on the forge to its runner Job being created.",
+    labelNames: ["namespace", "runnergroup"] as const,
     buckets: [0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600],
+    registers: [this.registry],
+  });
+  readonly jobQueueDuration = new Histogram({
+    name: `${prefix}job_queue_duration_seconds`,
+    help: "Time from a job being queued on the forge to a runner of the RunnerGroup taking it.",
+    labelNames: ["namespace", "runnergroup"] as const,
+    buckets: jobBuckets,
+    registers: [this.registry],
+  });
+  readonly jobRunDuration = new Histogram({
+    name: `${prefix}job_run_duration_seconds`,
+    help: "Time from a runner of the RunnerGroup taking a job to the job's end.",
+    labelNames: ["namespace", "runnergroup"] as const,
+    buckets: jobBuckets,
+    registers: [this.registry],
+  });
+  readonly runnerStartDuration = new Histogram({
+    name: `${prefix}runner_start_duration_seconds`,
+    help: "Time from the later of a runner Job's creation and its job being queued, to the runner taking the job: " +
+      "the cold start a warm pool hides.",
+    labelNames: ["namespace", "runnergroup"] as const,
+    buckets: [0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600],
+    registers: [this.registry],
+  });
+  readonly runnerSeconds = new Counter({
+    name: `${prefix}runner_seconds_total`,
+    help: "Seconds the RunnerGroup's runners spent running jobs, by repository: for usage and cost reports.",
+    labelNames: ["namespace", "runnergroup", "repository"] as const,
     registers: [this.registry],
   });
   readonly forgeRequests = new Counter({

@@ -10,7 +10,7 @@ import { connectForge } from "./connect.ts";
 import { ForgeError } from "./errors.ts";
 import { defaultFailureBackoff, type FailureBackoffOptions, failureDelay } from "./failure_backoff.ts";
 import { type ForgeClient, ForgeDetector, type ForgeVersion, parseForgeVersion } from "./forge_client.ts";
-import { type JobsEndpoint, jobsPath, type QueuedJob } from "./gitea_client.ts";
+import { type JobsEndpoint, jobsPath, type QueuedJob, type RunningJob } from "./gitea_client.ts";
 
 export interface ForgeTarget {
   baseUrl: string;
@@ -30,6 +30,8 @@ export interface DemandSnapshot {
   jobs: readonly QueuedJob[];
   /** Names of the runners running a job, from the last successful answer. */
   busyRunners: ReadonlySet<string>;
+  /** The jobs in progress of the last successful answer, with their runners and start times. */
+  running: readonly RunningJob[];
   /** When the last successful answer arrived (ms since epoch); 0 before the first. */
   fetchedAt: number;
   /** When the forge was last asked, successfully or not. */
@@ -244,6 +246,7 @@ class Poller {
         jobs: open.queued,
         busyRunners,
         runningJobIds,
+        running: open.running,
         fetchedAt: this.#clock.now(),
         checkedAt: now,
         version,
@@ -266,6 +269,7 @@ class Poller {
       next = {
         jobs: before?.jobs ?? [],
         busyRunners: before?.busyRunners ?? new Set(),
+        running: before?.running ?? [],
         fetchedAt: before?.fetchedAt ?? 0,
         checkedAt: now,
         version: before?.version,

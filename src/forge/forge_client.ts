@@ -35,6 +35,15 @@ export interface QueuedJob {
 export interface RunningJob {
   id: number;
   runnerName: string;
+  /** The job's workflow run; 0 where the forge does not say (Forgejo). */
+  runId: number;
+  name: string;
+  owner: string;
+  repo: string;
+  /** When the job was queued (RFC 3339); "" where the forge does not say (Forgejo). */
+  createdAt: string;
+  /** When a runner took the job (RFC 3339); "" if the forge shows none. */
+  startedAt: string;
 }
 
 /** The jobs of an endpoint that matter for planning runners. */

@@ -143,9 +143,13 @@ export class ForgejoClient implements ForgeClient {
       jobsSchema,
     );
     const waiting = jobs.filter((job) => job.status === "waiting" && job.runs_on.length > 0);
+    const runningJobs = jobs.filter((job) => job.status === "running");
+    // Repository names are looked up once per repository (cached), for the running jobs too (job metrics).
     const names = new Map(
       await Promise.all(
-        [...new Set(waiting.map((job) => job.repo_id))].map(async (id) => [id, await this.#repository(id)] as const),
+        [...new Set([...waiting, ...runningJobs].map((job) => job.repo_id))].map(async (id) =>
+          [id, await this.#repository(id)] as const
+        ),
       ),
     );
     const queued: QueuedJob[] = waiting.map((job) => ({
@@ -159,9 +163,16 @@ export class ForgejoClient implements ForgeClient {
       htmlUrl: "",
       ...(job.handle ? { handle: job.handle } : {}),
     }));
-    const running: RunningJob[] = jobs.filter((job) => job.status === "running").map((job) => ({
+    // Forgejo's job list names no runner, run or times: the job metrics get what there is.
+    const running: RunningJob[] = runningJobs.map((job) => ({
       id: job.id,
       runnerName: "",
+      runId: 0,
+      name: job.name,
+      owner: names.get(job.repo_id)!.owner,
+      repo: names.get(job.repo_id)!.repo,
+      createdAt: "",
+      startedAt: "",
     }));
     // Forgejo lists newest first; the planner wants the oldest first.
     return { queued: queued.sort((a, b) => a.id - b.id), running };

@@ -40,6 +40,9 @@ const jobSchema = z.object({
   html_url: z.string().optional().default(""),
   created_at: z.string(),
   runner_name: z.string().optional().default(""),
+  started_at: z.string().optional().default(""),
+  completed_at: z.string().optional().default(""),
+  conclusion: z.string().optional().default(""),
 });
 const jobsPageSchema = z.object({ jobs: z.array(jobSchema).nullable(), total_count: z.number().int().min(0) });
 const runnerSchema = z.object({
@@ -57,9 +60,54 @@ const runnersPageSchema = z.object({
 const emptySchema = z.unknown();
 const versionSchema = z.object({ version: z.string() });
 const registrationTokenSchema = z.object({ token: z.string().min(1) });
+const runSchema = z.object({ id: z.number().int(), path: z.string() });
 const userSchema = z.object({ login: z.string(), is_admin: z.boolean().optional() });
 
+/** One job as `GET /repos/{owner}/{repo}/actions/jobs/{id}` shows it, with its outcome once completed. */
+export interface JobDetail extends RunningJob {
+  /** `queued`, `waiting`, `in_progress` or `completed`. */
+  status: string;
+  /** Once completed: `success`, `failure`, `cancelled` or `skipped`; else "". */
+  conclusion: string;
+  /** When the job finished (RFC 3339); "" before. */
+  completedAt: string;
+}
+
 const repoFromJobUrl = /\/repos\/([^/]+)\/([^/]+)\/actions\/jobs\/\d+$/;
+
+/** Gitea shows an unset time as the Unix epoch (Gitea 1.26 `convert.ToActionWorkflowJob`): that is no time. */
+const setTime = (time: string): string => {
+  const at = Date.parse(time);
+  return Number.isNaN(at) || at <= 0 ? "" : time;
+};
+
+/** The repository of a job, from its API URL. */
+function jobRepository(entry: z.infer<typeof jobSchema>, what: string): { owner: string; repo: string } {
+  const repo = repoFromJobUrl.exec(entry.url);
+  if (!repo) throw new ForgeError("InvalidResponse", `${what}: job ${entry.id} has no repository URL`);
+  return { owner: decodeURIComponent(repo[1]), repo: decodeURIComponent(repo[2]) };
+}
+
+function toJobDetail(entry: z.infer<typeof jobSchema>, what: string): JobDetail {
+  return {
+    ...toRunningJob(entry, what),
+    status: entry.status,
+    conclusion: entry.conclusion,
+    completedAt: setTime(entry.completed_at),
+  };
+}
+
+function toRunningJob(entry: z.infer<typeof jobSchema>, what: string): RunningJob {
+  return {
+    id: entry.id,
+    runnerName: entry.runner_name,
+    runId: entry.run_id,
+    name: entry.name,
+    ...jobRepository(entry, what),
+    createdAt: entry.created_at,
+    startedAt: setTime(entry.started_at),
+  };
+}
 
 export interface GiteaClientOptions extends ForgeHttpOptions {
   /** The detected version, when known (see forge_client.ts); `version()` reads it from the server. */
@@ -235,24 +283,20 @@ export class GiteaClient implements ForgeClient {
         jobsPageSchema,
       );
       const entries = body.value.jobs ?? [];
+      const what = `List open jobs at ${path}`;
       for (const entry of entries) {
         if (entry.status === "in_progress") {
-          running.set(entry.id, { id: entry.id, runnerName: entry.runner_name });
+          running.set(entry.id, toRunningJob(entry, what));
           continue;
         }
         // Gitea filters by status already; checking again keeps blocked jobs out whatever the server does.
         if (entry.status !== "queued") continue;
-        const repo = repoFromJobUrl.exec(entry.url);
-        if (!repo) {
-          throw new ForgeError("InvalidResponse", `List open jobs at ${path}: job ${entry.id} has no repository URL`);
-        }
         queued.set(entry.id, {
           id: entry.id,
           runId: entry.run_id,
           name: entry.name,
           runsOn: entry.labels,
-          owner: decodeURIComponent(repo[1]),
-          repo: decodeURIComponent(repo[2]),
+          ...jobRepository(entry, what),
           createdAt: entry.created_at,
           htmlUrl: entry.html_url,
         });
@@ -265,6 +309,46 @@ export class GiteaClient implements ForgeClient {
   /** Registering runners over the API is Forgejo's (>= 15); Gitea runners register with the shared token. */
   registerRunner(_endpoint: JobsEndpoint, _runner: { name: string; description: string }): Promise<RunnerCredentials> {
     return Promise.reject(unsupported(this.forge, "register runners over its API", "Forgejo >= 15"));
+  }
+
+  /** One job of a repository, with its outcome once it completed. */
+  async getJob(owner: string, repo: string, id: number): Promise<JobDetail> {
+    const path = `/repos/${encodeURIComponent(owner)}/${encodeURIComponent(repo)}/actions/jobs/${id}`;
+    const what = `Get job ${id} at ${path}`;
+    const body = await this.#call(path, "/repos/{owner}/{repo}/actions/jobs/{id}", what, jobSchema);
+    return toJobDetail(body.value, what);
+  }
+
+  /**
+   * The completed jobs of a workflow run (one page of up to 50), with their outcomes: one request for several jobs
+   * of a run that ended together (a matrix).
+   */
+  async listCompletedRunJobs(owner: string, repo: string, runId: number): Promise<JobDetail[]> {
+    const path = `/repos/${encodeURIComponent(owner)}/${encodeURIComponent(repo)}/actions/runs/${runId}/jobs`;
+    const what = `List the completed jobs of run ${runId} at ${path}`;
+    const body = await this.#call(
+      `${path}?status=completed&limit=${pageSize}`,
+      "/repos/{owner}/{repo}/actions/runs/{run}/jobs",
+      what,
+      jobsPageSchema,
+    );
+    return (body.value.jobs ?? []).map((entry) => toJobDetail(entry, what));
+  }
+
+  /**
+   * The workflow file of a run, e.g. `ci.yaml`: Gitea 1.26's run object names it in `path` as `<file>@<ref>`; the
+   * workflow's own `name:` is not in the API.
+   */
+  async getRunWorkflow(owner: string, repo: string, runId: number): Promise<string> {
+    const path = `/repos/${encodeURIComponent(owner)}/${encodeURIComponent(repo)}/actions/runs/${runId}`;
+    const body = await this.#call(
+      path,
+      "/repos/{owner}/{repo}/actions/runs/{run}",
+      `Get run ${runId} at ${path}`,
+      runSchema,
+    );
+    const file = body.value.path.split("@")[0];
+    return file.slice(file.lastIndexOf("/") + 1);
   }
 
   async #call<T>(

@@ -12,6 +12,7 @@ import type { OperatorMetrics } from "../metrics.ts";
 import { settleBounded } from "../runtime/concurrency.ts";
 import { type GroupContext, type OrphanSweep, RunnerCleanup, sweepOrphanRegistrations } from "./cleanup.ts";
 import { runnerCredentialsSecretName } from "./forgejo_runner.ts";
+import type { JobEvent } from "./job_tracker.ts";
 import type { Plan, PlannedRunner } from "./planner.ts";
 import { buildRunnerJob, runnerJobName, warmRunnerJobName } from "./runner_job.ts";
 import { createRegisteredRunnerJob } from "./runner_registration.ts";
@@ -34,6 +35,8 @@ export interface Applied {
   created: number;
   /** Idle runner Jobs removed. */
   removed: number;
+  /** Names of the idle runner Jobs removed. */
+  removedNames: string[];
   /** When the orphan-registration sweep wants to look again (ms since epoch). */
   sweepWake?: number;
 }
@@ -81,7 +84,7 @@ export async function applyPlan(input: {
   const created = outcomes.filter((outcome) => outcome.status === "fulfilled").length;
   const failed = outcomes.find((outcome) => outcome.status === "rejected");
 
-  let removed = 0;
+  const removedNames: string[] = [];
   let sweepWake: number | undefined;
   // Without a runners API (Forgejo < 15) nothing tells which runner runs which job: idle runners stay until a job
   // takes them (see the README), and registrations cannot be listed or removed.
@@ -98,7 +101,7 @@ export async function applyPlan(input: {
     });
     for (const runner of plan.remove) {
       if (await cleanup.removeIdleRunner(runner, input.idleSince.get(runner) ?? now, now)) {
-        removed++;
+        removedNames.push(runner);
         input.idleSince.delete(runner);
       }
     }
@@ -115,7 +118,12 @@ export async function applyPlan(input: {
     );
   }
   if (failed?.status === "rejected") throw failed.reason;
-  return { created, removed, ...(sweepWake !== undefined ? { sweepWake } : {}) };
+  return {
+    created,
+    removed: removedNames.length,
+    removedNames,
+    ...(sweepWake !== undefined ? { sweepWake } : {}),
+  };
 }
 
 /** The lowest free warm-pool slots; a slot whose name any Job holds (finished ones too) is not free. */
@@ -191,7 +199,7 @@ async function createRunnerJob(
   if (runFor.replaces) metrics?.runnerJobsReplaced.inc({ namespace, runnergroup: name });
   const queuedAt = Date.parse(runFor.job.createdAt);
   if (metrics && !runFor.replaces && !Number.isNaN(queuedAt)) {
-    metrics.spawnLatency.observe(Math.max(0, Date.now() - queuedAt) / 1000);
+    metrics.spawnLatency.observe({ namespace, runnergroup: name }, Math.max(0, Date.now() - queuedAt) / 1000);
   }
   log.info("Created runner Job {jobName} for forge job {forgeJobId} ({repository}, runs-on {runsOn})", {
     jobName,
@@ -211,4 +219,35 @@ async function createRunnerJob(
     ];
   void options.events.record(target, "Normal", reason, message);
   return true;
+}
+
+/**
+ * Records what the group's runners did with their jobs (see job_tracker.ts). `workflowOf` names a run's workflow
+ * file, asked only when the metrics carry the workflow label.
+ */
+export function recordJobMetrics(
+  metrics: OperatorMetrics | undefined,
+  group: { namespace: string; name: string },
+  events: readonly JobEvent[],
+  workflowOf: (event: JobEvent) => string | undefined = () => undefined,
+): void {
+  if (!metrics) return;
+  const groupLabels = { namespace: group.namespace, runnergroup: group.name };
+  for (const event of events) {
+    const labels: Record<string, string> = { ...groupLabels, repository: event.repository };
+    if (metrics.jobWorkflowLabel) labels.workflow = workflowOf(event) ?? "";
+    if (event.type === "started") {
+      metrics.jobsStarted.inc(labels);
+      if (event.queueSeconds !== undefined) metrics.jobQueueDuration.observe(groupLabels, event.queueSeconds);
+      if (event.runnerStartSeconds !== undefined) {
+        metrics.runnerStartDuration.observe(groupLabels, event.runnerStartSeconds);
+      }
+      continue;
+    }
+    metrics.jobsCompleted.inc({ ...labels, result: event.result });
+    if (event.runSeconds !== undefined) {
+      metrics.jobRunDuration.observe(groupLabels, event.runSeconds);
+      metrics.runnerSeconds.inc({ ...groupLabels, repository: event.repository }, event.runSeconds);
+    }
+  }
 }

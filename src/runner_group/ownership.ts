@@ -44,15 +44,22 @@ export function scopeCovers(group: GroupCoverage, job: QueuedJob): boolean {
   }
 }
 
-/** The key of the group that runs `job` on `forge`, or undefined when none can. */
+/**
+ * The key of the group that runs `job` on `forge`, or undefined when none can. `asIfRunning` names a paused group
+ * to treat as running: the owner it would be, for counting the jobs a paused group would run.
+ */
 export function chooseOwnerGroup(
   forge: string,
   job: QueuedJob,
   groups: readonly GroupCoverage[],
+  asIfRunning?: string,
 ): string | undefined {
   let best: GroupCoverage | undefined;
   for (const group of groups) {
-    if (group.paused || group.forge !== forge || !scopeCovers(group, job) || !canRunJob(group.labels, job.runsOn)) {
+    if (
+      (group.paused && group.key !== asIfRunning) || group.forge !== forge || !scopeCovers(group, job) ||
+      !canRunJob(group.labels, job.runsOn)
+    ) {
       continue;
     }
     if (

@@ -47,6 +47,11 @@ export interface PlanInput {
   demand?: { jobs: readonly QueuedJob[]; busyRunners: ReadonlySet<string>; fetchedAt: number };
   /** The group that runs a job (see `ownership.ts`). */
   ownerOf: (job: QueuedJob) => string | undefined;
+  /**
+   * The group a job counts as queued for, when that differs from `ownerOf`: a paused group owns no job, yet shows
+   * the jobs it would run if it were not paused.
+   */
+  queuedFor?: (job: QueuedJob) => string | undefined;
   /** This group's runner Jobs. */
   runnerJobs: readonly RunnerJobRecord[];
   /** Forge job ids that already have an unfinished runner Job in another group. */
@@ -80,8 +85,10 @@ export interface Plan {
   remove: string[];
   /** Unfinished runner Jobs of the group, before the new ones. */
   active: number;
-  /** Queued jobs this group runs (with or without a runner yet). */
+  /** Queued jobs this group runs (with or without a runner yet); for a paused group, those it would run. */
   queued: number;
+  /** Ids of the queued jobs this group runs. */
+  owned: Set<number>;
   /** Queued jobs that wait for a free slot. */
   waitingForCapacity: number;
   /** Queued jobs whose runners failed `retry.limit` times. */
@@ -130,6 +137,7 @@ export function planRunnerJobs(input: PlanInput): Plan {
     remove: [],
     active,
     queued: 0,
+    owned: new Set(),
     waitingForCapacity: 0,
     gaveUp: [],
   };
@@ -146,10 +154,11 @@ export function planRunnerJobs(input: PlanInput): Plan {
     return false;
   };
 
-  const owned = [...demand.jobs]
-    .filter((job) => canRunJob(input.labels, job.runsOn) && input.ownerOf(job) === input.groupKey)
-    .sort((a, b) => a.id - b.id);
-  plan.queued = owned.length;
+  const runs = (ownerOf: (job: QueuedJob) => string | undefined) => (job: QueuedJob): boolean =>
+    canRunJob(input.labels, job.runsOn) && ownerOf(job) === input.groupKey;
+  const owned = demand.jobs.filter(runs(input.ownerOf)).sort((a, b) => a.id - b.id);
+  plan.owned = new Set(owned.map((job) => job.id));
+  plan.queued = input.queuedFor ? demand.jobs.filter(runs(input.queuedFor)).length : owned.length;
   const queuedIds = new Set(demand.jobs.map((job) => job.id));
 
   const uncovered: PlannedRunner[] = [];

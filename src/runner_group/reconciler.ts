@@ -12,12 +12,13 @@ import { connectForge, createForgeClient } from "../forge/connect.ts";
 import { ForgeError } from "../forge/errors.ts";
 import type { ForgeClient, ForgeVersion } from "../forge/forge_client.ts";
 import type { ForgeHttpOptions } from "../forge/forge_http.ts";
+import { GiteaClient } from "../forge/gitea_client.ts";
 import type { EventRecorder, EventTarget } from "../kube/events.ts";
 import type { KubeClients } from "../kube/client.ts";
 import { logger } from "../log.ts";
 import type { OperatorMetrics } from "../metrics.ts";
 import type { ReconcileResult } from "../runtime/controller.ts";
-import { applyPlan } from "./apply.ts";
+import { applyPlan, recordJobMetrics } from "./apply.ts";
 import type { GroupContext, OrphanSweep } from "./cleanup.ts";
 import {
   type CredentialsOptions,
@@ -28,6 +29,7 @@ import {
   secretReaderOf,
 } from "./credentials.ts";
 import { forgeTargetOf, gatherDemand } from "./demand.ts";
+import { JobOutcomes } from "./job_outcomes.ts";
 import { chooseOwnerGroup, coverageOf, type GroupCoverage } from "./ownership.ts";
 import { planRunnerJobs, type RetryPolicy } from "./planner.ts";
 import { apiGroup, apiVersion, kind, type RunnerGroup, type RunnerGroupSpec } from "./schema.ts";
@@ -90,12 +92,18 @@ export class RunnerGroupReconciler {
   readonly #tokenCheck: RegistrationTokenCheck;
   /** Per group: the last API token read, so a deleted group can clean up even after its Secret went first. */
   readonly #apiTokens = new Map<string, string>();
+  /** Per group: what its runners ran (metrics) and how they ended (status.recentRunners). */
+  readonly #jobOutcomes: JobOutcomes;
   #reconcileCount = 0;
 
   constructor(options: ReconcilerOptions) {
     this.#options = options;
     this.#readSecret = options.cache.secret ?? secretReaderOf(options.clients.core);
     this.#tokenCheck = new RegistrationTokenCheck(this.#credentialsOptions());
+    this.#jobOutcomes = new JobOutcomes({
+      workflowLabel: options.metrics?.jobWorkflowLabel ?? false,
+      settleMs: options.settleMs ?? 3000,
+    });
   }
 
   readonly reconcile = async (key: string): Promise<ReconcileResult> => {
@@ -210,6 +218,7 @@ export class RunnerGroupReconciler {
     const shrunkAt = previousPool && warmPool.size < previousPool.size ? now : previousPool?.shrunkAt;
     this.#warmPools.set(key, { size: warmPool.size, ...(shrunkAt !== undefined ? { shrunkAt } : {}) });
     const coverages = this.#coverages();
+    const paused = spec.maxActiveRunners === 0;
     const idleGraceMs = this.#options.idleGraceMs ?? 120_000;
     const idleSince = this.#idleSince.get(key) ?? new Map<string, number>();
     this.#idleSince.set(key, idleSince);
@@ -228,6 +237,7 @@ export class RunnerGroupReconciler {
         ? { jobs: snapshot!.jobs, busyRunners: demand.busyRunners, fetchedAt: snapshot!.fetchedAt }
         : undefined,
       ownerOf: (job) => chooseOwnerGroup(demand.forge, job, coverages),
+      ...(paused ? { queuedFor: (job) => chooseOwnerGroup(demand.forge, job, coverages, key) } : {}),
       runnerJobs: demand.records,
       activeElsewhere: demand.activeElsewhere,
       now,
@@ -252,7 +262,7 @@ export class RunnerGroupReconciler {
     };
     const orphans = this.#orphans.get(key) ?? { sweptAt: 0, firstSeen: new Map<number, number>() };
     this.#orphans.set(key, orphans);
-    const { created, removed, sweepWake } = await applyPlan({
+    const { created, removed, removedNames, sweepWake } = await applyPlan({
       options: {
         batch: this.#options.clients.batch,
         core: this.#options.clients.core,
@@ -277,6 +287,21 @@ export class RunnerGroupReconciler {
       now,
     });
 
+    // What the group's runners ran and how they ended: metrics now, history in status.
+    const outcomes = await this.#jobOutcomes.observe({
+      key,
+      group,
+      spec,
+      demand,
+      owned: plan.owned,
+      runnerJobs: allRunnerJobs,
+      removed: removedNames,
+      ...(forgeClient instanceof GiteaClient ? { client: forgeClient } : {}),
+      log,
+      now,
+    });
+    recordJobMetrics(this.#options.metrics, { namespace, name }, outcomes.events, outcomes.workflowOf);
+
     // 6. status
     if (snapshot?.error) {
       void this.#options.events.record(target, "Warning", `Forge${snapshot.error.kind}`, snapshot.error.message);
@@ -287,8 +312,9 @@ export class RunnerGroupReconciler {
     const credentialsObserved: Observations["credentials"] = tokenCheck.state === "refused"
       ? { ok: false, reason: "RegistrationTokenRefused", message: tokenCheck.message }
       : { ok: true };
-    await status({ spec: { ok: true }, credentials: credentialsObserved, forge: forgeObservation(snapshot) }, {
+    await status({ spec: { ok: true }, credentials: credentialsObserved, forge: forgeObservation(snapshot), paused }, {
       activeRunners: active,
+      recentRunners: outcomes.recentRunners,
       ...(usable ? { queuedJobs: plan.queued, idleRunners: idleNow } : {}),
       ...(snapshot && snapshot.checkedAt > 0 ? { lastCheckTime: new Date(snapshot.checkedAt).toISOString() } : {}),
       warmPool: warmPoolStatus(warmPool),
@@ -383,6 +409,7 @@ export class RunnerGroupReconciler {
     this.#idleSince.delete(key);
     this.#orphans.delete(key);
     this.#warmPools.delete(key);
+    this.#jobOutcomes.forget(key);
     this.#options.metrics?.forgetGroup(namespace, name);
   }
 

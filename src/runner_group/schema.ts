@@ -124,6 +124,9 @@ export const warmPoolScheduleSchema = z.object({
     fieldPath: ".duration",
   }],
 });
+/** status.recentRunners: entries kept by default, and at most (each is a few hundred bytes of the group object). */
+export const defaultRecentRunners = 10;
+export const maxRecentRunners = 50;
 
 const scopes = ["global", "org", "user", "repo"] as const;
 export type RunnerGroupScope = typeof scopes[number];
@@ -182,6 +185,12 @@ export const runnerGroupSpecSchema = z.object({
   activeDeadlineSeconds: z.int().min(1).max(604800).optional().describe(
     "Fail a runner Job that runs longer than this many seconds. Default none.",
   ),
+  history: z.object({
+    recentRunners: z.int().min(0).max(maxRecentRunners).optional().describe(
+      `How many finished runner Jobs status.recentRunners keeps, newest first (0 to ${maxRecentRunners}; 0 keeps ` +
+        `none). Default ${defaultRecentRunners}.`,
+    ),
+  }).optional().describe("What the group's status remembers of its finished runners."),
 }).meta({
   "x-kubernetes-validations": [
     { rule: "self.scope != 'org' || has(self.org)", message: "scope org needs spec.org", fieldPath: ".org" },
@@ -214,6 +223,30 @@ export const conditionSchema = z.object({
 });
 export type Condition = z.infer<typeof conditionSchema>;
 
+export const recentRunnerSchema = z.object({
+  runnerJob: z.string().describe("Name of the runner Job (and of the runner's registration in the forge)."),
+  createdAt: z.string().describe("When the runner Job was created (RFC 3339)."),
+  endedAt: z.string().describe("When the runner Job ended, or was removed (RFC 3339)."),
+  reason: z.string().describe(
+    "Why it ended: Completed, Failed, DeadlineExceeded (activeDeadlineSeconds), RemovedIdle (removed by the " +
+      "operator: idle with no job for it), Deleted (deleted by someone else before it finished).",
+  ),
+  forgeJobId: z.int().optional().describe(
+    "The forge job the runner ran; if it ran none, the job it was started for (none for a warm-pool runner).",
+  ),
+  repository: z.string().optional().describe("owner/repo of that job."),
+  jobName: z.string().optional().describe("Name of that job."),
+  result: z.string().optional().describe(
+    "The job's conclusion in the forge (success, failure, cancelled, skipped); absent when the runner ran no job " +
+      "the operator saw, or it was still running.",
+  ),
+  queuedAt: z.string().optional().describe("When the job was queued in the forge (RFC 3339)."),
+  startedAt: z.string().optional().describe("When the runner took the job (RFC 3339)."),
+  finishedAt: z.string().optional().describe("When the job finished (RFC 3339)."),
+  message: z.string().optional().describe("What happened, in a sentence."),
+});
+export type RecentRunner = z.infer<typeof recentRunnerSchema>;
+
 export const runnerGroupStatusSchema = z.object({
   activeRunners: z.int().optional().describe("Runner Jobs of this group that have not finished."),
   queuedJobs: z.int().optional().describe("Queued jobs on the forge that this group runs."),
@@ -230,6 +263,10 @@ export const runnerGroupStatusSchema = z.object({
     nextSize: z.int().optional().describe("The size from nextChangeTime on."),
   }).optional().describe("The warm pool the group keeps now, and its next change."),
   observedGeneration: z.int().optional().describe("The spec generation this status describes."),
+  recentRunners: z.array(recentRunnerSchema).max(maxRecentRunners).optional().describe(
+    "The last finished runner Jobs of the group, newest first (spec.history.recentRunners of them), kept after the " +
+      "Jobs themselves are deleted.",
+  ),
   conditions: z.array(conditionSchema).optional().meta({
     "x-kubernetes-list-type": "map",
     "x-kubernetes-list-map-keys": ["type"],

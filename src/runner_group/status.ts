@@ -26,6 +26,8 @@ export interface Observations {
   forge?:
     | { ok: true; message: string }
     | { ok: false; reason: ForgeErrorKind | "Pending"; message: string };
+  /** The group is paused (`maxActiveRunners: 0`). */
+  paused?: boolean;
 }
 
 type ConditionInput = Omit<Condition, "lastTransitionTime" | "observedGeneration">;
@@ -82,6 +84,15 @@ export function computeConditions(
         status: failing.status === "Unknown" ? "Unknown" : "False",
         reason: failing.reason,
         message: `${failing.type}: ${failing.message}`,
+      }
+      : complete && observed.paused
+      ? {
+        // False: a paused group starts no runner, so its jobs wait; the reason tells it apart from a failure.
+        type: conditionTypes.ready,
+        status: "False",
+        reason: "Paused",
+        message: "The group is paused (maxActiveRunners is 0): no runner is started; queuedJobs counts the jobs it " +
+          "would run",
       }
       : complete
       ? { type: conditionTypes.ready, status: "True", reason: "Ready", message: "Runners are started for queued jobs" }
@@ -149,7 +160,7 @@ export function warmPoolStatus(pool: WarmPool): NonNullable<RunnerGroupStatus["w
 /** The counts of a status; those not given keep their current values. */
 export type StatusCounts = Pick<
   RunnerGroupStatus,
-  "activeRunners" | "queuedJobs" | "idleRunners" | "lastCheckTime" | "warmPool"
+  "activeRunners" | "queuedJobs" | "idleRunners" | "lastCheckTime" | "warmPool" | "recentRunners"
 >;
 
 /** Writes the group's status when it changed (see statusNeedsWrite); a group deleted meanwhile is not an error. */
@@ -162,6 +173,7 @@ export async function writeStatus(
   staleAfterMs: number,
 ): Promise<void> {
   const current = group.status;
+  const recentRunners = counts.recentRunners ?? current?.recentRunners ?? [];
   const next: RunnerGroupStatus = {
     activeRunners: counts.activeRunners ?? current?.activeRunners ?? 0,
     queuedJobs: counts.queuedJobs ?? current?.queuedJobs ?? 0,
@@ -171,6 +183,8 @@ export async function writeStatus(
       : {}),
     ...(counts.warmPool ?? current?.warmPool ? { warmPool: counts.warmPool ?? current?.warmPool } : {}),
     ...(group.metadata.generation !== undefined ? { observedGeneration: group.metadata.generation } : {}),
+    // Written once there is history (an empty list only to clear one), so groups without any keep their status.
+    ...(recentRunners.length > 0 || current?.recentRunners !== undefined ? { recentRunners } : {}),
     conditions: computeConditions(observations, current?.conditions, group.metadata.generation, new Date(now)),
   };
   if (!statusNeedsWrite(current, next, staleAfterMs)) return;

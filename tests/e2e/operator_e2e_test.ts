@@ -403,7 +403,7 @@ Deno.test({
             'gitea_runner_operator_forge_requests_total{endpoint="/repos/{owner}/{repo}/actions/jobs",code="error"}',
           ) > 0,
         );
-        assert.ok(value("gitea_runner_operator_spawn_latency_seconds_count") >= 2);
+        assert.ok(value('gitea_runner_operator_spawn_latency_seconds_count{namespace="ci",runnergroup="repo"}') >= 2);
         assert.equal(value('gitea_runner_operator_active_runners{namespace="ci",runnergroup="repo"}'), 0);
         assert.doesNotMatch(text, /job_id|job-id/, "no job ids in labels");
       });

@@ -451,6 +451,10 @@ export const ownPathWorkflow = (path: string, jobs: string): string =>
 export const simpleJob = (name: string, label: string, seconds = 1): string =>
   `  ${name}:\n    runs-on: ${label}\n    steps:\n      - run: echo "${name} on ${label}" && sleep ${seconds}\n`;
 
+/** Like {@linkcode simpleJob}, but its step fails (`exit 1`) after sleeping: a job whose conclusion is `failure`. */
+export const failingJob = (name: string, label: string, seconds = 1): string =>
+  `  ${name}:\n    runs-on: ${label}\n    steps:\n      - run: echo "${name} on ${label}" && sleep ${seconds} && exit 1\n`;
+
 /** A non-2xx answer from Gitea's API; `status` lets callers branch on 404 and the like. */
 export class GiteaApiError extends Error {
   constructor(message: string, readonly status: number) {

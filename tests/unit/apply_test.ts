@@ -60,6 +60,9 @@ Deno.test("validateGroup reports an invalid spec and invalid labels with their r
   assert.equal(!badSpec.ok && badSpec.reason, "InvalidSpec");
   const badLabels = validateGroup({ spec: { ...base, labels: ["a::b"] } } as never);
   assert.equal(!badLabels.ok && badLabels.reason, "InvalidLabels");
+  const history = validateGroup({ spec: { ...base, history: { recentRunners: 51 } } } as never);
+  assert.equal(!history.ok && history.reason, "InvalidSpec");
+  assert.match(!history.ok ? history.message : "", /^spec\.history\.recentRunners: .*50/);
 });
 
 Deno.test("applyPlan creates a burst concurrently within the bound, counts AlreadyExists as done, and never repeats", async () => {
@@ -109,6 +112,7 @@ Deno.test("applyPlan creates a burst concurrently within the bound, counts Alrea
       remove: [],
       active: 0,
       queued: 10,
+      owned: new Set(Array.from({ length: 10 }, (_, i) => i + 1)),
       waitingForCapacity: 0,
       gaveUp: [],
     },

@@ -154,7 +154,17 @@ Deno.test("v15 jobs: a bare array, newest first, mapped oldest first with reposi
         handle: second.handle,
       },
     ]);
-    assert.deepEqual(open.running, [{ id: taken.id, runnerName: "" }]);
+    // Forgejo names no runner, run or times; the repository is resolved as for waiting jobs (job metrics).
+    assert.deepEqual(open.running, [{
+      id: taken.id,
+      runnerName: "",
+      runId: 0,
+      name: "lint",
+      owner: "acme",
+      repo: "lib",
+      createdAt: "",
+      startedAt: "",
+    }]);
     // v15 lists every job without labels, at the new admin route; each repository is asked for once.
     assert.deepEqual(server.requests.sort(), [
       "GET /api/v1/admin/actions/runners/jobs",

@@ -83,9 +83,11 @@ Deno.test("one request when at most 50 jobs are open; blocked jobs, null labels 
           apiJob(3, "waiting"),
           apiJob(2, "queued", null),
           apiJob(1),
-          { ...apiJob(9, "in_progress"), runner_name: "ci-7" },
+          { ...apiJob(9, "in_progress"), runner_name: "ci-7", started_at: "2026-01-01T00:00:04Z" },
+          // Gitea 1.26 shows a time it has not got as the Unix epoch.
+          { ...apiJob(10, "in_progress"), runner_name: "ci-8", started_at: "1970-01-01T00:00:00Z" },
         ],
-        total_count: 4,
+        total_count: 5,
       }),
     async (url, requests) => {
       const observed: string[] = [];
@@ -97,10 +99,71 @@ Deno.test("one request when at most 50 jobs are open; blocked jobs, null labels 
       const open = await client.listOpenJobs({ scope: "global" });
       assert.deepEqual(observed, ["/admin/actions/jobs 2xx true"], "each request is reported with its template");
       assert.deepEqual(open.queued.map((job) => [job.id, job.runsOn]), [[1, ["linux"]], [2, []]]);
-      assert.deepEqual(open.running, [{ id: 9, runnerName: "ci-7" }]);
+      const running = { runId: 1009, name: "job 9", owner: "acme", repo: "app", createdAt: "2026-01-01T00:00:00Z" };
+      assert.deepEqual(open.running, [
+        { id: 9, runnerName: "ci-7", ...running, startedAt: "2026-01-01T00:00:04Z" },
+        { id: 10, runnerName: "ci-8", ...running, runId: 1010, name: "job 10", startedAt: "" },
+      ]);
       assert.equal(requests.length, 1);
     },
   );
+});
+
+Deno.test("getJob and listCompletedRunJobs read outcomes and times; getRunWorkflow names the workflow file", async () => {
+  await withServer((request) => {
+    const url = new URL(request.url);
+    if (url.pathname === "/api/v1/repos/acme/my%20app/actions/jobs/41") {
+      return Response.json({
+        ...apiJob(41, "completed"),
+        url: "http://gitea.local/api/v1/repos/acme/my%20app/actions/jobs/41",
+        conclusion: "failure",
+        runner_name: "ci-41",
+        started_at: "2026-01-01T00:00:05Z",
+        completed_at: "2026-01-01T00:01:05Z",
+      });
+    }
+    if (url.pathname === "/api/v1/repos/acme/my%20app/actions/runs/1041/jobs") {
+      assert.equal(url.searchParams.get("status"), "completed");
+      assert.equal(url.searchParams.get("limit"), "50");
+      return Response.json({ jobs: [{ ...apiJob(41, "completed"), conclusion: "success" }], total_count: 1 });
+    }
+    if (url.pathname === "/api/v1/repos/acme/my%20app/actions/runs/1041") {
+      return Response.json({ id: 1041, path: "build.yaml@refs/heads/main", status: "completed" });
+    }
+    return Response.json({ message: "not found" }, { status: 404 });
+  }, async (url) => {
+    const observed: string[] = [];
+    const client = new GiteaClient({ baseUrl: url, token: "t", observe: (endpoint) => observed.push(endpoint) });
+    assert.deepEqual(await client.getJob("acme", "my app", 41), {
+      id: 41,
+      runId: 1041,
+      name: "job 41",
+      owner: "acme",
+      repo: "my app",
+      runnerName: "ci-41",
+      createdAt: "2026-01-01T00:00:00Z",
+      startedAt: "2026-01-01T00:00:05Z",
+      status: "completed",
+      conclusion: "failure",
+      completedAt: "2026-01-01T00:01:05Z",
+    });
+    assert.equal(await client.getRunWorkflow("acme", "my app", 1041), "build.yaml");
+    const [listed] = await client.listCompletedRunJobs("acme", "my app", 1041);
+    assert.deepEqual([listed.id, listed.status, listed.conclusion, listed.owner, listed.repo], [
+      41,
+      "completed",
+      "success",
+      "acme",
+      "app",
+    ]);
+    await expectForgeError(client.getJob("acme", "my app", 42), "NotFound");
+    assert.deepEqual(observed, [
+      "/repos/{owner}/{repo}/actions/jobs/{id}",
+      "/repos/{owner}/{repo}/actions/runs/{run}",
+      "/repos/{owner}/{repo}/actions/runs/{run}/jobs",
+      "/repos/{owner}/{repo}/actions/jobs/{id}",
+    ], "requests are counted by endpoint template, never by job id");
+  });
 });
 
 Deno.test("version detection accepts Gitea >= 1.26 and rejects older servers", async () => {

@@ -35,10 +35,29 @@ Deno.test("metrics are served in Prometheus text format with bounded labels", as
   assert.doesNotMatch(await metrics.render(), /active_runners\{namespace="ci"/);
 });
 
-Deno.test("the README lists exactly the metrics the code defines", async () => {
+Deno.test("the README lists exactly the metrics the code defines, with their labels", async () => {
   const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
   const section = readme.slice(readme.indexOf("## Metrics"), readme.indexOf("\n## ", readme.indexOf("## Metrics") + 1));
-  const documented = [...section.matchAll(/^\| `(gitea_runner_operator_[a-z_]+)`\s*\|/gm)].map((m) => m[1]).sort();
-  const defined = (await new OperatorMetrics().registry.getMetricsAsJSON()).map((metric) => metric.name).sort();
-  assert.deepEqual(documented, defined);
+  // | `name` | type | labels | meaning |, where labels in parentheses are there only with an option.
+  const rows = [...section.matchAll(/^\| `(gitea_runner_operator_[a-z_]+)`\s*\|[^|]*\|([^|]*)\|/gm)];
+  const documented = new Map(rows.map((row) => {
+    const required = row[2].replace(/\([^)]*\)/g, "").split(",").map((label) => label.trim()).filter(Boolean);
+    const optional = [...row[2].matchAll(/\(([^)]*)\)/g)].flatMap((group) => group[1].split(","))
+      .map((label) => label.trim()).filter(Boolean);
+    return [row[1], { required: required.sort(), all: [...required, ...optional].sort() }];
+  }));
+  const labelsOf = (metrics: OperatorMetrics): Map<string, string[]> =>
+    new Map(
+      metrics.registry.getMetricsAsArray().map((metric) => {
+        const { labelNames = [] } = metric as unknown as { labelNames?: readonly string[] };
+        return [metric.name, [...labelNames].sort()];
+      }),
+    );
+  const plain = labelsOf(new OperatorMetrics());
+  const withWorkflow = labelsOf(new OperatorMetrics({ jobWorkflowLabel: true }));
+  assert.deepEqual([...documented.keys()].sort(), [...plain.keys()].sort());
+  for (const [name, labels] of documented) {
+    assert.deepEqual(labels.required, plain.get(name), `labels of ${name}`);
+    assert.deepEqual(labels.all, withWorkflow.get(name), `labels of ${name} with --job-metrics-workflow-label`);
+  }
 });

@@ -198,6 +198,45 @@ Deno.test("paused groups and groups whose labels do not match never own a job", 
   assert.equal(chooseOwnerGroup(forge, job(1), groups), "x/global");
 });
 
+Deno.test("a paused group counts the queued jobs it would own if it ran, and starts none of them", () => {
+  const forge = "https://git.example.com";
+  const groups = [
+    coverage("ci/g", { scope: "repo", owner: "acme", repo: "app", paused: true }),
+    coverage("ci/other", { scope: "org", owner: "acme" }),
+  ];
+  const jobs = [job(1), job(2), job(3, ["gpu"]), job(4, ["linux"], "elsewhere")];
+  // Job 4 is in another repository: the org group owns it whether or not ci/g runs.
+  assert.deepEqual(jobs.map((j) => chooseOwnerGroup(forge, j, groups)), [
+    "ci/other",
+    "ci/other",
+    undefined,
+    "ci/other",
+  ]);
+  assert.deepEqual(jobs.map((j) => chooseOwnerGroup(forge, j, groups, "ci/g")), [
+    "ci/g",
+    "ci/g",
+    undefined,
+    "ci/other",
+  ]);
+  const plan = planRunnerJobs(input({
+    maxActiveRunners: 0,
+    demand: { jobs, fetchedAt: now, busyRunners: new Set<string>() },
+    ownerOf: (j) => chooseOwnerGroup(forge, j, groups),
+    queuedFor: (j) => chooseOwnerGroup(forge, j, groups, "ci/g"),
+  }));
+  assert.equal(plan.queued, 2, "jobs 1 and 2: the group's repository and labels");
+  assert.deepEqual(plan.owned, new Set(), "it owns none: the org group runs them meanwhile");
+  assert.deepEqual(plan.create, []);
+  assert.equal(plan.createWarm, 0);
+  // Not paused, the same group owns and counts the same jobs.
+  const running = planRunnerJobs(input({
+    demand: { jobs, fetchedAt: now, busyRunners: new Set<string>() },
+    ownerOf: (j) => chooseOwnerGroup(forge, j, [{ ...groups[0], paused: false }, groups[1]]),
+  }));
+  assert.equal(running.queued, 2);
+  assert.deepEqual(running.owned, new Set([1, 2]));
+});
+
 const warm = (slot: number): RunnerJobRecord => ({ name: `g-warm-${slot}`, attempt: 0, state: "active" });
 const demandOf = (jobs: QueuedJob[], busy: string[] = []) => ({
   jobs,

@@ -32,6 +32,28 @@ Deno.test("Ready is True only when spec, credentials and forge are all fine", ()
   assert.equal(spec.lastTransitionTime, t0.toISOString(), "unchanged conditions keep their transition time");
 });
 
+Deno.test("a paused group is not Ready, with reason Paused; a failure still comes first", () => {
+  const fine = { spec: { ok: true }, credentials: { ok: true }, forge: { ok: true, message: "answered" } } as const;
+  const paused = computeConditions({ ...fine, paused: true }, undefined, 1, t0);
+  assert.deepEqual(paused.map((c) => [c.type, c.status, c.reason]), [
+    ["Ready", "False", "Paused"],
+    ["SpecValid", "True", "Valid"],
+    ["CredentialsAvailable", "True", "Found"],
+    ["ForgeReachable", "True", "Reachable"],
+  ]);
+  assert.match(paused[0].message, /paused \(maxActiveRunners is 0\)/);
+  const pausedAndDown = computeConditions(
+    { ...fine, forge: { ok: false, reason: "Unauthorized", message: "401" }, paused: true },
+    undefined,
+    1,
+    t0,
+  );
+  assert.equal(pausedAndDown[0].reason, "Unauthorized");
+  const running = computeConditions({ ...fine, paused: false }, paused, 1, t1);
+  assert.deepEqual([running[0].status, running[0].reason], ["True", "Ready"]);
+  assert.equal(running[0].lastTransitionTime, t1.toISOString());
+});
+
 Deno.test("an invalid spec reports SpecValid False and Ready False with the message", () => {
   const conditions = computeConditions(
     { spec: { ok: false, reason: "InvalidLabels", message: 'Cannot parse runner label "a::b"' } },
