@@ -60,7 +60,7 @@ export function atLeast(value: number, limit: number, unit: string): Target {
 
 /** Rounds for printing: three significant digits, at most three decimals. */
 export function round(value: number): string {
-  if (!Number.isFinite(value)) return String(value);
+  if (!Number.isFinite(value) || Number.isInteger(value)) return String(value);
   const magnitude = Math.abs(value);
   const decimals = magnitude >= 100 ? 0 : magnitude >= 10 ? 1 : magnitude >= 1 ? 2 : 3;
   return value.toFixed(decimals);

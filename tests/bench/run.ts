@@ -125,7 +125,11 @@ async function main(): Promise<number> {
   const dir = await Deno.makeTempDir({ prefix: "gro-bench-" });
   const out = args.out ?? join(dir, "bench-results.json");
   const about = machine();
-  say(`Benchmark of ${about.commit} on ${about.cpu}, ${about.cores} cores, load ${Deno.loadavg().join(" ")}`);
+  say(
+    `Benchmark of ${about.commit} on ${about.cpu}, ${about.cores} cores, load ${
+      Deno.loadavg().map((load) => load.toFixed(2)).join(" ")
+    }`,
+  );
   say(`Parts: ${args.parts.join(", ")}`);
   const startedAt = new Date().toISOString();
   const records: PartRecord[] = [];

@@ -3,7 +3,7 @@
  * The forge observer runs against a local stand-in for Gitea's jobs endpoint that pages like Gitea 1.26 does.
  */
 import assert from "node:assert/strict";
-import { parseBurstShape } from "../bench/burst.ts";
+import { parseBurstShape, unionMs } from "../bench/burst.ts";
 import { ForgeObserver } from "../bench/forge_observer.ts";
 import { parseBenchArgs } from "../bench/options.ts";
 import { countAuditedRequests, metricSum } from "../bench/probes.ts";
@@ -27,7 +27,7 @@ Deno.test("the table shows a missed target as MISS and a met one as PASS", () =>
       target: { text: "x", pass: false },
     },
   ]);
-  assert.match(table, /\| met +\| +\| 50\.0 ms +\| ≤ 100 ms \| PASS/);
+  assert.match(table, /\| met +\| +\| 50 ms +\| ≤ 100 ms \| PASS/);
   assert.match(table, /\| missed +\| 3 +\| 2\.00 \/ 300 \/ 300 ms +\| x +\| MISS/);
 });
 
@@ -40,6 +40,12 @@ Deno.test("burst shapes and flags are parsed, bad ones rejected with the value q
   assert.deepEqual(args.bursts, [{ groups: 2, jobsPerGroup: 3, rounds: 1 }]);
   assert.throws(() => parseBenchArgs(["--only", "bursts"]), /Unknown part "bursts"/);
   assert.throws(() => parseBenchArgs(["--raw-jobs", "many"]), /Invalid value "many" for --raw-jobs/);
+});
+
+Deno.test("the busy time of a burst is the union of the jobs' intervals, without the gaps between them", () => {
+  assert.equal(unionMs([[0, 10], [5, 20], [30, 40], [35, 36]]), 30);
+  assert.equal(unionMs([[30, 40], [0, 10]]), 20);
+  assert.equal(unionMs([]), 0);
 });
 
 Deno.test("metricSum adds the series of a counter, optionally by label", () => {
