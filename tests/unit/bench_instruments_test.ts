@@ -23,12 +23,12 @@ Deno.test("the table shows a missed target as MISS and a met one as PASS", () =>
       part: "p",
       what: "missed",
       unit: "ms",
-      distribution: distribution([1, 2, 300]),
+      distribution: distribution([1, 2.5, 300]),
       target: { text: "x", pass: false },
     },
   ]);
   assert.match(table, /\| met +\| +\| 50 ms +\| ≤ 100 ms \| PASS/);
-  assert.match(table, /\| missed +\| 3 +\| 2\.00 \/ 300 \/ 300 ms +\| x +\| MISS/);
+  assert.match(table, /\| missed +\| 3 +\| 2\.50 \/ 300 \/ 300 ms +\| x +\| MISS/);
 });
 
 Deno.test("burst shapes and flags are parsed, bad ones rejected with the value quoted", () => {
