@@ -39,6 +39,19 @@ export function metricSum(text: string, name: string, labels: Record<string, str
   return sum;
 }
 
+/** The sums of a counter's series by the value of one label: `{ "/a": 3, "/b": 4 }` for label `endpoint`. */
+export function metricByLabel(text: string, name: string, label: string): Record<string, number> {
+  const sums: Record<string, number> = {};
+  const pattern = new RegExp(`${label}="([^"]*)"`);
+  for (const line of text.split("\n")) {
+    if (!line.startsWith(`${name}{`)) continue;
+    const value = pattern.exec(line.slice(0, line.indexOf("}")))?.[1];
+    if (value === undefined) continue;
+    sums[value] = (sums[value] ?? 0) + Number(line.slice(line.lastIndexOf(" ") + 1));
+  }
+  return sums;
+}
+
 /** The operator's `/metrics` text. */
 export async function scrapeMetrics(port: number): Promise<string> {
   const response = await fetch(`http://127.0.0.1:${port}/metrics`);

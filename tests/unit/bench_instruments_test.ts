@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { parseBurstShape, unionMs } from "../bench/burst.ts";
 import { ForgeObserver } from "../bench/forge_observer.ts";
 import { parseBenchArgs } from "../bench/options.ts";
-import { countAuditedRequests, metricSum } from "../bench/probes.ts";
+import { countAuditedRequests, metricByLabel, metricSum } from "../bench/probes.ts";
 import { distribution, formatTable, percentile } from "../bench/report.ts";
 
 Deno.test("percentiles are nearest-rank, and a distribution reports median, p95 and max", () => {
@@ -48,7 +48,7 @@ Deno.test("the busy time of a burst is the union of the jobs' intervals, without
   assert.equal(unionMs([]), 0);
 });
 
-Deno.test("metricSum adds the series of a counter, optionally by label", () => {
+Deno.test("metricSum adds the series of a counter, optionally by label; metricByLabel sums them per label value", () => {
   const text = [
     "# HELP x_total x",
     'x_total{endpoint="/a",code="2xx"} 3',
@@ -58,6 +58,10 @@ Deno.test("metricSum adds the series of a counter, optionally by label", () => {
   ].join("\n");
   assert.equal(metricSum(text, "x_total"), 7);
   assert.equal(metricSum(text, "x_total", { code: "5xx" }), 4);
+  assert.deepEqual(metricByLabel(text + '\nx_total{code="2xx",endpoint="/a"} 2', "x_total", "endpoint"), {
+    "/a": 5,
+    "/b": 4,
+  });
 });
 
 Deno.test("audited requests count one user's requests once each, within the window", () => {
