@@ -30,7 +30,6 @@ export const benchUsage = `Usage: deno task bench [-- flags]
 Measures the operator against the local control plane and Gitea, prints a table and writes JSON.
 
   --only PARTS               comma-separated parts to run (default all): ${parts.join(", ")}
-                             (burst runs raw too: its rate is compared with the raw create rate of the same run)
   --skip PARTS               parts not to run
   --out FILE                 the JSON results (default: bench-results.json in a new temporary folder)
   --create-concurrency N     creates in flight for the raw rate, and the operator's flag when it has one (default 8)
@@ -91,7 +90,6 @@ export function parseBenchArgs(args: readonly string[]): BenchArgs {
     const skipped = partList("skip", text("skip"));
     selected = selected.filter((part) => !skipped.includes(part));
   }
-  if (selected.includes("burst") && !selected.includes("raw")) selected.unshift("raw");
   if (selected.length === 0) throw new BenchUsageError("No part left to run: check --only and --skip");
   if (!/^\d+(ms|s|m)$/.test(text("burst-poll-interval"))) {
     throw new BenchUsageError(

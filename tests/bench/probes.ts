@@ -32,7 +32,8 @@ export function metricSum(text: string, name: string, labels: Record<string, str
     if (!line.startsWith(name)) continue;
     const rest = line.slice(name.length);
     if (rest[0] !== "{" && rest[0] !== " ") continue;
-    const labelText = rest[0] === "{" ? rest.slice(1, rest.indexOf("}")) : "";
+    // Label values may hold braces themselves (endpoint templates such as /repos/{owner}/{repo}/actions/jobs).
+    const labelText = rest[0] === "{" ? rest.slice(1, rest.lastIndexOf("}")) : "";
     const matches = Object.entries(labels).every(([key, value]) => labelText.includes(`${key}="${value}"`));
     if (matches) sum += Number(rest.slice(rest.lastIndexOf(" ") + 1));
   }
@@ -45,7 +46,7 @@ export function metricByLabel(text: string, name: string, label: string): Record
   const pattern = new RegExp(`${label}="([^"]*)"`);
   for (const line of text.split("\n")) {
     if (!line.startsWith(`${name}{`)) continue;
-    const value = pattern.exec(line.slice(0, line.indexOf("}")))?.[1];
+    const value = pattern.exec(line.slice(0, line.lastIndexOf("}")))?.[1];
     if (value === undefined) continue;
     sums[value] = (sums[value] ?? 0) + Number(line.slice(line.lastIndexOf(" ") + 1));
   }

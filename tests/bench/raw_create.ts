@@ -1,7 +1,8 @@
 /**
  * The limit: how fast the operator's own Kubernetes client (`makeClients` of `src/kube/client.ts`, with the operator's
- * identity) creates Jobs shaped exactly like runner Jobs, `concurrency` in flight, with no operator running. The burst
- * part compares the operator's runner Job rate with this one.
+ * identity) creates Jobs shaped exactly like runner Jobs, `concurrency` in flight, with no operator creating anything.
+ * The `raw` part runs rounds of its own; the burst part runs one round of its size right before each burst, so that on
+ * a shared machine the two rates it compares are measured under the same load.
  */
 import type { V1Job } from "@kubernetes/client-node";
 import { type KubeClients, loadKubeConfig, makeClients } from "../../src/kube/client.ts";
@@ -23,48 +24,63 @@ export interface RawCreateResult {
   figures: Figure[];
 }
 
-export async function measureRawCreateRate(ctx: BenchContext, options: RawCreateOptions): Promise<RawCreateResult> {
+export interface RawRound {
+  /** Jobs per second. */
+  rate: number;
+  seconds: number;
+  /** Milliseconds per create request. */
+  latencies: number[];
+}
+
+/** A few creates before the measured ones: the client's connections and the API server's first Job admissions. */
+const warmUpJobs = 20;
+
+/**
+ * One round in a new namespace (deleted afterwards, waiting until it is gone): `jobs` runner-shaped Jobs, owned by a
+ * real RunnerGroup that no operator reconciles, so they carry the same owner reference as runner Jobs.
+ */
+export async function rawCreateRound(
+  ctx: BenchContext,
+  namespace: string,
+  jobs: number,
+  concurrency: number,
+): Promise<RawRound> {
   const { batch } = makeClients(loadKubeConfig(ctx.operatorKubeconfig, () => undefined));
+  await ctx.createNamespace(namespace);
+  const uid = await ctx.createGroup(namespace, "raw", {
+    scope: "repo",
+    org: "bench",
+    repo: "bench",
+    giteaURL: ctx.giteaUrl,
+    labels: ["bench"],
+    maxActiveRunners: 10_000,
+    template: { nodeSelector: unschedulable },
+  });
+  const job = (id: number): V1Job => runnerShapedJob({ name: "raw", namespace, uid, giteaUrl: ctx.giteaUrl }, id);
+  await createJobs(
+    batch,
+    namespace,
+    Array.from({ length: warmUpJobs }, (_, index) => job(jobs + 1 + index)),
+    concurrency,
+  );
+  const bodies = Array.from({ length: jobs }, (_, index) => job(index + 1));
+  const started = performance.now();
+  const latencies = await createJobs(batch, namespace, bodies, concurrency);
+  const seconds = (performance.now() - started) / 1000;
+  await ctx.deleteNamespace(namespace);
+  return { rate: jobs / seconds, seconds, latencies };
+}
+
+export async function measureRawCreateRate(ctx: BenchContext, options: RawCreateOptions): Promise<RawCreateResult> {
   const rates: number[] = [];
   const latencies: number[] = [];
   for (let round = 1; round <= options.rounds; round++) {
-    const namespace = `raw-${round}`;
-    await ctx.createNamespace(namespace);
-    // A real (never reconciled) group owns the Jobs, so they carry the same owner reference as runner Jobs.
-    const uid = await ctx.createGroup(namespace, "raw", {
-      scope: "repo",
-      org: "bench",
-      repo: "bench",
-      giteaURL: ctx.giteaUrl,
-      labels: ["bench"],
-      maxActiveRunners: 10_000,
-      template: { nodeSelector: unschedulable },
-    });
-    const jobs = Array.from(
-      { length: options.jobs },
-      (_, index) => runnerShapedJob({ name: "raw", namespace, uid, giteaUrl: ctx.giteaUrl }, index + 1),
-    );
-    if (round === 1) {
-      // Warm-up, not measured: the client's connections and the API server's first Job admissions.
-      await createJobs(
-        batch,
-        namespace,
-        Array.from(
-          { length: warmUpJobs },
-          (_, index) =>
-            runnerShapedJob({ name: "raw", namespace, uid, giteaUrl: ctx.giteaUrl }, options.jobs + 1 + index),
-        ),
-        options.concurrency,
-      );
-    }
-    const started = performance.now();
-    latencies.push(...await createJobs(batch, namespace, jobs, options.concurrency));
-    const seconds = (performance.now() - started) / 1000;
-    rates.push(options.jobs / seconds);
+    const result = await rawCreateRound(ctx, `raw-${round}`, options.jobs, options.concurrency);
+    rates.push(result.rate);
+    latencies.push(...result.latencies);
     ctx.say(
-      `  raw round ${round}: ${options.jobs} Jobs in ${seconds.toFixed(2)} s = ${rates.at(-1)!.toFixed(1)} Jobs/s`,
+      `  raw round ${round}: ${options.jobs} Jobs in ${result.seconds.toFixed(2)} s = ${result.rate.toFixed(1)} Jobs/s`,
     );
-    await ctx.deleteNamespace(namespace);
   }
   const rate = distribution(rates);
   const createLatencyMs = distribution(latencies);
@@ -79,8 +95,6 @@ export async function measureRawCreateRate(ctx: BenchContext, options: RawCreate
     ],
   };
 }
-
-const warmUpJobs = 50;
 
 /** Creates `jobs` with `concurrency` creates in flight; returns each create's latency in ms. */
 async function createJobs(

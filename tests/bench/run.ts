@@ -53,7 +53,6 @@ function machine(): Record<string, unknown> {
 }
 
 async function runParts(ctx: BenchContext, args: BenchArgs, records: PartRecord[], figures: Figure[]): Promise<void> {
-  let rawRate: number | undefined;
   const run = async (part: Part, measure: () => Promise<{ figures: Figure[]; detail?: unknown }>): Promise<void> => {
     if (!args.parts.includes(part)) return;
     say(`\n== ${part}`);
@@ -79,13 +78,17 @@ async function runParts(ctx: BenchContext, args: BenchArgs, records: PartRecord[
       rounds: args.rawRounds,
       concurrency: args.createConcurrency,
     });
-    rawRate = result.rate.median;
     return { figures: result.figures, detail: { rates: result.rates, createLatencyMs: result.createLatencyMs } };
   });
   await run("burst", async () => {
     const results = [];
     for (const shape of args.bursts) {
-      results.push(await measureBurst(ctx, shape, { pollInterval: args.burstPollInterval, rawRate }));
+      results.push(
+        await measureBurst(ctx, shape, {
+          pollInterval: args.burstPollInterval,
+          createConcurrency: args.createConcurrency,
+        }),
+      );
     }
     return {
       figures: results.flatMap((result) => result.figures),

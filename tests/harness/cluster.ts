@@ -384,12 +384,14 @@ interface Pki {
   serviceAccountPublicKey: string;
 }
 
+/** Every key of the throwaway PKI: new, unencrypted, valid for two days. */
+const newKey = ["-newkey", "rsa:2048", "-noenc", "-days", "2"];
+
 /** A throwaway PKI: a CA, RSA keys for TLS, and an ECDSA key that only the Go components read. */
 async function createCertificates(dir: string): Promise<Pki> {
   const pki = join(dir, "pki");
   await Deno.mkdir(pki);
   const file = (name: string): string => join(pki, name);
-  const newKey = ["-newkey", "rsa:2048", "-noenc", "-days", "2"];
   const ca = file("ca.crt");
   await openssl([
     "req",
@@ -447,11 +449,7 @@ async function issueCertificate(
     ca,
     "-CAkey",
     join(pki, "ca.key"),
-    "-newkey",
-    "rsa:2048",
-    "-noenc",
-    "-days",
-    "2",
+    ...newKey,
     "-keyout",
     pair.key,
     "-out",

@@ -36,7 +36,8 @@ Deno.test("burst shapes and flags are parsed, bad ones rejected with the value q
   assert.deepEqual(parseBurstShape("25x20"), { groups: 25, jobsPerGroup: 20, rounds: 1 });
   assert.throws(() => parseBurstShape("5y20"), /Cannot parse burst "5y20"/);
   const args = parseBenchArgs(["--", "--only", "burst", "--bursts", "2x3"]);
-  assert.deepEqual(args.parts, ["raw", "burst"]);
+  assert.deepEqual(args.parts, ["burst"]);
+  assert.deepEqual(parseBenchArgs(["--skip", "burst,latency,warm-pool"]).parts, ["raw", "push", "idle", "memory"]);
   assert.deepEqual(args.bursts, [{ groups: 2, jobsPerGroup: 3, rounds: 1 }]);
   assert.throws(() => parseBenchArgs(["--only", "bursts"]), /Unknown part "bursts"/);
   assert.throws(() => parseBenchArgs(["--raw-jobs", "many"]), /Invalid value "many" for --raw-jobs/);
@@ -51,15 +52,17 @@ Deno.test("the busy time of a burst is the union of the jobs' intervals, without
 Deno.test("metricSum adds the series of a counter, optionally by label; metricByLabel sums them per label value", () => {
   const text = [
     "# HELP x_total x",
-    'x_total{endpoint="/a",code="2xx"} 3',
+    'x_total{endpoint="/a/{owner}",code="2xx"} 3',
     'x_total{endpoint="/b",code="5xx"} 4',
     "x_total_created 99",
     "x_totally 5",
   ].join("\n");
   assert.equal(metricSum(text, "x_total"), 7);
   assert.equal(metricSum(text, "x_total", { code: "5xx" }), 4);
+  assert.equal(metricSum(text, "x_total", { code: "2xx" }), 3);
   assert.deepEqual(metricByLabel(text + '\nx_total{code="2xx",endpoint="/a"} 2', "x_total", "endpoint"), {
-    "/a": 5,
+    "/a/{owner}": 3,
+    "/a": 2,
     "/b": 4,
   });
 });
