@@ -7,7 +7,7 @@ import type { BenchContext } from "./context.ts";
 import { operatorUser } from "./context.ts";
 import { ensureFleet } from "./fleet.ts";
 import { auditedRequests, cpuSeconds, metricByLabel, scrapeMetrics } from "./probes.ts";
-import type { Figure } from "./report.ts";
+import type { Figure, Target } from "./report.ts";
 
 export interface IdleCostResult {
   seconds: number;
@@ -44,9 +44,6 @@ export async function measureIdleCost(ctx: BenchContext, seconds: number): Promi
   const intervals = (to - from) / 1000 / fleet.pollIntervalSeconds;
   const perTargetPerInterval = forgeRequests / fleet.targets / intervals;
   const pollsPerTargetPerInterval = pollRequests / fleet.targets / intervals;
-  // A target polled once per interval is asked intervals - 1 to intervals + 1 times in the window (its ends cut polls
-  // apart), so "one per interval" is a band; no polls at all is a miss like too many.
-  const pollBand = [1 - 1 / intervals, 1 + 1 / intervals];
   const endpoints = Object.entries(byEndpoint).filter(([, count]) => count > 0).sort((a, b) => b[1] - a[1])
     .map(([endpoint, count]) => `${endpoint} ${count}`).join(", ");
   const part = `idle, ${fleet.targets} groups, ${Math.round(minutes * 60)} s`;
@@ -79,10 +76,7 @@ export async function measureIdleCost(ctx: BenchContext, seconds: number): Promi
         what: `jobs-list requests (polls) per target per ${fleet.pollIntervalSeconds} s poll interval`,
         unit: "",
         value: pollsPerTargetPerInterval,
-        target: {
-          text: `1 (${pollBand[0].toFixed(2)}–${pollBand[1].toFixed(2)}: a poll more or less at the window's ends)`,
-          pass: pollsPerTargetPerInterval >= pollBand[0] && pollsPerTargetPerInterval <= pollBand[1],
-        },
+        target: onePollPerInterval(pollsPerTargetPerInterval, intervals),
       },
       {
         part,
@@ -93,5 +87,18 @@ export async function measureIdleCost(ctx: BenchContext, seconds: number): Promi
       },
       { part, what: "operator CPU per minute", unit: "CPU s/min", value: (cpuAfter - cpuBefore) / minutes },
     ],
+  };
+}
+
+/**
+ * "One poll per target per interval": a target polled once per interval is asked intervals - 1 to intervals + 1 times
+ * in a window of that many intervals (the window's ends cut polls apart), so the target is that band around 1; no
+ * polls at all is a miss like too many.
+ */
+export function onePollPerInterval(pollsPerTargetPerInterval: number, intervals: number): Target {
+  const [low, high] = [1 - 1 / intervals, 1 + 1 / intervals];
+  return {
+    text: `1 (${low.toFixed(2)}–${high.toFixed(2)}: a poll more or less at the window's ends)`,
+    pass: pollsPerTargetPerInterval >= low && pollsPerTargetPerInterval <= high,
   };
 }

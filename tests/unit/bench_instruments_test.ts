@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { parseBurstShape, unionMs } from "../bench/burst.ts";
 import { ForgeObserver } from "../bench/forge_observer.ts";
+import { onePollPerInterval } from "../bench/idle_cost.ts";
 import { parseBenchArgs } from "../bench/options.ts";
 import { countAuditedRequests, metricByLabel, metricSum } from "../bench/probes.ts";
 import { distribution, formatTable, percentile } from "../bench/report.ts";
@@ -47,6 +48,15 @@ Deno.test("the busy time of a burst is the union of the jobs' intervals, without
   assert.equal(unionMs([[0, 10], [5, 20], [30, 40], [35, 36]]), 30);
   assert.equal(unionMs([[30, 40], [0, 10]]), 20);
   assert.equal(unionMs([]), 0);
+});
+
+Deno.test("one poll per target per interval allows a poll more or less in the window, not none or two", () => {
+  assert.equal(onePollPerInterval(1, 12).pass, true);
+  assert.equal(onePollPerInterval(13 / 12, 12).pass, true);
+  assert.equal(onePollPerInterval(11 / 12, 12).pass, true);
+  assert.equal(onePollPerInterval(14 / 12, 12).pass, false);
+  assert.equal(onePollPerInterval(0, 12).pass, false);
+  assert.equal(onePollPerInterval(2, 12).pass, false);
 });
 
 Deno.test("metricSum adds the series of a counter, optionally by label; metricByLabel sums them per label value", () => {
