@@ -144,8 +144,8 @@ export async function measureBurst(ctx: BenchContext, shape: BurstShape, options
       result.rounds.push({ jobs: added.length, rate, busyRate, rawRate: raw.rate, duplicates, kubeRequests });
       ctx.say(
         `  burst ${tag}: ${added.length} runner Jobs, last ${((times.at(-1)! - pushedAt) / 1000).toFixed(2)} s after ` +
-          `the push, ${rate.toFixed(1)} Jobs/s first to last, ${busyRate.toFixed(1)} Jobs/s while busy, ` +
-          `${kubeRequests.total} API requests`,
+          `the push, ${rate.toFixed(1)} Jobs/s first to last, ${busyRate.toFixed(1)} Jobs/s while busy ` +
+          `(raw ${raw.rate.toFixed(1)} Jobs/s just before), ${kubeRequests.total} API requests`,
       );
     } finally {
       await ctx.stopOperator(operator);
