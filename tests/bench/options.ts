@@ -39,7 +39,7 @@ Measures the operator against the local control plane and Gitea, prints a table 
   --burst-poll-interval D    the operator's --poll-interval during bursts (default 2s)
   --push-samples N           single pushes in push mode (default 20)
   --idle-seconds N           idle window (default 120)
-  --cached-jobs N            runner Jobs created for the memory growth figure (default 1000)
+  --cached-jobs N            runner Jobs created in each of the memory part's two steps (default 1000)
   --latency-jobs N           jobs of the spawn-latency and warm-pool parts (default 20)`;
 
 function positiveInteger(flag: string, text: string, min = 1): number {
