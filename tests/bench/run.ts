@@ -148,7 +148,7 @@ async function main(): Promise<number> {
     await runParts(ctx, args, records, figures);
   } finally {
     await ctx.dispose();
-    await Deno.remove(join(dir, "audit.log")).catch(() => {});
+    for (const file of ["audit.log", "audit-policy.json"]) await Deno.remove(join(dir, file)).catch(() => {});
   }
   say(`\n${formatTable(figures)}`);
   const results = {
@@ -160,6 +160,8 @@ async function main(): Promise<number> {
     parts: records,
   };
   await Deno.writeTextFile(out, `${JSON.stringify(results, null, 2)}\n`);
+  // The folder holds nothing else now; keep it only when the results went there.
+  if (args.out !== undefined) await Deno.remove(dir).catch(() => {});
   say(`\nResults: ${out}`);
   return records.some((record) => record.error) ? 1 : 0;
 }
