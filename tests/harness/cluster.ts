@@ -39,6 +39,8 @@ export interface ClusterOptions {
   http2?: boolean;
   /** Copies every process's output to this process's stderr as well as to its log file. */
   echoOutput?: boolean;
+  /** More kube-apiserver flags, appended last (e.g. an audit policy for the benchmark). */
+  apiServerArgs?: string[];
 }
 
 export interface ClusterHarness {
@@ -58,6 +60,11 @@ export interface ClusterHarness {
   pids(): Record<string, number>;
   /** Stops kube-apiserver and starts it again on the same port and storage; resolves once it is ready again. */
   restartApiServer(): Promise<void>;
+  /**
+   * Writes a kubeconfig for a client certificate of user `user` in `groups` (e.g. `system:masters`), issued by the
+   * cluster's CA, and returns its path: a client the API server (and its audit log) tells apart from the admin.
+   */
+  issueKubeconfig(user: string, groups?: string[]): Promise<string>;
   /** Kills every process (SIGTERM, then SIGKILL) and removes {@linkcode dir}. Safe to call twice. */
   dispose(): Promise<void>;
 }
@@ -192,6 +199,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
       "--shutdown-delay-duration=0s",
       ...options.http2 ? [] : ["--disable-http2-serving=true"],
       "--v=0",
+      ...options.apiServerArgs ?? [],
     ];
     const readyz = (): Promise<boolean> => isReady(`${server}/readyz`, adminTls);
     const startApiServer = async (): Promise<void> => {
@@ -250,6 +258,15 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
         const restartDeadline = Date.now() + 60_000;
         const apiserver = start("kube-apiserver", binaries.kubeApiserver, apiserverArgs);
         await waitUntil("kube-apiserver is ready after a restart", restartDeadline, apiserver, readyz);
+      },
+      issueKubeconfig: async (user: string, groups: string[] = []): Promise<string> => {
+        const subject = [...groups.map((group) => `/O=${group}`), `/CN=${user}`].join("");
+        const pair = await issueCertificate(join(dir, "pki"), pki.ca, `user-${user}`, subject, [
+          "extendedKeyUsage=clientAuth",
+        ]);
+        const path = join(dir, `${user}.kubeconfig`);
+        await writeKubeconfig(path, server, pki.ca, pair);
+        return path;
       },
       dispose,
     };
@@ -367,12 +384,14 @@ interface Pki {
   serviceAccountPublicKey: string;
 }
 
+/** Every key of the throwaway PKI: new, unencrypted, valid for two days. */
+const newKey = ["-newkey", "rsa:2048", "-noenc", "-days", "2"];
+
 /** A throwaway PKI: a CA, RSA keys for TLS, and an ECDSA key that only the Go components read. */
 async function createCertificates(dir: string): Promise<Pki> {
   const pki = join(dir, "pki");
   await Deno.mkdir(pki);
   const file = (name: string): string => join(pki, name);
-  const newKey = ["-newkey", "rsa:2048", "-noenc", "-days", "2"];
   const ca = file("ca.crt");
   await openssl([
     "req",
@@ -387,30 +406,8 @@ async function createCertificates(dir: string): Promise<Pki> {
     "-addext",
     "keyUsage=critical,keyCertSign,cRLSign",
   ]);
-  const issue = async (name: string, subject: string, extensions: string[]): Promise<KeyPair> => {
-    const pair = { cert: file(`${name}.crt`), key: file(`${name}.key`) };
-    await openssl([
-      "req",
-      "-x509",
-      "-CA",
-      ca,
-      "-CAkey",
-      file("ca.key"),
-      ...newKey,
-      "-keyout",
-      pair.key,
-      "-out",
-      pair.cert,
-      "-subj",
-      subject,
-      "-addext",
-      "basicConstraints=critical,CA:FALSE",
-      "-addext",
-      "keyUsage=critical,digitalSignature,keyEncipherment",
-      ...extensions.flatMap((extension) => ["-addext", extension]),
-    ]);
-    return pair;
-  };
+  const issue = (name: string, subject: string, extensions: string[]): Promise<KeyPair> =>
+    issueCertificate(pki, ca, name, subject, extensions);
   const client = ["extendedKeyUsage=clientAuth"];
   const serviceAccountPrivateKey = file("service-account.key");
   const serviceAccountPublicKey = file("service-account.pub");
@@ -434,6 +431,38 @@ async function createCertificates(dir: string): Promise<Pki> {
     ]).then(() => openssl(["pkey", "-in", serviceAccountPrivateKey, "-pubout", "-out", serviceAccountPublicKey])),
   ]);
   return { ca, serving, admin, controllerManager, scheduler, serviceAccountPrivateKey, serviceAccountPublicKey };
+}
+
+/** Issues a certificate signed by the CA in `pki` (`ca.key` beside `ca`), as `<name>.crt` and `<name>.key`. */
+async function issueCertificate(
+  pki: string,
+  ca: string,
+  name: string,
+  subject: string,
+  extensions: string[],
+): Promise<KeyPair> {
+  const pair = { cert: join(pki, `${name}.crt`), key: join(pki, `${name}.key`) };
+  await openssl([
+    "req",
+    "-x509",
+    "-CA",
+    ca,
+    "-CAkey",
+    join(pki, "ca.key"),
+    ...newKey,
+    "-keyout",
+    pair.key,
+    "-out",
+    pair.cert,
+    "-subj",
+    subject,
+    "-addext",
+    "basicConstraints=critical,CA:FALSE",
+    "-addext",
+    "keyUsage=critical,digitalSignature,keyEncipherment",
+    ...extensions.flatMap((extension) => ["-addext", extension]),
+  ]);
+  return pair;
 }
 
 async function openssl(args: string[]): Promise<void> {

@@ -14,7 +14,7 @@ import {
 } from "@kubernetes/client-node";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { type ClusterHarness, startCluster } from "./cluster.ts";
+import { type ClusterHarness, type ClusterOptions, startCluster } from "./cluster.ts";
 import { type GiteaHarness, startGitea } from "./gitea.ts";
 import { type RunnerKubelet, startRunnerKubelet } from "./kubelet.ts";
 import { ensureTools, type ToolPaths } from "./tools.ts";
@@ -56,6 +56,8 @@ export interface EnvironmentOptions {
   giteaVersion?: string;
   /** Extra app.ini settings for Gitea, e.g. `{ webhook: { ALLOWED_HOST_LIST: "loopback" } }`. */
   giteaSettings?: Record<string, Record<string, string>>;
+  /** More kube-apiserver flags (see {@linkcode ClusterOptions.apiServerArgs}). */
+  apiServerArgs?: ClusterOptions["apiServerArgs"];
 }
 
 export async function startEnvironment(options: EnvironmentOptions = {}): Promise<Environment> {
@@ -71,7 +73,7 @@ export async function startEnvironment(options: EnvironmentOptions = {}): Promis
   };
   try {
     const [cluster, gitea] = await Promise.all([
-      startCluster({ echoOutput: options.echo }),
+      startCluster({ echoOutput: options.echo, apiServerArgs: options.apiServerArgs }),
       startGitea({ version: options.giteaVersion, settings: options.giteaSettings }),
     ]);
     cleanups.push(() => cluster.dispose(), () => gitea.dispose());

@@ -30,6 +30,8 @@ export interface OperatorProcess {
   running(): boolean;
   /** The port of its HTTP server (health, metrics, webhooks), from its log. */
   port(): Promise<number>;
+  /** The operator's own process id (not its watchdog's), for CPU and memory figures; undefined once it exited. */
+  pid(): number | undefined;
 }
 
 export interface StartOperatorOptions {
@@ -78,6 +80,7 @@ export async function startOperator(options: StartOperatorOptions): Promise<Oper
     logPath,
     exited,
     running: () => !done,
+    pid: () => (done ? undefined : denoChildOf(child.process.pid)),
     async port(): Promise<number> {
       for (let attempt = 0; attempt < 300; attempt++) {
         const line = (await readLines()).map((text) => {
@@ -109,4 +112,21 @@ export async function startOperator(options: StartOperatorOptions): Promise<Oper
       return exited;
     },
   };
+}
+
+/** The Deno process among the children of `parent` (the watchdog also runs a bash subshell), from Linux's /proc. */
+function denoChildOf(parent: number): number | undefined {
+  let children: string;
+  try {
+    children = Deno.readTextFileSync(`/proc/${parent}/task/${parent}/children`);
+  } catch {
+    return undefined;
+  }
+  return children.trim().split(/\s+/).filter(Boolean).map(Number).find((pid) => {
+    try {
+      return Deno.readTextFileSync(`/proc/${pid}/comm`).trim() === "deno";
+    } catch {
+      return false;
+    }
+  });
 }

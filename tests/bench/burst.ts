@@ -1,0 +1,243 @@
+/**
+ * Burst: G repositories, each with its own repo-scope RunnerGroup, get a workflow with an M-job matrix pushed at the
+ * same moment (G x M jobs queued at once), in poll mode. For every job: from the push being accepted by Gitea's API to
+ * its runner Job existing (seen through a watch), split at the moment the operator's poll first listed the job (the
+ * forge observer): Gitea's and the poll's part before, the operator's own part after. Also the runner Job rate during
+ * the burst against the raw create rate of a round of the same size measured right before it, duplicates, and the
+ * operator's Kubernetes API requests (audit log).
+ *
+ * Runner pods are never scheduled (see `unschedulable`), so a 500-job burst costs no runner processes. Gitea 1.26 has
+ * no limit on a matrix's size or on queued jobs per repository (`modules/actions/jobparser` and act's `GetMatrixes`
+ * expand any cartesian product; GitHub's 256-job cap is not enforced), so 5 x 100 is one run of 100 jobs per repository.
+ * Jobs are created by Gitea after the push is accepted (its `push_update` queue), which is part of the first split.
+ */
+import { ownPathWorkflow } from "../harness/gitea.ts";
+import { waitForFirstPoll } from "../harness/environment.ts";
+import { labelKeys, runnerJobSelector } from "../../src/runner_group/runner_job.ts";
+import type { BenchContext } from "./context.ts";
+import { operatorUser, unschedulable } from "./context.ts";
+import { JobWatch } from "./job_watch.ts";
+import { rawCreateRound } from "./raw_create.ts";
+import { type AuditedRequests, auditedRequests } from "./probes.ts";
+import { atLeast, atMost, distribution, type Figure } from "./report.ts";
+
+export interface BurstShape {
+  groups: number;
+  jobsPerGroup: number;
+  rounds: number;
+}
+
+/** Parses `5x20` or `5x20*3` (three rounds). */
+export function parseBurstShape(text: string): BurstShape {
+  const match = /^(\d+)x(\d+)(?:\*(\d+))?$/.exec(text.trim());
+  if (!match || Number(match[1]) < 1 || Number(match[2]) < 1 || Number(match[3] ?? "1") < 1) {
+    throw new Error(`Cannot parse burst "${text}": expected GROUPSxJOBS or GROUPSxJOBS*ROUNDS, such as 5x20*3`);
+  }
+  return { groups: Number(match[1]), jobsPerGroup: Number(match[2]), rounds: Number(match[3] ?? "1") };
+}
+
+export interface BurstOptions {
+  pollInterval: string;
+  /** Creates in flight of the raw round measured right before each burst. */
+  createConcurrency: number;
+}
+
+interface BurstRound {
+  jobs: number;
+  /** Runner Jobs per second from the first to the last runner Job. */
+  rate: number;
+  /**
+   * Runner Jobs per second while the operator had work: over the union of each job's [seen, runner Job] interval,
+   * so that time spent waiting for the next poll (which a raw create loop never waits for) does not count.
+   */
+  busyRate: number;
+  /** The raw create rate of a round of the same size right before the burst (see raw_create.ts). */
+  rawRate: number;
+  duplicates: number;
+  kubeRequests: AuditedRequests;
+}
+
+export interface BurstResult {
+  shape: BurstShape;
+  /** Seconds from push accepted to runner Job, per job (all rounds). */
+  acceptedToJob: number[];
+  /** Seconds from push accepted to the job being seen by the operator's poll. */
+  acceptedToSeen: number[];
+  /** Seconds from seen to runner Job: the operator's own part. */
+  seenToJob: number[];
+  rounds: BurstRound[];
+  figures: Figure[];
+}
+
+const matrix = (jobs: number): string => Array.from({ length: jobs }, (_, index) => index + 1).join(", ");
+
+export async function measureBurst(ctx: BenchContext, shape: BurstShape, options: BurstOptions): Promise<BurstResult> {
+  const { gitea, custom } = ctx.env;
+  const total = shape.groups * shape.jobsPerGroup;
+  const result: BurstResult = { shape, acceptedToJob: [], acceptedToSeen: [], seenToJob: [], rounds: [], figures: [] };
+  for (let round = 1; round <= shape.rounds; round++) {
+    const tag = `burst-${shape.groups}x${shape.jobsPerGroup}-${round}`;
+    await gitea.createOrg(tag);
+    await ctx.createNamespace(tag);
+    const groups = Array.from({ length: shape.groups }, (_, index) => `g${index + 1}`);
+    for (const group of groups) {
+      await gitea.createRepo(tag, group);
+      await ctx.createGroup(tag, group, {
+        scope: "repo",
+        org: tag,
+        repo: group,
+        giteaURL: ctx.forge.url,
+        labels: ["burst"],
+        maxActiveRunners: Math.min(10_000, 2 * shape.jobsPerGroup),
+        template: { nodeSelector: unschedulable },
+      });
+    }
+    const watch = await JobWatch.start(ctx.env.cluster.kubeConfig, tag, runnerJobSelector);
+    const operator = await ctx.startOperator(`operator-${tag}`, [
+      "--namespaces",
+      tag,
+      "--poll-interval",
+      options.pollInterval,
+      "--log-level",
+      "info",
+    ]);
+    try {
+      await Promise.all(groups.map((group) => waitForFirstPoll(custom, tag, group)));
+      // The limit right now, with this operator idle, so that both rates see the same load on a shared machine.
+      const raw = await rawCreateRound(ctx, `${tag}-raw`, total, options.createConcurrency);
+      const path = ".gitea/workflows/burst.yaml";
+      const workflow = ownPathWorkflow(
+        path,
+        `  burst:\n    runs-on: burst\n    strategy:\n      matrix:\n        n: [${matrix(shape.jobsPerGroup)}]\n` +
+          "    steps:\n      - run: echo ${{ matrix.n }}\n",
+      );
+      const accepted = new Map<string, number>();
+      const pushedAt = Date.now();
+      await Promise.all(groups.map(async (group) => {
+        await gitea.pushWorkflow(tag, group, path, workflow);
+        accepted.set(group, Date.now());
+      }));
+      await watch.waitForAdded(total, 600_000);
+      // Anything beyond one runner Job per job (a duplicate) would come within a poll or two.
+      await new Promise((resolve) => setTimeout(resolve, 3_000));
+      const added = watch.added();
+      const times = added.map((job) => job.at).sort((a, b) => a - b);
+      const perJob = new Map<string, number>();
+      const busy: [number, number][] = [];
+      for (const job of added) {
+        const id = job.labels[labelKeys.jobId];
+        perJob.set(id, (perJob.get(id) ?? 0) + 1);
+        const pushed = accepted.get(job.labels[labelKeys.groupName])!;
+        result.acceptedToJob.push((job.at - pushed) / 1000);
+        const seen = ctx.forge.seenAt(Number(id));
+        if (seen !== undefined) {
+          busy.push([seen, job.at]);
+          result.acceptedToSeen.push((seen - pushed) / 1000);
+          result.seenToJob.push((job.at - seen) / 1000);
+        }
+      }
+      const span = (times.at(-1)! - times[0]) / 1000;
+      const rate = span > 0 ? (times.length - 1) / span : Infinity;
+      const busyRate = busy.length > 0 ? busy.length / (unionMs(busy) / 1000) : Number.NaN;
+      const duplicates = [...perJob.values()].reduce((sum, count) => sum + count - 1, 0);
+      const kubeRequests = await auditedRequests(ctx.auditLogPath, operatorUser, pushedAt, times.at(-1)! + 1);
+      result.rounds.push({ jobs: added.length, rate, busyRate, rawRate: raw.rate, duplicates, kubeRequests });
+      ctx.say(
+        `  burst ${tag}: ${added.length} runner Jobs, last ${((times.at(-1)! - pushedAt) / 1000).toFixed(2)} s after ` +
+          `the push, ${rate.toFixed(1)} Jobs/s first to last, ${busyRate.toFixed(1)} Jobs/s while busy ` +
+          `(raw ${raw.rate.toFixed(1)} Jobs/s just before), ${kubeRequests.total} API requests`,
+      );
+    } finally {
+      await ctx.stopOperator(operator);
+      await watch.stop();
+    }
+    await ctx.deleteNamespace(tag);
+  }
+
+  const part = `burst ${shape.groups}x${shape.jobsPerGroup}${shape.rounds > 1 ? ` (${shape.rounds} rounds)` : ""}`;
+  const rate = distribution(result.rounds.map((round) => round.rate));
+  const busyRates = result.rounds.map((round) => round.busyRate).filter((value) => !Number.isNaN(value));
+  const busyRate = busyRates.length > 0 ? distribution(busyRates) : undefined;
+  const duplicates = result.rounds.reduce((sum, round) => sum + round.duplicates, 0);
+  const requests = result.rounds.reduce((sum, round) => sum + round.kubeRequests.total, 0);
+  const jobs = result.rounds.reduce((sum, round) => sum + round.jobs, 0);
+  const byKind: Record<string, number> = {};
+  for (const round of result.rounds) {
+    for (const [kind, count] of Object.entries(round.kubeRequests.byKind)) byKind[kind] = (byKind[kind] ?? 0) + count;
+  }
+  const topKinds = Object.entries(byKind).sort((a, b) => b[1] - a[1]).slice(0, 5)
+    .map(([kind, count]) => `${kind} ${count}`).join(", ");
+  const seenToJob = result.seenToJob.length > 0 ? distribution(result.seenToJob) : undefined;
+  result.figures.push(
+    { part, what: "push accepted -> runner Job exists", unit: "s", distribution: distribution(result.acceptedToJob) },
+    ...(result.acceptedToSeen.length > 0
+      ? [{
+        part,
+        what: "push accepted -> job seen by the operator's poll",
+        unit: "s",
+        distribution: distribution(result.acceptedToSeen),
+      }]
+      : []),
+    {
+      part,
+      what: "job seen -> runner Job exists (operator's part)",
+      unit: "s",
+      distribution: seenToJob,
+      ...(seenToJob && total === 100 ? { target: atMost(seenToJob.max, 2, "s (max)") } : {}),
+      ...(result.seenToJob.length < jobs
+        ? { note: `${jobs - result.seenToJob.length} of ${jobs} jobs were never seen through the forge observer` }
+        : {}),
+    },
+    { part, what: "runner Jobs per second, first to last", unit: "Jobs/s", distribution: rate },
+    {
+      part,
+      what: "runner Jobs per second while jobs were seen, not yet created",
+      unit: "Jobs/s",
+      distribution: busyRate,
+    },
+  );
+  const ratios = result.rounds.filter((round) => !Number.isNaN(round.busyRate)).map((round) =>
+    (round.busyRate / round.rawRate) * 100
+  );
+  result.figures.push({
+    part,
+    what: "raw create rate right before each round",
+    unit: "Jobs/s",
+    distribution: distribution(result.rounds.map((round) => round.rawRate)),
+  });
+  if (ratios.length > 0) {
+    const ratio = distribution(ratios);
+    result.figures.push({
+      part,
+      what: "runner Job rate while busy / raw create rate",
+      unit: "%",
+      distribution: ratio,
+      target: atLeast(ratio.median, 80, "% (median)"),
+    });
+  }
+  result.figures.push(
+    { part, what: "duplicate runner Jobs", unit: "", value: duplicates, target: atMost(duplicates, 0, "") },
+    {
+      part,
+      what: "operator's Kubernetes API requests per runner Job",
+      unit: "",
+      value: requests / jobs,
+      note: `${requests} requests in all, most: ${topKinds}`,
+    },
+  );
+  return result;
+}
+
+/** The length of the union of intervals, in their unit. */
+export function unionMs(intervals: readonly (readonly [number, number])[]): number {
+  const sorted = [...intervals].sort((a, b) => a[0] - b[0]);
+  let total = 0;
+  let [start, end] = sorted[0] ?? [0, 0];
+  for (const [from, to] of sorted.slice(1)) {
+    if (from > end) {
+      total += end - start;
+      [start, end] = [from, to];
+    } else end = Math.max(end, to);
+  }
+  return total + end - start;
+}

@@ -1,0 +1,117 @@
+/**
+ * The limit: how fast the operator's own Kubernetes client (`makeClients` of `src/kube/client.ts`, with the operator's
+ * identity) creates Jobs shaped exactly like runner Jobs, `concurrency` in flight, with no operator creating anything.
+ * The `raw` part runs rounds of its own; the burst part runs one round of its size right before each burst, so that on
+ * a shared machine the two rates it compares are measured under the same load.
+ */
+import type { V1Job } from "@kubernetes/client-node";
+import { type KubeClients, loadKubeConfig, makeClients } from "../../src/kube/client.ts";
+import type { BenchContext } from "./context.ts";
+import { runnerShapedJob, unschedulable } from "./context.ts";
+import { type Distribution, distribution, type Figure } from "./report.ts";
+
+export interface RawCreateOptions {
+  jobs: number;
+  rounds: number;
+  concurrency: number;
+}
+
+export interface RawCreateResult {
+  /** Jobs per second of each round. */
+  rates: number[];
+  rate: Distribution;
+  createLatencyMs: Distribution;
+  figures: Figure[];
+}
+
+export interface RawRound {
+  /** Jobs per second. */
+  rate: number;
+  seconds: number;
+  /** Milliseconds per create request. */
+  latencies: number[];
+}
+
+/** A few creates before the measured ones: the client's connections and the API server's first Job admissions. */
+const warmUpJobs = 20;
+
+/**
+ * One round in a new namespace (deleted afterwards, waiting until it is gone): `jobs` runner-shaped Jobs, owned by a
+ * real RunnerGroup that no operator reconciles, so they carry the same owner reference as runner Jobs.
+ */
+export async function rawCreateRound(
+  ctx: BenchContext,
+  namespace: string,
+  jobs: number,
+  concurrency: number,
+): Promise<RawRound> {
+  const { batch } = makeClients(loadKubeConfig(ctx.operatorKubeconfig, () => undefined));
+  await ctx.createNamespace(namespace);
+  const uid = await ctx.createGroup(namespace, "raw", {
+    scope: "repo",
+    org: "bench",
+    repo: "bench",
+    giteaURL: ctx.giteaUrl,
+    labels: ["bench"],
+    maxActiveRunners: 10_000,
+    template: { nodeSelector: unschedulable },
+  });
+  const job = (id: number): V1Job => runnerShapedJob({ name: "raw", namespace, uid, giteaUrl: ctx.giteaUrl }, id);
+  await createJobs(
+    batch,
+    namespace,
+    Array.from({ length: warmUpJobs }, (_, index) => job(jobs + 1 + index)),
+    concurrency,
+  );
+  const bodies = Array.from({ length: jobs }, (_, index) => job(index + 1));
+  const started = performance.now();
+  const latencies = await createJobs(batch, namespace, bodies, concurrency);
+  const seconds = (performance.now() - started) / 1000;
+  await ctx.deleteNamespace(namespace);
+  return { rate: jobs / seconds, seconds, latencies };
+}
+
+export async function measureRawCreateRate(ctx: BenchContext, options: RawCreateOptions): Promise<RawCreateResult> {
+  const rates: number[] = [];
+  const latencies: number[] = [];
+  for (let round = 1; round <= options.rounds; round++) {
+    const result = await rawCreateRound(ctx, `raw-${round}`, options.jobs, options.concurrency);
+    rates.push(result.rate);
+    latencies.push(...result.latencies);
+    ctx.say(
+      `  raw round ${round}: ${options.jobs} Jobs in ${result.seconds.toFixed(2)} s = ${result.rate.toFixed(1)} Jobs/s`,
+    );
+  }
+  const rate = distribution(rates);
+  const createLatencyMs = distribution(latencies);
+  const part = `raw create (${options.jobs} Jobs, ${options.concurrency} in flight)`;
+  return {
+    rates,
+    rate,
+    createLatencyMs,
+    figures: [
+      { part, what: "Jobs per second, per round", unit: "Jobs/s", distribution: rate },
+      { part, what: "one create request", unit: "ms", distribution: createLatencyMs },
+    ],
+  };
+}
+
+/** Creates `jobs` with `concurrency` creates in flight; returns each create's latency in ms. */
+async function createJobs(
+  batch: KubeClients["batch"],
+  namespace: string,
+  jobs: V1Job[],
+  concurrency: number,
+): Promise<number[]> {
+  const latencies: number[] = [];
+  let next = 0;
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (next < jobs.length) {
+      const body = jobs[next++];
+      const sent = performance.now();
+      await batch.createNamespacedJob({ namespace, body });
+      latencies.push(performance.now() - sent);
+    }
+  }));
+  return latencies;
+}

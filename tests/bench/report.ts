@@ -1,0 +1,104 @@
+/**
+ * The benchmark's figures: distributions (median, p95, max), single values, the target each is checked against, and
+ * the table and JSON they are reported as. Targets are checked here, by the benchmark, never by timed assertions in
+ * tests.
+ */
+
+export interface Distribution {
+  n: number;
+  median: number;
+  p95: number;
+  max: number;
+  min: number;
+}
+
+/** Nearest-rank percentile of sorted values (p95 of 20 samples is the 19th). */
+export function percentile(sorted: readonly number[], p: number): number {
+  if (sorted.length === 0) throw new Error("Cannot take a percentile of no samples");
+  const index = Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1);
+  return sorted[Math.max(0, index)];
+}
+
+export function distribution(values: readonly number[]): Distribution {
+  const sorted = [...values].sort((a, b) => a - b);
+  return {
+    n: sorted.length,
+    median: percentile(sorted, 50),
+    p95: percentile(sorted, 95),
+    max: sorted[sorted.length - 1],
+    min: sorted[0],
+  };
+}
+
+export interface Target {
+  /** What is expected, as printed: `≤ 100 ms`. */
+  text: string;
+  pass: boolean;
+}
+
+/** One row of the table: a distribution or a single value, in `unit`, with its target if it has one. */
+export interface Figure {
+  part: string;
+  what: string;
+  unit: string;
+  distribution?: Distribution;
+  value?: number;
+  target?: Target;
+  /** A short remark printed after the table (how it was measured, why a figure is missing). */
+  note?: string;
+}
+
+/** `value <= limit`, printed as `≤ limit unit`. */
+export function atMost(value: number, limit: number, unit: string): Target {
+  return { text: `≤ ${limit} ${unit}`.trim(), pass: value <= limit };
+}
+
+/** `value >= limit`, printed as `≥ limit unit`. */
+export function atLeast(value: number, limit: number, unit: string): Target {
+  return { text: `≥ ${limit} ${unit}`.trim(), pass: value >= limit };
+}
+
+/** Rounds for printing: three significant digits, at most three decimals. */
+export function round(value: number): string {
+  if (!Number.isFinite(value) || Number.isInteger(value)) return String(value);
+  const magnitude = Math.abs(value);
+  const decimals = magnitude >= 100 ? 0 : magnitude >= 10 ? 1 : magnitude >= 1 ? 2 : 3;
+  return value.toFixed(decimals);
+}
+
+function describe(figure: Figure): { n: string; value: string } {
+  const unit = figure.unit ? ` ${figure.unit}` : "";
+  if (figure.distribution) {
+    const { n, median, p95, max } = figure.distribution;
+    return { n: String(n), value: `${round(median)} / ${round(p95)} / ${round(max)}${unit}` };
+  }
+  if (figure.value !== undefined) return { n: "", value: `${round(figure.value)}${unit}` };
+  return { n: "", value: "(not measured)" };
+}
+
+/** A Markdown table: part, figure, samples, median / p95 / max (or the value), target and PASS or MISS. */
+export function formatTable(figures: readonly Figure[]): string {
+  const header = ["part", "figure", "n", "median / p95 / max, or value", "target", "result"];
+  const rows = figures.map((figure) => {
+    const { n, value } = describe(figure);
+    return [
+      figure.part,
+      figure.what,
+      n,
+      value,
+      figure.target?.text ?? "",
+      figure.target ? (figure.target.pass ? "PASS" : "MISS") : "",
+    ];
+  });
+  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => row[column].length)));
+  const line = (cells: string[]): string => `| ${cells.map((cell, i) => cell.padEnd(widths[i])).join(" | ")} |`;
+  const notes = figures.filter((figure) => figure.note).map((figure) =>
+    `- ${figure.part}, ${figure.what}: ${figure.note}`
+  );
+  return [
+    line(header),
+    line(widths.map((width) => "-".repeat(width))),
+    ...rows.map(line),
+    ...(notes.length > 0 ? ["", ...notes] : []),
+  ].join("\n");
+}
