@@ -2,7 +2,7 @@
  * Kubernetes Events about RunnerGroups, rate-limited: the same reason and message for the same object is recorded at
  * most once per interval, so a failing forge does not produce an event per poll.
  */
-import type { CoreV1Api } from "@kubernetes/client-node";
+import type { CoreV1Api } from "./api.ts";
 import { describeError, logger, redact } from "../log.ts";
 
 export interface EventTarget {

@@ -221,6 +221,41 @@ export function buildRunnerJob(input: RunnerJobInput): V1Job {
   };
 }
 
+/**
+ * What the Job informer keeps of a runner Job: the fields read by {@linkcode describeRunnerJob}, the reconcile
+ * (labels, namespace, name), the manager (owner references, uid, failed condition) and the informer itself
+ * (resourceVersion). The pod template, annotations and managedFields are most of a Job and nobody reads them from the
+ * cache. A reader of another field must add it here (tests/unit/runner_job_test.ts compares the readers' answers on
+ * pruned and full Jobs).
+ */
+export function pruneRunnerJob(job: V1Job): V1Job {
+  const conditions = job.status?.conditions;
+  const pruned = pick(job, ["apiVersion", "kind"]);
+  pruned.metadata = pick(job.metadata ?? {}, [
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "labels",
+    "ownerReferences",
+  ]);
+  if (conditions) {
+    pruned.status = {
+      conditions: conditions.map((condition) => pick(condition, ["type", "status", "lastTransitionTime"])),
+    };
+  }
+  return pruned;
+}
+
+/** The given properties of an object that are set; a new object, so that V8 keeps it compact. */
+function pick<T extends object, K extends keyof T>(source: T, keys: K[]): T {
+  const result = {} as T;
+  for (const key of keys) if (source[key] !== undefined) result[key] = source[key];
+  return result;
+}
+
 /** Reads an existing runner Job back; undefined when it is not one of ours or is malformed. */
 export function describeRunnerJob(job: V1Job, now: number): RunnerJobRecord | undefined {
   const labels = job.metadata?.labels ?? {};
