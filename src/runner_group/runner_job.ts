@@ -236,7 +236,6 @@ export function pruneRunnerJob(job: V1Job): V1Job {
     "namespace",
     "uid",
     "resourceVersion",
-    "creationTimestamp",
     "deletionTimestamp",
     "labels",
     "ownerReferences",
