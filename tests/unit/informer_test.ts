@@ -125,12 +125,19 @@ Deno.test("the informer caches transformed objects, follows the watch, relists a
     assert.equal(listed, 2);
     assert.equal(restarts, 1);
     assert.equal(informer.restarts, 1);
+
+    // A watch request the API server answers 410 (resourceVersion too old) lists again too.
+    third.done(Object.assign(new Error("Watch of /apis/batch/v1/jobs failed with status 410"), { statusCode: 410 }));
+    const fourth = await watch.waitForCall(4);
+    assert.equal(listed, 3);
+    assert.equal(fourth.query.resourceVersion, "30");
+    assert.equal(restarts, 1);
   } finally {
     await informer.stop();
   }
   assert.ok(watch.calls.at(-1)!.controller.signal.aborted);
   await new Promise((resolve) => setTimeout(resolve, 20));
-  assert.equal(watch.calls.length, 3, "no watch after stop");
+  assert.equal(watch.calls.length, 4, "no watch after stop");
 });
 
 Deno.test("without a transform the informer still drops managedFields and keeps the rest", async () => {
