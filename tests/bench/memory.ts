@@ -1,7 +1,8 @@
 /**
  * Benchmark: where the operator's memory goes. Prints a table and writes the figures as JSON.
  *
- *   deno task bench:memory [--runs 7] [--jobs 1000] [--steps 2] [--out dist/bench/memory.json] [--no-cluster]
+ *   deno task bench:memory [--runs 7] [--operator-runs 5] [--jobs 1000] [--steps 2] [--out dist/bench/memory.json]
+ *                          [--no-cluster]
  *
  * 1. Module loading: resident memory (VmRSS) of a fresh Deno process, and of one that loaded the operator's modules
  *    (`main.ts` and what it imports) and built its Kubernetes clients from a kubeconfig; median over `--runs`
@@ -11,8 +12,10 @@
  * 3. The operator process, as `deno task run` starts it, against the real local control plane and Gitea with 22
  *    RunnerGroups (20 repository-scope, 2 organization-scope): resident memory idle, then after each `--jobs` more
  *    runner Jobs are cached (created suspended, so that no pods run; labelled and owned as the operator's own, built by
- *    its own builder). Resident memory is sampled every 500 ms for 15 s once the operator has seen every Job and 20 s
- *    have passed; the median is reported. Growth per 1,000 Jobs is the slope from idle to the last step.
+ *    its own builder). Resident memory is sampled every 500 ms for 15 s once the operator has seen every Job (the
+ *    owning group's status counts them) and 20 s have passed; the sample median is a run's figure. Growth per 1,000
+ *    Jobs is the slope from idle to the last step. `--operator-runs` fresh operator processes, in one environment (the
+ *    Jobs are deleted between runs); the table shows medians over runs.
  */
 import { parseArgs } from "node:util";
 import { dirname, join } from "node:path";
@@ -37,6 +40,7 @@ const { values: flags } = parseArgs({
     runs: { type: "string", default: "7" },
     jobs: { type: "string", default: "1000" },
     steps: { type: "string", default: "2" },
+    "operator-runs": { type: "string", default: "5" },
     out: { type: "string", default: "dist/bench/memory.json" },
     "no-cluster": { type: "boolean", default: false },
   },
@@ -48,17 +52,14 @@ const positiveInteger = (name: string, text: string): number => {
 };
 const runs = positiveInteger("runs", flags.runs);
 const jobsPerStep = positiveInteger("jobs", flags.jobs);
-const steps = positiveInteger("steps", flags.steps);
+const stepCount = positiveInteger("steps", flags.steps);
+const operatorRuns = positiveInteger("operator-runs", flags["operator-runs"]);
+const mib = (value: number): string => `${value.toFixed(1)} MiB`;
 
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const middle = Math.floor(sorted.length / 2);
   return sorted.length % 2 === 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
-}
-
-function percentile(values: number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.max(0, Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1))];
 }
 
 /** Runs the probe once in a fresh process and returns its JSON line. */
@@ -179,9 +180,8 @@ async function measureOperator(): Promise<void> {
       body: { metadata: { name: "tokens" }, stringData: { api: gitea.adminToken } },
     });
     const giteaURL = gitea.url.replace(/\/$/, "");
-    const orgs = ["alpha", "beta"];
     const groups: { name: string; spec: Record<string, unknown> }[] = [];
-    for (const org of orgs) {
+    for (const org of ["alpha", "beta"]) {
       await gitea.createOrg(org);
       groups.push({ name: `${org}-org`, spec: { scope: "org", org } });
       for (let n = 1; n <= 10; n++) {
@@ -201,30 +201,6 @@ async function measureOperator(): Promise<void> {
         }),
       );
     }
-    operator = await startOperator({
-      kubeconfigPath: env.cluster.kubeconfigPath,
-      dir: env.dir,
-      name: "operator-memory",
-      // Runner Jobs made here run no job: they must not be removed as idle while being measured.
-      args: ["--log-level", "info", "--idle-runner-grace", "24h"],
-    });
-    await operator.port();
-    await eventually("every group polled once", async () => {
-      for (const group of groups) {
-        const status = (await getRunnerGroup(custom, namespace, group.name)).status;
-        if (!status?.conditions?.some((c) => c.type === "ForgeReachable" && c.status === "True")) return false;
-      }
-      return true;
-    }, { timeoutMs: 180_000, detail: () => operator!.logTail() });
-    const pid = findOperatorPid(env.cluster.kubeconfigPath);
-
-    const measureNow = async (): Promise<{ median: number; p95: number; samples: number[] }> => {
-      await new Promise((resolve) => setTimeout(resolve, 20_000));
-      const samples = await sampleResident(pid, 15_000);
-      return { median: median(samples), p95: percentile(samples, 95), samples };
-    };
-    const idle = await measureNow();
-    rows.push([`operator idle, ${groups.length} groups (RSS, median)`, `${idle.median.toFixed(1)} MiB`]);
 
     // The cached Jobs belong to one group, so that its status says when the operator has seen them all.
     const owner = created[1];
@@ -252,56 +228,102 @@ async function measureOperator(): Promise<void> {
         defaultImage: defaultRunnerImage,
         registrationToken: { name: "tokens", key: "registration" },
       });
+      // No pods: only the Job objects are measured.
       job.spec!.suspend = true;
       return job;
     };
-    const stepsResult: { jobs: number; median: number; p95: number; samples: number[] }[] = [];
-    let nextId = 1_000_000;
-    for (let step = 1; step <= steps; step++) {
-      const ids = Array.from({ length: jobsPerStep }, () => nextId++);
-      for (let i = 0; i < ids.length; i += 20) {
-        await Promise.all(
-          ids.slice(i, i + 20).map((id) => batch.createNamespacedJob({ namespace, body: runnerJob(id) })),
-        );
-      }
-      const total = step * jobsPerStep;
-      await eventually(`the operator to count ${total} runner Jobs`, async () => {
+    const activeRunnersAre = (count: number): Promise<boolean> =>
+      eventually(`the operator to count ${count} runner Jobs`, async () => {
         const status = (await getRunnerGroup(custom, namespace, owner.metadata.name)).status;
-        return status?.activeRunners === total;
-      }, { timeoutMs: 300_000, detail: () => operator!.logTail() });
-      const figures = await measureNow();
-      stepsResult.push({ jobs: total, ...figures });
-      rows.push([`operator with ${total} cached runner Jobs (RSS, median)`, `${figures.median.toFixed(1)} MiB`]);
-    }
-    const last = stepsResult.at(-1)!;
-    const perThousand = ((last.median - idle.median) / last.jobs) * 1000;
-    rows.push(["growth per 1,000 cached runner Jobs", `${perThousand.toFixed(1)} MiB`]);
+        return status?.activeRunners === count;
+      }, { timeoutMs: 300_000, detail: () => operator?.logTail() ?? "" });
+    const settleAndSample = async (pid: number): Promise<number> => {
+      await new Promise((resolve) => setTimeout(resolve, 20_000));
+      return median(await sampleResident(pid, 15_000));
+    };
 
-    // Per object, from what the API server returned for these Jobs.
-    const listPath = join(tmp, "jobs.json");
-    const list = await fetchRawList(env.cluster.kubeconfigPath, `/apis/batch/v1/namespaces/${namespace}/jobs`);
-    await Deno.writeTextFile(listPath, list);
-    const objects = await probe("objects", listPath, String(jobsPerStep));
-    rows.push(["runner Job as JSON from the API server", `${(objects.jsonBytes / 1024).toFixed(1)} KiB`]);
-    rows.push(["runner Job in the heap, as returned", `${(objects.heapBytesRaw / 1024).toFixed(1)} KiB`]);
+    const idle: number[] = [];
+    const stepsByRun: number[][] = [];
+    const growth: number[] = [];
+    let nextId = 1_000_000;
+    for (let run = 1; run <= operatorRuns; run++) {
+      operator = await startOperator({
+        kubeconfigPath: env.cluster.kubeconfigPath,
+        dir: env.dir,
+        name: `operator-memory-${run}`,
+        // Runner Jobs made here run no job: they must not be removed as idle while being measured (a run takes minutes).
+        args: ["--log-level", "info", "--idle-runner-grace", "3600s"],
+      });
+      const port = await operator.port();
+      await eventually("the operator ready", async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).ok, {
+        timeoutMs: 60_000,
+      });
+      if (run === 1) {
+        await eventually("every group polled once", async () => {
+          for (const group of groups) {
+            const status = (await getRunnerGroup(custom, namespace, group.name)).status;
+            if (!status?.conditions?.some((c) => c.type === "ForgeReachable" && c.status === "True")) return false;
+          }
+          return true;
+        }, { timeoutMs: 180_000, detail: () => operator!.logTail() });
+      }
+      const pid = findOperatorPid(env.cluster.kubeconfigPath);
+      idle.push(await settleAndSample(pid));
+      const steps: number[] = [];
+      for (let step = 1; step <= stepCount; step++) {
+        const ids = Array.from({ length: jobsPerStep }, () => nextId++);
+        for (let i = 0; i < ids.length; i += 20) {
+          await Promise.all(
+            ids.slice(i, i + 20).map((id) => batch.createNamespacedJob({ namespace, body: runnerJob(id) })),
+          );
+        }
+        await activeRunnersAre(step * jobsPerStep);
+        steps.push(await settleAndSample(pid));
+      }
+      stepsByRun.push(steps);
+      growth.push(((steps.at(-1)! - idle.at(-1)!) / (stepCount * jobsPerStep)) * 1000);
+      say(
+        `run ${run}: idle ${idle.at(-1)!.toFixed(1)} MiB, ` +
+          steps.map((mib, index) => `${(index + 1) * jobsPerStep} Jobs ${mib.toFixed(1)} MiB`).join(", "),
+      );
+
+      if (run === operatorRuns) {
+        // Per object, from what the API server returned for these Jobs.
+        const listPath = join(tmp, "jobs.json");
+        const list = await fetchRawList(env.cluster.kubeconfigPath, `/apis/batch/v1/namespaces/${namespace}/jobs`);
+        await Deno.writeTextFile(listPath, list);
+        results.perObject = await probe("objects", listPath, String(jobsPerStep));
+      }
+      await batch.deleteCollectionNamespacedJob({ namespace, propagationPolicy: "Background" });
+      await activeRunnersAre(0);
+      await operator.stop("SIGTERM");
+      operator = undefined;
+    }
+
+    rows.push([`operator idle, ${groups.length} groups (RSS, median of ${operatorRuns} runs)`, mib(median(idle))]);
+    for (let step = 1; step <= stepCount; step++) {
+      const atStep = stepsByRun.map((steps) => steps[step - 1]);
+      rows.push([`operator with ${step * jobsPerStep} cached runner Jobs (RSS, median)`, mib(median(atStep))]);
+    }
+    rows.push(["growth per 1,000 cached runner Jobs (median)", mib(median(growth))]);
+    const objects = results.perObject as Record<string, number | undefined>;
+    const kib = (bytes: number | undefined): string => `${((bytes ?? NaN) / 1024).toFixed(1)} KiB`;
+    rows.push(["runner Job as JSON from the API server", kib(objects.jsonBytes)]);
+    rows.push(["runner Job in the heap, as returned", kib(objects.heapBytesRaw)]);
     if (objects.heapBytesWithoutManagedFields !== undefined) {
-      rows.push([
-        "runner Job in the heap, without managedFields",
-        `${(objects.heapBytesWithoutManagedFields / 1024).toFixed(1)} KiB`,
-      ]);
+      rows.push(["runner Job in the heap, without managedFields", kib(objects.heapBytesWithoutManagedFields)]);
     }
     if (objects.heapBytesPruned !== undefined) {
-      rows.push([
-        "runner Job in the heap, as the informer keeps it",
-        `${(objects.heapBytesPruned / 1024).toFixed(1)} KiB`,
-      ]);
+      rows.push(["runner Job in the heap, as the informer keeps it", kib(objects.heapBytesPruned)]);
     }
     results.operator = {
       groups: groups.length,
-      idleMiB: idle,
-      steps: stepsResult,
-      growthPerThousandJobsMiB: perThousand,
-      perObject: objects,
+      runs: operatorRuns,
+      idleMiB: { median: median(idle), samples: idle },
+      cachedJobsMiB: stepsByRun.map((steps) =>
+        steps.map((value, index) => ({ jobs: (index + 1) * jobsPerStep, value }))
+      ),
+      growthPerThousandJobsMiB: { median: median(growth), samples: growth },
     };
   } finally {
     if (operator?.running()) await operator.stop("SIGTERM");
