@@ -7,7 +7,6 @@
  * winning, relative paths are relative to the file naming them, a token file wins over a token and is re-read.
  */
 import { dirname, isAbsolute, join } from "node:path";
-import YAML from "yaml";
 import {
   type CredentialSource,
   FullClientCredentials,
@@ -53,17 +52,17 @@ export interface LoadOptions {
  * Loads the kubeconfig: the given path (or `:`-separated paths, merged), else the in-cluster service account when
  * running in a pod, else `KUBECONFIG`, else `~/.kube/config`.
  */
-export function loadKubeConfig(
+export async function loadKubeConfig(
   path: string,
   env: (name: string) => string | undefined,
   options: LoadOptions = {},
-): KubeConfig {
-  if (path !== "") return fromFiles(path.split(":").filter(Boolean));
+): Promise<KubeConfig> {
+  if (path !== "") return await fromFiles(path.split(":").filter(Boolean));
   if (env("KUBERNETES_SERVICE_HOST")) return inCluster(env, options.serviceAccountDir ?? serviceAccountDir);
   const fromEnv = env("KUBECONFIG");
-  if (fromEnv) return fromFiles(fromEnv.split(":").filter(Boolean));
+  if (fromEnv) return await fromFiles(fromEnv.split(":").filter(Boolean));
   const home = env("HOME");
-  if (home) return fromFiles([join(home, ".kube", "config")]);
+  if (home) return await fromFiles([join(home, ".kube", "config")]);
   throw new Error("Cannot find a kubeconfig: give --kubeconfig, set KUBECONFIG, or run the operator in a cluster");
 }
 
@@ -89,7 +88,7 @@ type Document = Record<string, unknown>;
 type Named = { name: string; value: Document };
 
 /** Reads and merges kubeconfig files: for each named entry and for current-context, the first file wins. */
-function fromFiles(paths: string[]): KubeConfig {
+async function fromFiles(paths: string[]): Promise<KubeConfig> {
   const clusters = new Map<string, Document>();
   const users = new Map<string, Document>();
   const contexts = new Map<string, Document>();
@@ -108,7 +107,7 @@ function fromFiles(paths: string[]): KubeConfig {
     found++;
     let document: unknown;
     try {
-      document = YAML.parse(text);
+      document = await parseYamlOrJson(text);
     } catch (error) {
       throw new Error(`Cannot parse the kubeconfig "${path}": ${(error as Error).message}`, { cause: error });
     }
@@ -262,6 +261,19 @@ function stringField(entry: Document, key: string, what: string): string {
   const value = entry[key];
   if (typeof value !== "string" || value === "") throw new Error(`The kubeconfig's ${what} has no ${key}`);
   return value;
+}
+
+/**
+ * Parses a kubeconfig. JSON (which YAML includes, and which generated kubeconfigs often are) needs no YAML library; the
+ * library (about 2 MiB resident) is loaded only for a file that is not JSON.
+ */
+async function parseYamlOrJson(text: string): Promise<unknown> {
+  try {
+    return JSON.parse(text);
+  } catch {
+    const { default: YAML } = await import("yaml");
+    return YAML.parse(text);
+  }
 }
 
 /** YAML 1.1 booleans too, as client-go's YAML reader takes them (`yes`, `on`). */

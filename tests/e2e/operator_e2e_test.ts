@@ -268,7 +268,7 @@ Deno.test({
             registrationToken: { name: "stale-tokens", key: "registration" },
             authToken: { name: "stale-tokens", key: "api" },
           }) as unknown as RunnerGroup;
-          const clients = makeClients(loadKubeConfig(env.cluster.kubeconfigPath, () => undefined));
+          const clients = makeClients(await loadKubeConfig(env.cluster.kubeconfigPath, () => undefined));
           const pollers = new DemandPollers({ intervalMs: 1000, timeoutMs: 5000, onChange: () => {} });
           const reconciler = new RunnerGroupReconciler({
             clients,

@@ -59,7 +59,7 @@ const okJson = (): Response => Response.json({ kind: "Secret", metadata: { name:
 
 Deno.test("client certificate and CA as data: PEM decoded, trailing slash of the server dropped", async () => {
   await withDir(async (dir) => {
-    const config = loadKubeConfig(
+    const config = await loadKubeConfig(
       await write(
         dir,
         document({ "certificate-authority-data": btoa(caPem) }, {
@@ -93,7 +93,7 @@ Deno.test("client certificate and CA as files, relative to the kubeconfig's fold
         "client-key": join(dir, "kube", "pki", "client.key"),
       })),
     );
-    const config = loadKubeConfig(path, noEnv);
+    const config = await loadKubeConfig(path, noEnv);
     assert.deepEqual(config.caCerts, [caPem]);
     const credentials = await config.credentials();
     assert.equal(credentials.cert, certPem);
@@ -119,7 +119,7 @@ Deno.test("a token is sent as a bearer token; YAML kubeconfigs are read too", as
           "- name: x\n  context: {cluster: c, user: u}",
         ].join("\n"),
       );
-      const clients = makeClients(loadKubeConfig(path, noEnv));
+      const clients = makeClients(await loadKubeConfig(path, noEnv));
       const secret = await clients.core.readNamespacedSecret({ namespace: "ns", name: "s" });
       assert.equal(secret.metadata?.name, "s");
       assert.deepEqual(seen, ["Bearer static-token-123"]);
@@ -139,7 +139,7 @@ Deno.test("a token file wins over a token, and is read again after a 401 (a rota
           : Response.json({ kind: "Status", code: 401, message: "Unauthorized" }, { status: 401 }),
       async (server, seen) => {
         const path = await write(dir, document({ server }, { token: "static-token-123", tokenFile: "token" }));
-        const clients = makeClients(loadKubeConfig(path, noEnv));
+        const clients = makeClients(await loadKubeConfig(path, noEnv));
         await clients.core.readNamespacedSecret({ namespace: "ns", name: "s" });
         // The kubelet rotates the token; the old one is refused from now on.
         await Deno.writeTextFile(tokenPath, "second-token\n");
@@ -176,7 +176,7 @@ Deno.test("in a pod: the service account's CA and token file, the server from th
     await Deno.writeTextFile(join(dir, "token"), "sa-token-123\n");
     const env = (name: string): string | undefined =>
       ({ KUBERNETES_SERVICE_HOST: "10.0.0.1", KUBERNETES_SERVICE_PORT: "443" } as Record<string, string>)[name];
-    const config = loadKubeConfig("", env, { serviceAccountDir: dir });
+    const config = await loadKubeConfig("", env, { serviceAccountDir: dir });
     assert.equal(config.server, "https://10.0.0.1:443");
     assert.deepEqual(config.caCerts, [caPem]);
     assert.equal((await config.credentials()).headers.authorization, "Bearer sa-token-123");
@@ -184,10 +184,10 @@ Deno.test("in a pod: the service account's CA and token file, the server from th
 
     const ipv6 = (name: string): string | undefined =>
       ({ KUBERNETES_SERVICE_HOST: "fd00::1", KUBERNETES_SERVICE_PORT: "6443" } as Record<string, string>)[name];
-    assert.equal(loadKubeConfig("", ipv6, { serviceAccountDir: dir }).server, "https://[fd00::1]:6443");
+    assert.equal((await loadKubeConfig("", ipv6, { serviceAccountDir: dir })).server, "https://[fd00::1]:6443");
 
     await Deno.remove(join(dir, "token"));
-    assert.throws(() => loadKubeConfig("", env, { serviceAccountDir: dir }), /Cannot read the token file ".*token"/);
+    await assert.rejects(loadKubeConfig("", env, { serviceAccountDir: dir }), /Cannot read the token file ".*token"/);
   });
 });
 
@@ -203,7 +203,7 @@ Deno.test("an exec plugin gets its credentials from the full client, loaded only
       }) + "'\n",
     );
     await Deno.chmod(plugin, 0o755);
-    const config = loadKubeConfig(
+    const config = await loadKubeConfig(
       await write(
         dir,
         document({ "certificate-authority-data": btoa(caPem) }, {
@@ -221,16 +221,13 @@ Deno.test("an exec plugin gets its credentials from the full client, loaded only
 Deno.test("a kubeconfig without current-context, or naming a missing context, is refused clearly", async () => {
   await withDir(async (dir) => {
     const none = await write(dir, document({}, { token: "t" }, { "current-context": undefined }), "none");
-    assert.throws(() => loadKubeConfig(none, noEnv), /The kubeconfig ".*none" has no current-context/);
+    await assert.rejects(loadKubeConfig(none, noEnv), /The kubeconfig ".*none" has no current-context/);
     const missing = await write(dir, document({}, { token: "t" }, { "current-context": "gone" }), "missing");
-    assert.throws(
-      () => loadKubeConfig(missing, noEnv),
+    await assert.rejects(
+      loadKubeConfig(missing, noEnv),
       /The kubeconfig ".*missing" has no context "gone" \(its current-context\)/,
     );
-    assert.throws(
-      () => loadKubeConfig(join(dir, "absent"), noEnv),
-      /Cannot read the kubeconfig ".*absent"/,
-    );
+    await assert.rejects(loadKubeConfig(join(dir, "absent"), noEnv), /Cannot read the kubeconfig ".*absent"/);
   });
 });
 
@@ -238,8 +235,8 @@ Deno.test("a kubeconfig with insecure-skip-tls-verify is refused with a message 
   await withDir(async (dir) => {
     for (const value of [true, "yes"]) {
       const path = await write(dir, document({ "insecure-skip-tls-verify": value }, { token: "t" }));
-      assert.throws(
-        () => loadKubeConfig(path, noEnv),
+      await assert.rejects(
+        loadKubeConfig(path, noEnv),
         /Cluster "c" has insecure-skip-tls-verify, which the operator does not support: give its CA \(certificate-authority or certificate-authority-data\) instead/,
       );
     }
@@ -247,7 +244,7 @@ Deno.test("a kubeconfig with insecure-skip-tls-verify is refused with a message 
       dir,
       document({ "certificate-authority": "ca.crt", "certificate-authority-data": "eA==" }, {}),
     );
-    assert.throws(() => loadKubeConfig(both, noEnv), /has both certificate-authority and certificate-authority-data/);
+    await assert.rejects(loadKubeConfig(both, noEnv), /has both certificate-authority and certificate-authority-data/);
   });
 });
 
@@ -264,17 +261,17 @@ Deno.test("several kubeconfig files merge: the first file to name an entry or a 
       }),
       "second",
     );
-    const config = loadKubeConfig(`${first}:${join(dir, "not-there")}:${second}`, noEnv);
+    const config = await loadKubeConfig(`${first}:${join(dir, "not-there")}:${second}`, noEnv);
     assert.equal(config.server, "https://10.1.2.3:6443");
     assert.equal((await config.credentials()).headers.authorization, "Bearer first-token");
     // Without a path: KUBECONFIG, then ~/.kube/config.
     const env = (name: string): string | undefined =>
       ({ KUBECONFIG: `${first}:${second}` } as Record<string, string>)[name];
-    assert.equal(loadKubeConfig("", env).server, "https://10.1.2.3:6443");
+    assert.equal((await loadKubeConfig("", env)).server, "https://10.1.2.3:6443");
   });
 });
 
-Deno.test("the operator's modules load no runtime part of @kubernetes/client-node (only its types, and lazily)", async () => {
+Deno.test("the operator's modules load no runtime part of @kubernetes/client-node (only its types, and lazily), nor yaml", async () => {
   const output = await new Deno.Command(Deno.execPath(), {
     args: ["info", "--json", new URL("../../main.ts", import.meta.url).href],
     stdout: "piped",
@@ -297,7 +294,7 @@ Deno.test("the operator's modules load no runtime part of @kubernetes/client-nod
     for (const dependency of modules.get(specifier)?.dependencies ?? []) {
       if (!dependency.code || dependency.isDynamic) continue;
       const target = dependency.code.specifier;
-      if (/^npm:(@kubernetes\/client-node|undici)@/.test(target)) offenders.push(`${specifier} imports ${target}`);
+      if (/^npm:(@kubernetes\/client-node|undici|yaml)@/.test(target)) offenders.push(`${specifier} imports ${target}`);
       if (target.startsWith("file:")) pending.push(target);
     }
   }
