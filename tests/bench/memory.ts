@@ -103,6 +103,13 @@ function residentBytesOf(pid: number): number {
   return Number(line.replace(/\D+/g, "")) * 1024;
 }
 
+/** CPU seconds (user and system) a process has used, from /proc (clock ticks of 1/100 s on Linux). */
+function cpuSecondsOf(pid: number): number {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
 /** The operator's Deno process: the one whose command line runs main.ts against this cluster's kubeconfig. */
 function findOperatorPid(kubeconfigPath: string): number {
   for (const entry of Deno.readDirSync("/proc")) {
@@ -245,6 +252,7 @@ async function measureOperator(): Promise<void> {
     const idle: number[] = [];
     const stepsByRun: number[][] = [];
     const growth: number[] = [];
+    const cpu: number[] = [];
     let nextId = 1_000_000;
     for (let run = 1; run <= operatorRuns; run++) {
       operator = await startOperator({
@@ -282,6 +290,7 @@ async function measureOperator(): Promise<void> {
       }
       stepsByRun.push(steps);
       growth.push(((steps.at(-1)! - idle.at(-1)!) / (stepCount * jobsPerStep)) * 1000);
+      cpu.push(cpuSecondsOf(pid));
       say(
         `run ${run}: idle ${idle.at(-1)!.toFixed(1)} MiB, ` +
           steps.map((mib, index) => `${(index + 1) * jobsPerStep} Jobs ${mib.toFixed(1)} MiB`).join(", "),
@@ -306,6 +315,7 @@ async function measureOperator(): Promise<void> {
       rows.push([`operator with ${step * jobsPerStep} cached runner Jobs (RSS, median)`, mib(median(atStep))]);
     }
     rows.push(["growth per 1,000 cached runner Jobs (median)", mib(median(growth))]);
+    rows.push(["operator CPU seconds per run (median)", `${median(cpu).toFixed(1)} s`]);
     const objects = results.perObject as Record<string, number | undefined>;
     const kib = (bytes: number | undefined): string => `${((bytes ?? NaN) / 1024).toFixed(1)} KiB`;
     rows.push(["runner Job as JSON from the API server", kib(objects.jsonBytes)]);
@@ -324,6 +334,7 @@ async function measureOperator(): Promise<void> {
         steps.map((value, index) => ({ jobs: (index + 1) * jobsPerStep, value }))
       ),
       growthPerThousandJobsMiB: { median: median(growth), samples: growth },
+      cpuSecondsPerRun: { median: median(cpu), samples: cpu },
     };
   } finally {
     if (operator?.running()) await operator.stop("SIGTERM");
