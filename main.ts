@@ -3,7 +3,6 @@
  *
  * Composition root: parse the config, set up logging, build the parts, run, and stop cleanly on SIGTERM or SIGINT.
  */
-import YAML from "yaml";
 import { runCheck } from "./src/check.ts";
 import { parseConfig, usage, UsageError } from "./src/config.ts";
 import { loadKubeConfig, makeClients } from "./src/kube/client.ts";
@@ -36,16 +35,21 @@ async function main(args: string[]): Promise<number> {
     case "version":
       print(`gitea-runner-operator ${version}`);
       return 0;
-    case "crds":
+    case "crds": {
+      // Loaded here only: the running operator does not need a YAML library (about 2 MiB resident).
+      const { default: YAML } = await import("yaml");
       print(`---\n${YAML.stringify(buildRunnerGroupCrd()).trimEnd()}`);
       return 0;
+    }
     case "check": {
       configureLogging({ level: "warning", format: "text" });
       let clients: ReturnType<typeof makeClients> | undefined;
       return await runCheck({
         config,
         print,
-        kube: () => (clients ??= makeClients(loadKubeConfig(config.kubeconfig, (name) => Deno.env.get(name)))),
+        kube: async () => (clients ??= makeClients(
+          await loadKubeConfig(config.kubeconfig, (name) => Deno.env.get(name)),
+        )),
       });
     }
     case "run":
@@ -56,7 +60,7 @@ async function main(args: string[]): Promise<number> {
   const log = logger("main");
   let manager: Manager;
   try {
-    manager = new Manager(config, makeClients(loadKubeConfig(config.kubeconfig, (name) => Deno.env.get(name))));
+    manager = new Manager(config, makeClients(await loadKubeConfig(config.kubeconfig, (name) => Deno.env.get(name))));
   } catch (error) {
     log.error("Cannot start: {error}", { error: describeError(error) });
     return 1;

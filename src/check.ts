@@ -3,7 +3,6 @@
  * reaches Gitea with the group's API token, and says for each queued job whether this group would run it and, if
  * not, which labels are missing. Exit code 0 when the group can work.
  */
-import YAML from "yaml";
 import type { Config } from "./config.ts";
 import { ForgeError } from "./forge/errors.ts";
 import { connectForge } from "./forge/connect.ts";
@@ -36,7 +35,7 @@ export interface CheckOptions {
   config: Config;
   print: (line: string) => void;
   /** Connects to the cluster; called only when the group or a Secret must be read from it. */
-  kube: () => KubeClients;
+  kube: () => Promise<KubeClients>;
 }
 
 const ok = (text: string): string => `ok    ${text}`;
@@ -49,6 +48,7 @@ export async function runCheck({ config, print, kube }: CheckOptions): Promise<n
   if (config.file !== "") {
     let documents: Manifest[];
     try {
+      const { default: YAML } = await import("yaml");
       documents = YAML.parseAllDocuments(await Deno.readTextFile(config.file)).map((d) => d.toJS()).filter(Boolean);
     } catch (error) {
       print(bad(`Cannot read ${config.file}: ${error instanceof Error ? error.message : error}`));
@@ -69,7 +69,7 @@ export async function runCheck({ config, print, kube }: CheckOptions): Promise<n
   } else {
     const [namespace, name] = config.group.split("/");
     try {
-      group = await kube().custom.getNamespacedCustomObject({
+      group = await (await kube()).custom.getNamespacedCustomObject({
         group: apiGroup,
         version: apiVersion,
         namespace,
@@ -122,7 +122,7 @@ export async function runCheck({ config, print, kube }: CheckOptions): Promise<n
     if (inFile === undefined) {
       where = `Secret ${namespace}/${selector.name}`;
       try {
-        const secret = await kube().core.readNamespacedSecret({ namespace, name: selector.name });
+        const secret = await (await kube()).core.readNamespacedSecret({ namespace, name: selector.name });
         const encoded = secret.data?.[selector.key];
         value = encoded === undefined ? undefined : decodeSecretData(encoded);
       } catch (error) {

@@ -18,7 +18,7 @@ import { OperatorMetrics } from "./metrics.ts";
 import { Controller } from "./runtime/controller.ts";
 import { secretsOf } from "./runner_group/credentials.ts";
 import { groupKey, RunnerGroupReconciler } from "./runner_group/reconciler.ts";
-import { labelKeys, runnerJobSelector } from "./runner_group/runner_job.ts";
+import { labelKeys, pruneRunnerJob, runnerJobSelector } from "./runner_group/runner_job.ts";
 import { apiGroup, apiVersion, plural, type RunnerGroup } from "./runner_group/schema.ts";
 
 export const operatorName = "gitea-runner-operator";
@@ -140,6 +140,7 @@ export class Manager {
           kubeConfig: clients.kubeConfig,
           path: `/apis/batch/v1${where}/jobs`,
           labelSelector: runnerJobSelector,
+          transform: pruneRunnerJob,
           list: () =>
             namespace === undefined
               ? clients.batch.listJobForAllNamespaces({ labelSelector: runnerJobSelector })

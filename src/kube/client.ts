@@ -1,7 +1,9 @@
 /** Kubernetes connection: kubeconfig loading and the typed API clients the operator uses. */
-import { ApiException, BatchV1Api, CoreV1Api, CustomObjectsApi, KubeConfig } from "@kubernetes/client-node";
-import { createHash } from "node:crypto";
-import { Agent } from "undici";
+import { BatchV1Api, CoreV1Api, CustomObjectsApi } from "./api.ts";
+import { KubeConfig, loadKubeConfig } from "./kubeconfig.ts";
+import { KubernetesApiError, RestClient } from "./rest.ts";
+
+export { KubeConfig, loadKubeConfig };
 
 export interface KubeClients {
   kubeConfig: KubeConfig;
@@ -10,71 +12,10 @@ export interface KubeClients {
   custom: CustomObjectsApi;
 }
 
-/**
- * Loads the kubeconfig: the given path, else in-cluster service account when running in a pod, else the default
- * locations (`KUBECONFIG`, `~/.kube/config`).
- */
-export function loadKubeConfig(path: string, env: (name: string) => string | undefined): KubeConfig {
-  const kubeConfig = new KubeConfig();
-  if (path !== "") kubeConfig.loadFromFile(path);
-  else if (env("KUBERNETES_SERVICE_HOST")) kubeConfig.loadFromCluster();
-  else kubeConfig.loadFromDefault();
-  return prepareKubeConfig(kubeConfig, path ? ` from "${path}"` : "");
-}
-
-/** Checks a loaded kubeconfig can be used, and makes its clients talk HTTP/1.1 (see {@linkcode useHttp1}). */
-export function prepareKubeConfig(kubeConfig: KubeConfig, source = ""): KubeConfig {
-  const cluster = kubeConfig.getCurrentCluster();
-  if (!cluster) throw new Error(`Cannot load a kubeconfig${source}: no current cluster`);
-  // Watches run on Deno's own fetch (see watch.ts), which always verifies the server's certificate.
-  if (cluster.skipTLSVerify) {
-    throw new Error(
-      `Cluster "${cluster.name}" has insecure-skip-tls-verify, which the operator does not support: give its CA ` +
-        "(certificate-authority or certificate-authority-data) instead",
-    );
-  }
-  return useHttp1(kubeConfig);
-}
-
-type DispatcherOptions = { type: string; connect?: Record<string, unknown> };
-type KubeConfigInternals = {
-  createDispatcher(cluster: unknown, agentOptions: unknown): unknown;
-  createDispatcherOptions(cluster: unknown, agentOptions: unknown): DispatcherOptions;
-};
-
-/**
- * Makes the client talk HTTP/1.1 to the API server. Under Deno, an HTTP/2 connection that the API server closes (on a
- * restart or upgrade) crashes the whole process inside the HTTP/2 layer (seen in tests/integration against a real
- * kube-apiserver); HTTP/1.1 fails as an ordinary request error that the informers and work queue retry.
- * Proxy and SOCKS settings keep the client's own dispatcher.
- */
-export function useHttp1(kubeConfig: KubeConfig): KubeConfig {
-  const internals = kubeConfig as unknown as KubeConfigInternals;
-  const original = internals.createDispatcher.bind(kubeConfig);
-  // The client asks for a dispatcher on every request; one Agent per distinct TLS setup keeps connections alive and
-  // reused instead of opening (and leaving idle) a new one each time.
-  const agents = new Map<string, Agent>();
-  internals.createDispatcher = (cluster, agentOptions) => {
-    const options = internals.createDispatcherOptions(cluster, agentOptions);
-    if (options.type !== "agent") return original(cluster, agentOptions);
-    const key = createHash("sha256").update(JSON.stringify(options.connect ?? {})).digest("hex");
-    let agent = agents.get(key);
-    if (!agent) {
-      agent = new Agent({ connect: options.connect, allowH2: false });
-      agents.set(key, agent);
-    }
-    return agent;
-  };
-  return kubeConfig;
-}
-
+/** The API clients over one connection pool. */
 export function makeClients(kubeConfig: KubeConfig): KubeClients {
-  return {
-    kubeConfig,
-    core: kubeConfig.makeApiClient(CoreV1Api),
-    batch: kubeConfig.makeApiClient(BatchV1Api),
-    custom: kubeConfig.makeApiClient(CustomObjectsApi),
-  };
+  const rest = new RestClient(kubeConfig);
+  return { kubeConfig, core: new CoreV1Api(rest), batch: new BatchV1Api(rest), custom: new CustomObjectsApi(rest) };
 }
 
 /** Decodes one value of a Secret's `data` (base64 of UTF-8 text). */
@@ -82,20 +23,24 @@ export function decodeSecretData(encoded: string): string {
   return new TextDecoder().decode(Uint8Array.from(atob(encoded), (c) => c.charCodeAt(0)));
 }
 
-/** The HTTP status of an API error, if it is one. */
+/**
+ * The HTTP status of an API error, if it is one: ours ({@linkcode KubernetesApiError}), or one with the same `code`
+ * (client-node's `ApiException`, which tests use) or a watch's `statusCode`.
+ */
 export function apiStatus(error: unknown): number | undefined {
-  if (error instanceof ApiException) return error.code;
+  if (error instanceof KubernetesApiError) return error.code;
   const code = (error as { code?: unknown; statusCode?: unknown })?.code ??
     (error as { statusCode?: unknown })?.statusCode;
   return typeof code === "number" ? code : undefined;
 }
 
-/** The API server's message of an API error, else the error's own message. */
+/** The API server's message of an API error (from its `Status` body), else the error's own message. */
 export function apiMessage(error: unknown): string {
-  if (error instanceof ApiException) {
+  const body = (error as { body?: unknown })?.body;
+  if (apiStatus(error) !== undefined && body !== undefined) {
     try {
-      const body = typeof error.body === "string" ? JSON.parse(error.body) : error.body;
-      if (body && typeof body.message === "string") return body.message;
+      const status = typeof body === "string" ? JSON.parse(body) : body;
+      if (status && typeof status.message === "string") return status.message;
     } catch {
       // not JSON; fall through
     }

@@ -14,7 +14,8 @@
  *   unreachable API server never blocks a reconcile nor grows the memory.
  * - `stop()` drains what is queued within a bounded time, for a graceful shutdown.
  */
-import type { CoreV1Api, CoreV1Event } from "@kubernetes/client-node";
+import type { CoreV1Event } from "@kubernetes/client-node";
+import type { CoreV1Api } from "./api.ts";
 import { describeError, logger, redact } from "../log.ts";
 import { apiStatus } from "./client.ts";
 

@@ -1,13 +1,26 @@
 /**
- * A supervised informer around `@kubernetes/client-node`'s ListWatch, which stops on most errors, reports no sync
- * state, has no resync and turns exceptions in handlers into unhandled rejections. This wrapper restarts it with
- * backoff and jitter, tracks whether the first list arrived, re-establishes a watch that has been idle too long,
- * and keeps handlers to "compute a key, enqueue it".
+ * A supervised informer: lists the objects once, then watches from the list's resourceVersion, and keeps them in a
+ * cache. It restarts with backoff and jitter after errors, lists again when the watch's resourceVersion expired (410),
+ * tracks whether the first list arrived, re-establishes a watch that has been idle too long, and keeps handlers to
+ * "compute a key, enqueue it". Objects are stored without `metadata.managedFields` and through the informer's
+ * `transform`, so the cache holds only what the operator reads.
+ *
+ * Written here rather than wrapping client-node's `ListWatch`, which imports its serializer and with it the whole
+ * generated API (about 80 MiB resident), and which stops on most errors and reports no sync state anyway.
  */
-import { type KubernetesListObject, type KubernetesObject, ListWatch, type ObjectCache } from "@kubernetes/client-node";
-import type { KubeConfig } from "@kubernetes/client-node";
+import type { KubernetesListObject, KubernetesObject } from "@kubernetes/client-node";
 import { describeError, logger } from "../log.ts";
+import type { KubeConfig } from "./kubeconfig.ts";
 import { StreamingWatch } from "./watch.ts";
+
+/** Read access to an informer's objects. */
+export interface ObjectCache<T> {
+  get(name: string, namespace?: string): T | undefined;
+  list(namespace?: string): T[];
+}
+
+/** The watch an informer uses; {@linkcode StreamingWatch} unless a test gives another. */
+export type WatchLike = Pick<StreamingWatch, "watch">;
 
 export interface InformerOptions<T extends KubernetesObject> {
   /** Names the informer in logs and metrics. */
@@ -17,8 +30,12 @@ export interface InformerOptions<T extends KubernetesObject> {
   path: string;
   list: () => Promise<KubernetesListObject<T>>;
   labelSelector?: string;
-  /** A field selector, e.g. `metadata.name=x` to watch one object. */
   fieldSelector?: string;
+  /**
+   * Shapes each object before it is cached (after `metadata.managedFields` is dropped): keep only what the readers of
+   * the cache read. Handlers get the transformed object.
+   */
+  transform?: (object: T) => T;
   /** Called with each added, updated or deleted object. Must not throw; errors are logged. */
   onChange: (object: T) => void;
   /** Re-establish a watch that delivered nothing for this long (a silently dead connection). */
@@ -27,49 +44,47 @@ export interface InformerOptions<T extends KubernetesObject> {
   maxDelayMs?: number;
   /** Called on each restart after an error or an idle watch. */
   onRestart?: () => void;
+  watch?: WatchLike;
 }
 
-export class SupervisedInformer<T extends KubernetesObject> {
+/** Drops `metadata.managedFields` (server-side apply bookkeeping, often the largest part of an object). */
+export function dropManagedFields<T extends KubernetesObject>(object: T): T {
+  if (object.metadata?.managedFields === undefined) return object;
+  // A new metadata object rather than `delete`, which would leave V8 a slower, larger dictionary-mode object.
+  const { managedFields: _dropped, ...metadata } = object.metadata;
+  object.metadata = metadata;
+  return object;
+}
+
+/** The watch's resourceVersion expired: list again. */
+class ResourceVersionExpired extends Error {}
+/** The watch went idle for longer than the informer allows. */
+class IdleWatch extends Error {}
+
+const keyOf = (namespace: string | undefined, name: string | undefined): string => `${namespace ?? ""}/${name ?? ""}`;
+
+export class SupervisedInformer<T extends KubernetesObject> implements ObjectCache<T> {
   readonly #options: InformerOptions<T>;
-  readonly #listWatch: ListWatch<T>;
+  readonly #watch: WatchLike;
   readonly #log = logger("informer");
+  #objects = new Map<string, T>();
+  #resourceVersion = "";
   #synced = false;
   #stopped = true;
   #failures = 0;
   #lastActivity = Date.now();
-  #restartTimer?: ReturnType<typeof setTimeout>;
+  #listing = false;
   #watchdog?: ReturnType<typeof setInterval>;
   #syncWaiters: (() => void)[] = [];
-  #starting = false;
-  /** How often the informer was restarted after an error. */
+  #loop?: Promise<void>;
+  /** Ends the running watch (or the backoff wait) with the given reason. */
+  #interrupt?: (reason?: Error) => void;
+  /** How often the informer was restarted after an error or an idle watch. */
   restarts = 0;
 
   constructor(options: InformerOptions<T>) {
     this.#options = options;
-    this.#listWatch = new ListWatch<T>(
-      options.path,
-      // ListWatch only calls watch(); StreamingWatch has the same contract.
-      new StreamingWatch(options.kubeConfig) as unknown as ConstructorParameters<typeof ListWatch<T>>[1],
-      options.list,
-      false,
-      options.labelSelector,
-      options.fieldSelector,
-    );
-    const handle = (object: T): void => {
-      this.#lastActivity = Date.now();
-      try {
-        options.onChange(object);
-      } catch (error) {
-        this.#log.error("Informer {informer} handler failed: {error}", {
-          informer: options.name,
-          error: describeError(error),
-        });
-      }
-    };
-    this.#listWatch.on("add", handle);
-    this.#listWatch.on("update", handle);
-    this.#listWatch.on("delete", handle);
-    this.#listWatch.on("error", (error: unknown) => this.#onError(error));
+    this.#watch = options.watch ?? new StreamingWatch(options.kubeConfig);
   }
 
   /** Whether the first full list has been received (and the cache can be trusted). */
@@ -84,7 +99,16 @@ export class SupervisedInformer<T extends KubernetesObject> {
   }
 
   get cache(): ObjectCache<T> {
-    return this.#listWatch;
+    return this;
+  }
+
+  get(name: string, namespace?: string): T | undefined {
+    return this.#objects.get(keyOf(namespace, name));
+  }
+
+  list(namespace?: string): T[] {
+    const all = [...this.#objects.values()];
+    return namespace === undefined ? all : all.filter((object) => object.metadata?.namespace === namespace);
   }
 
   start(): void {
@@ -92,73 +116,207 @@ export class SupervisedInformer<T extends KubernetesObject> {
     this.#stopped = false;
     const idle = this.#options.idleTimeoutMs ?? 10 * 60_000;
     this.#watchdog = setInterval(() => {
-      if (!this.#starting && Date.now() - this.#lastActivity > idle) {
+      if (!this.#listing && Date.now() - this.#lastActivity > idle) {
         this.#log.info("Informer {informer} was idle for {idleMs} ms; re-establishing the watch", {
           informer: this.#options.name,
           idleMs: idle,
         });
-        this.#restart(0);
+        this.#lastActivity = Date.now();
+        this.#interrupt?.(new IdleWatch(`no event for ${idle} ms`));
       }
     }, Math.min(idle, 60_000));
-    void this.#run();
+    this.#loop = this.#run();
   }
 
   async stop(): Promise<void> {
     this.#stopped = true;
-    clearTimeout(this.#restartTimer);
     clearInterval(this.#watchdog);
-    await this.#listWatch.stop();
+    this.#interrupt?.();
+    await this.#loop;
   }
 
   async #run(): Promise<void> {
-    if (this.#stopped) return;
-    this.#starting = true;
-    this.#lastActivity = Date.now();
-    const failuresBefore = this.#failures;
-    try {
-      await this.#listWatch.start();
-    } catch (error) {
-      this.#onError(error);
-    } finally {
-      this.#starting = false;
+    while (!this.#stopped) {
+      try {
+        if (this.#resourceVersion === "") await this.#relist();
+        await this.#watchOnce();
+      } catch (error) {
+        if (this.#stopped) return;
+        if (error instanceof ResourceVersionExpired) {
+          this.#log.info("Informer {informer}: {error}; listing again", {
+            informer: this.#options.name,
+            error: error.message,
+          });
+          this.#resourceVersion = "";
+          continue;
+        }
+        this.restarts++;
+        this.#options.onRestart?.();
+        if (error instanceof IdleWatch) continue;
+        this.#failures++;
+        const delay = Math.min(
+          this.#options.maxDelayMs ?? 30_000,
+          (this.#options.baseDelayMs ?? 500) * 2 ** Math.min(this.#failures - 1, 16),
+        );
+        const jittered = Math.round(delay * (0.8 + Math.random() * 0.4));
+        this.#log.warn("Informer {informer} stopped ({error}); restarting in {delayMs} ms", {
+          informer: this.#options.name,
+          error: describeError(error),
+          delayMs: jittered,
+        });
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, jittered);
+          this.#interrupt = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+      }
     }
-    if (this.#failures !== failuresBefore || this.#stopped) return;
+  }
+
+  /** Replaces the cache with a fresh list; tells the handler about what was added, changed or deleted. */
+  async #relist(): Promise<void> {
+    this.#listing = true;
+    let list: KubernetesListObject<T>;
+    try {
+      list = await this.#options.list();
+    } finally {
+      this.#listing = false;
+      this.#lastActivity = Date.now();
+    }
+    if (this.#stopped) return;
+    const previous = this.#objects;
+    const fresh = new Map<string, T>();
+    for (const item of list.items ?? []) {
+      const object = this.#prepare(item);
+      fresh.set(keyOf(object.metadata?.namespace, object.metadata?.name), object);
+    }
+    this.#objects = fresh;
+    this.#resourceVersion = list.metadata?.resourceVersion ?? "";
     this.#failures = 0;
+    for (const [key, old] of previous) if (!fresh.has(key)) this.#notify(old);
+    for (const [key, object] of fresh) {
+      const old = previous.get(key);
+      if (!old || !sameVersion(old, object)) this.#notify(object);
+    }
     if (!this.#synced) {
       this.#synced = true;
       this.#log.info("Informer {informer} synced with {count} objects", {
         informer: this.#options.name,
-        count: this.#listWatch.list().length,
+        count: fresh.size,
       });
       for (const resolve of this.#syncWaiters.splice(0)) resolve();
     }
   }
 
-  #onError(error: unknown): void {
-    if (this.#stopped) return;
-    this.#failures++;
-    const delay = Math.min(
-      this.#options.maxDelayMs ?? 30_000,
-      (this.#options.baseDelayMs ?? 500) * 2 ** Math.min(this.#failures - 1, 16),
-    );
-    const jittered = Math.round(delay * (0.8 + Math.random() * 0.4));
-    this.#log.warn("Informer {informer} stopped ({error}); restarting in {delayMs} ms", {
-      informer: this.#options.name,
-      error: describeError(error),
-      delayMs: jittered,
+  /**
+   * Watches from the last resourceVersion until the watch ends: resolves when the server ended it (its timeout) or it
+   * delivered nothing for a while, rejects on errors.
+   */
+  #watchOnce(): Promise<void> {
+    const startedAt = Date.now();
+    let events = 0;
+    return new Promise<void>((resolve, reject) => {
+      let settled = false;
+      let controller: AbortController | undefined;
+      const end = (error?: Error): void => {
+        if (settled) return;
+        settled = true;
+        controller?.abort();
+        if (error) reject(error);
+        else resolve();
+      };
+      this.#interrupt = end;
+      if (this.#stopped) return end();
+      const query: Record<string, unknown> = {
+        resourceVersion: this.#resourceVersion,
+        labelSelector: this.#options.labelSelector,
+        fieldSelector: this.#options.fieldSelector,
+      };
+      this.#watch.watch(this.#options.path, query, (type, object) => {
+        if (settled) return;
+        events++;
+        this.#lastActivity = Date.now();
+        this.#failures = 0;
+        try {
+          this.#apply(type, object as T);
+        } catch (error) {
+          end(error as Error);
+        }
+      }, (error) => {
+        if (error === null || error === undefined || (error as Error).name === "TimeoutError") {
+          // A watch the server ends at once, again and again, must not spin.
+          if (events === 0 && Date.now() - startedAt < 1000) {
+            return end(new Error(`The watch of ${this.#options.path} ended at once`));
+          }
+          return end();
+        }
+        // A watch request answered 410: the resourceVersion is too old to watch from; list again (as client-node's
+        // ListWatch does) instead of retrying it.
+        if ((error as { statusCode?: number }).statusCode === 410) {
+          return end(new ResourceVersionExpired((error as Error).message ?? "resourceVersion expired"));
+        }
+        end(error instanceof Error ? error : new Error(String(error)));
+      }).then((started) => {
+        controller = started;
+        if (settled) started.abort();
+      }, (error) => end(error));
     });
-    this.#restart(jittered);
   }
 
-  #restart(delayMs: number): void {
-    clearTimeout(this.#restartTimer);
-    this.#restartTimer = setTimeout(async () => {
-      if (this.#stopped) return;
-      this.restarts++;
-      this.#options.onRestart?.();
-      await this.#listWatch.stop();
-      // ListWatch.stop() marks it stopped; start() clears that again.
-      void this.#run();
-    }, delayMs);
+  #apply(type: string, object: T): void {
+    switch (type) {
+      case "ADDED":
+      case "MODIFIED": {
+        const prepared = this.#prepare(object);
+        const key = keyOf(prepared.metadata?.namespace, prepared.metadata?.name);
+        const old = this.#objects.get(key);
+        if (old && sameVersion(old, prepared)) break;
+        this.#objects.set(key, prepared);
+        this.#notify(prepared);
+        break;
+      }
+      case "DELETED": {
+        const prepared = this.#prepare(object);
+        this.#objects.delete(keyOf(prepared.metadata?.namespace, prepared.metadata?.name));
+        this.#notify(prepared);
+        break;
+      }
+      case "BOOKMARK":
+        break;
+      case "ERROR": {
+        const status = object as { code?: number; message?: string };
+        if (status.code === 410) throw new ResourceVersionExpired(status.message ?? "resourceVersion expired");
+        throw new Error(
+          `The watch of ${this.#options.path} reported an error: ${status.message ?? JSON.stringify(status)}`,
+        );
+      }
+      default:
+        throw new Error(`The watch of ${this.#options.path} sent an unknown event type "${type}"`);
+    }
+    const version = object.metadata?.resourceVersion;
+    if (version) this.#resourceVersion = version;
   }
+
+  #prepare(object: T): T {
+    const stripped = dropManagedFields(object);
+    return this.#options.transform ? this.#options.transform(stripped) : stripped;
+  }
+
+  #notify(object: T): void {
+    try {
+      this.#options.onChange(object);
+    } catch (error) {
+      this.#log.error("Informer {informer} handler failed: {error}", {
+        informer: this.#options.name,
+        error: describeError(error),
+      });
+    }
+  }
+}
+
+function sameVersion(a: KubernetesObject, b: KubernetesObject): boolean {
+  const version = a.metadata?.resourceVersion;
+  return version !== undefined && version === b.metadata?.resourceVersion;
 }

@@ -4,7 +4,7 @@
  * it read, so two candidates never both win. The Lease is read and written as plain JSON through the custom objects
  * API, because the typed client does not write `MicroTime` fields in the form the API server requires.
  */
-import type { CustomObjectsApi } from "@kubernetes/client-node";
+import type { CustomObjectsApi } from "./api.ts";
 import { describeError, logger } from "../log.ts";
 import { apiMessage, apiStatus } from "./client.ts";
 

@@ -1,23 +1,12 @@
 /**
- * A Kubernetes watch for `ListWatch`, replacing `@kubernetes/client-node`'s `Watch`, whose stream under Deno never
- * reports a dropped connection or its own inactivity timeout (the informer then waits forever; seen against a real
- * kube-apiserver in tests/integration). This one uses Deno's own fetch with the kubeconfig's TLS material, so a
- * dropped connection ends the stream and reaches `done`; it asks for bookmarks and a server-side timeout so that an
- * idle watch is renewed regularly, and ends a watch that stays silent for too long.
+ * A Kubernetes watch over Deno's own fetch, with the kubeconfig's TLS material and headers, so that a dropped
+ * connection ends the stream and reaches `done` (client-node's `Watch`, under Deno, never reported a dropped connection
+ * or its own inactivity timeout; seen against a real kube-apiserver in tests/integration). It asks for bookmarks and a
+ * server-side timeout so that an idle watch is renewed regularly, and ends a watch that stays silent for too long.
+ * Each watch has its own HTTP/1.1 connection, closed when the watch ends.
  */
-import type { KubeConfig } from "@kubernetes/client-node";
-
-type TlsOptions = {
-  ca?: Uint8Array | string;
-  cert?: Uint8Array | string;
-  key?: Uint8Array | string;
-  headers?: Record<string, string>;
-  auth?: string;
-  rejectUnauthorized?: boolean;
-};
-
-const text = (value: Uint8Array | string | undefined): string | undefined =>
-  value === undefined ? undefined : typeof value === "string" ? value : new TextDecoder().decode(value);
+import type { KubeConfig } from "./kubeconfig.ts";
+import { apiUrl, httpClientOptions } from "./rest.ts";
 
 type WatchCallback = (phase: string, apiObject: unknown, watchObject?: unknown) => void;
 type DoneCallback = (error: unknown) => void;
@@ -45,9 +34,7 @@ export class StreamingWatch {
     callback: WatchCallback,
     done: DoneCallback,
   ): Promise<AbortController> {
-    const cluster = this.kubeConfig.getCurrentCluster();
-    if (!cluster) throw new Error("No current cluster in the kubeconfig");
-    const url = new URL(cluster.server + path);
+    const url = apiUrl(this.kubeConfig, path);
     url.searchParams.set("watch", "true");
     url.searchParams.set("allowWatchBookmarks", "true");
     const jitter = 1 + Math.random();
@@ -55,18 +42,14 @@ export class StreamingWatch {
     for (const [key, value] of Object.entries(queryParams)) {
       if (value !== undefined && value !== "") url.searchParams.set(key, String(value));
     }
-    const tls: TlsOptions = {};
-    await this.kubeConfig.applyToHTTPSOptions(tls as Parameters<KubeConfig["applyToHTTPSOptions"]>[0]);
-    const headers: Record<string, string> = { accept: "application/json", ...tls.headers };
-    if (tls.auth) headers.authorization = `Basic ${btoa(tls.auth)}`;
-    const cert = text(tls.cert);
-    const key = text(tls.key);
-    const ca = text(tls.ca);
-    const client = Deno.createHttpClient({
-      ...(ca ? { caCerts: [ca] } : {}),
-      ...(cert && key ? { cert, key } : {}),
-      http2: false,
-    });
+    const credentials = await this.kubeConfig.credentials();
+    const startedAt = Date.now();
+    const headers: Record<string, string> = {
+      accept: "application/json",
+      "user-agent": "gitea-runner-operator",
+      ...credentials.headers,
+    };
+    const client = Deno.createHttpClient(httpClientOptions(this.kubeConfig, credentials));
 
     const controller = new AbortController();
     const internal = new AbortController();
@@ -78,7 +61,7 @@ export class StreamingWatch {
       clearTimeout(timer);
       internal.abort();
       client.close();
-      // Aborted by the owner (ListWatch stopping or restarting): it expects no callback.
+      // Aborted by the owner (the informer stopping or restarting): it expects no callback.
       if (!controller.signal.aborted) done(error);
     };
     const resetTimer = (): void => {
@@ -94,6 +77,7 @@ export class StreamingWatch {
         resetTimer();
         const response = await fetch(url, { headers, client, signal: internal.signal });
         if (response.status !== 200) {
+          if (response.status === 401) this.kubeConfig.unauthorized(startedAt);
           const error = new Error(`Watch of ${path} failed with status ${response.status}`) as Error & {
             statusCode?: number;
           };

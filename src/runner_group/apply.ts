@@ -3,7 +3,8 @@
  * Jobs (a bounded number at once), fills the warm pool, removes idle runners and orphan registrations, and records
  * what it did as events and metrics.
  */
-import type { BatchV1Api, CoreV1Api, V1Job } from "@kubernetes/client-node";
+import type { V1Job } from "@kubernetes/client-node";
+import type { BatchV1Api, CoreV1Api } from "../kube/api.ts";
 import type { ForgeClient, JobsEndpoint } from "../forge/forge_client.ts";
 import type { EventRecorder, EventTarget } from "../kube/events.ts";
 import { apiMessage, apiStatus } from "../kube/client.ts";

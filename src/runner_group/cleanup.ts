@@ -3,7 +3,8 @@
  * offline registrations whose runner Job is gone are deleted from the forge. The reconcile decides *which* runners are
  * idle (see planner.ts); this module does the removal safely against the forge's runners API.
  */
-import type { BatchV1Api, V1Job } from "@kubernetes/client-node";
+import type { V1Job } from "@kubernetes/client-node";
+import type { BatchV1Api } from "../kube/api.ts";
 import { ForgeError } from "../forge/errors.ts";
 import type { ForgeClient, JobsEndpoint, RunnerRegistration } from "../forge/forge_client.ts";
 import type { RunnerLabel } from "../forge/labels.ts";

@@ -3,7 +3,8 @@
  * the group names; without `spec.registrationToken` the operator keeps the registration token in a Secret of its own,
  * created with a token from the forge's registration-token endpoint of the group's scope.
  */
-import type { CoreV1Api, V1Secret } from "@kubernetes/client-node";
+import type { V1Secret } from "@kubernetes/client-node";
+import type { CoreV1Api } from "../kube/api.ts";
 import { ForgeError } from "../forge/errors.ts";
 import { type ForgeClient, forgeNames } from "../forge/forge_client.ts";
 import type { EventRecorder, EventTarget } from "../kube/events.ts";

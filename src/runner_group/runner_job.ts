@@ -257,6 +257,46 @@ export function buildRunnerJob(input: RunnerJobInput): V1Job {
   };
 }
 
+/**
+ * What the Job informer keeps of a runner Job: the fields read by {@linkcode describeRunnerJob}, the reconcile
+ * (labels, namespace, name), the manager (owner references, uid, failed condition), the runner history (creation time,
+ * the operator's annotations, the end condition's reason and message) and the informer itself (resourceVersion). The
+ * pod template, other annotations and managedFields are most of a Job and nobody reads them from the cache. A reader of another field must add it here (tests/unit/runner_job_test.ts compares the readers' answers on
+ * pruned and full Jobs).
+ */
+export function pruneRunnerJob(job: V1Job): V1Job {
+  const conditions = job.status?.conditions;
+  const pruned = pick(job, ["apiVersion", "kind"]);
+  pruned.metadata = pick(job.metadata ?? {}, [
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "labels",
+    "ownerReferences",
+  ]);
+  // The operator's own annotations (the forge job's repository and name, for the runner history); no others.
+  const annotations = Object.entries(job.metadata?.annotations ?? {}).filter(([key]) => key.startsWith(`${apiGroup}/`));
+  if (annotations.length > 0) pruned.metadata.annotations = Object.fromEntries(annotations);
+  if (conditions) {
+    pruned.status = {
+      conditions: conditions.map((condition) =>
+        pick(condition, ["type", "status", "lastTransitionTime", "reason", "message"])
+      ),
+    };
+  }
+  return pruned;
+}
+
+/** The given properties of an object that are set; a new object, so that V8 keeps it compact. */
+function pick<T extends object, K extends keyof T>(source: T, keys: K[]): T {
+  const result = {} as T;
+  for (const key of keys) if (source[key] !== undefined) result[key] = source[key];
+  return result;
+}
+
 /** Reads an existing runner Job back; undefined when it is not one of ours or is malformed. */
 export function describeRunnerJob(job: V1Job, now: number): RunnerJobRecord | undefined {
   const labels = job.metadata?.labels ?? {};

@@ -13,7 +13,8 @@
  * midway removes what it made; one that meets an existing Job (a repeated create) leaves its registration to that
  * sweep, as the pod may already use either.
  */
-import type { BatchV1Api, CoreV1Api, V1Job, V1Secret } from "@kubernetes/client-node";
+import type { V1Job, V1Secret } from "@kubernetes/client-node";
+import type { BatchV1Api, CoreV1Api } from "../kube/api.ts";
 import type { ForgeClient, JobsEndpoint } from "../forge/forge_client.ts";
 import { apiMessage, apiStatus } from "../kube/client.ts";
 import { describeError, type logger, registerSecret } from "../log.ts";

@@ -2,7 +2,7 @@
  * Stage 6 of the reconcile, RunnerGroup status: conditions computed from what the reconcile saw, the rule for when to
  * write it, and the write itself (a merge patch of the status subresource).
  */
-import { type CustomObjectsApi, PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
+import type { CustomObjectsApi } from "../kube/api.ts";
 import type { DemandSnapshot } from "../forge/demand_poller.ts";
 import type { ForgeErrorKind } from "../forge/errors.ts";
 import { describeForge } from "../forge/forge_client.ts";
@@ -198,7 +198,6 @@ export async function writeStatus(
         name: group.metadata.name,
         body: { status: next },
       },
-      setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
     );
   } catch (error) {
     if (apiStatus(error) === 404) return; // deleted meanwhile

@@ -11,13 +11,8 @@
  * is released at once, and one whose forge does not answer after a minute (or the timeout, if shorter), each with a Warning event
  * saying what may be left in the forge.
  */
-import {
-  type BatchV1Api,
-  type CustomObjectsApi,
-  PatchStrategy,
-  setHeaderOptions,
-  type V1Job,
-} from "@kubernetes/client-node";
+import type { V1Job } from "@kubernetes/client-node";
+import type { BatchV1Api, CustomObjectsApi } from "../kube/api.ts";
 import { ForgeError } from "../forge/errors.ts";
 import { describeForge, type ForgeClient, type JobsEndpoint, type RunnerRegistration } from "../forge/forge_client.ts";
 import type { EventRecorder, EventTarget } from "../kube/events.ts";
@@ -63,7 +58,6 @@ async function patchFinalizers(
         name: group.metadata.name,
         body: { metadata: { finalizers, resourceVersion: group.metadata.resourceVersion } },
       },
-      setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
     );
   } catch (error) {
     if (apiStatus(error) === 404 || (apiStatus(error) === 409 && onConflict === "ignore")) return;

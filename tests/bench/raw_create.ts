@@ -45,7 +45,7 @@ export async function rawCreateRound(
   jobs: number,
   concurrency: number,
 ): Promise<RawRound> {
-  const { batch } = makeClients(loadKubeConfig(ctx.operatorKubeconfig, () => undefined));
+  const { batch } = makeClients(await loadKubeConfig(ctx.operatorKubeconfig, () => undefined));
   await ctx.createNamespace(namespace);
   const uid = await ctx.createGroup(namespace, "raw", {
     scope: "repo",

@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import type { V1Job } from "@kubernetes/client-node";
 import { DemandPollers } from "../../src/forge/demand_poller.ts";
-import { makeClients, useHttp1 } from "../../src/kube/client.ts";
+import { loadKubeConfig, makeClients } from "../../src/kube/client.ts";
 import { EventRecorder } from "../../src/kube/events.ts";
 import { RunnerGroupReconciler } from "../../src/runner_group/reconciler.ts";
 import { defaultRunnerImage } from "../../src/runner_group/runner_job.ts";
@@ -268,7 +268,7 @@ Deno.test({
             registrationToken: { name: "stale-tokens", key: "registration" },
             authToken: { name: "stale-tokens", key: "api" },
           }) as unknown as RunnerGroup;
-          const clients = makeClients(useHttp1(env.cluster.kubeConfig));
+          const clients = makeClients(await loadKubeConfig(env.cluster.kubeconfigPath, () => undefined));
           const pollers = new DemandPollers({ intervalMs: 1000, timeoutMs: 5000, onChange: () => {} });
           const reconciler = new RunnerGroupReconciler({
             clients,

@@ -3,8 +3,8 @@
  * as client-node sends it, the timestamps round-trip, and a burst of similar events ends in one combined Event.
  */
 import assert from "node:assert/strict";
-import type { CoreV1Event } from "@kubernetes/client-node";
-import { makeClients, useHttp1 } from "../../src/kube/client.ts";
+import { CoreV1Api as FullCoreV1Api, type CoreV1Event } from "@kubernetes/client-node";
+import { loadKubeConfig, makeClients } from "../../src/kube/client.ts";
 import { combinedPrefix, EventRecorder, type EventTarget } from "../../src/kube/events.ts";
 import { startCluster } from "../harness/cluster.ts";
 import { eventually } from "../harness/wait.ts";
@@ -18,8 +18,10 @@ Deno.test({
   async fn(): Promise<void> {
     const cluster = await startCluster();
     try {
-      const { core } = makeClients(useHttp1(cluster.kubeConfig));
-      await core.createNamespace({ body: { metadata: { name: namespace } } });
+      // The recorder writes with the operator's own (light) client; the test reads with the full one.
+      const { core } = makeClients(await loadKubeConfig(cluster.kubeconfigPath, () => undefined));
+      const admin = cluster.kubeConfig.makeApiClient(FullCoreV1Api);
+      await admin.createNamespace({ body: { metadata: { name: namespace } } });
       // Any object will do for involvedObject; the API server does not check that it exists.
       const target: EventTarget = {
         apiVersion: "gitea.bpg.pw/v1alpha1",
@@ -29,7 +31,7 @@ Deno.test({
         uid: "5f1c0e4e-0000-4000-8000-000000000001",
       };
       const recorder = new EventRecorder(core, "gitea-runner-operator", "test-instance");
-      const list = async (): Promise<CoreV1Event[]> => (await core.listNamespacedEvent({ namespace })).items;
+      const list = async (): Promise<CoreV1Event[]> => (await admin.listNamespacedEvent({ namespace })).items;
 
       await recorder.record(target, "Warning", "ForgeServerError", "List open jobs: server error (500)");
       await eventually("the first Event", async () => (await list()).length === 1, { timeoutMs: 10_000 });

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import type { V1Job } from "@kubernetes/client-node";
 import type { QueuedJob } from "../../src/forge/gitea_client.ts";
 import { effectiveRunnerLabels } from "../../src/forge/labels.ts";
+import { runnerJobEnd } from "../../src/runner_group/job_history.ts";
 import {
   buildRunnerJob,
   defaultRunnerImage,
@@ -9,6 +10,7 @@ import {
   isGroupRunnerName,
   labelKeys,
   managedRegistrationSecret,
+  pruneRunnerJob,
   runnerJobName,
   warmRunnerJobName,
 } from "../../src/runner_group/runner_job.ts";
@@ -226,4 +228,70 @@ Deno.test("a group claims exactly the runner names its Jobs use, not those of a 
   assert.ok(isGroupRunnerName(long, runnerJobName(long, 123456, 2)));
   assert.ok(isGroupRunnerName(long, warmRunnerJobName(long, 7)));
   assert.ok(!isGroupRunnerName("b".repeat(100), runnerJobName(long, 123456, 2)));
+});
+
+/** A runner Job as the API server returns it: server-set metadata, managedFields and a status in the given state. */
+function asServerReturnsIt(job: V1Job, state: "active" | "failed" | "complete" | "deleting"): V1Job {
+  const wire = JSON.parse(JSON.stringify(job));
+  Object.assign(wire.metadata, {
+    uid: "7f0c4a2e-aaaa-bbbb-cccc-ddddeeeeffff",
+    resourceVersion: "12345",
+    generation: 1,
+    creationTimestamp: "2026-01-01T00:00:01Z",
+    managedFields: [
+      { manager: "gitea-runner-operator", operation: "Update", apiVersion: "batch/v1", fieldsType: "FieldsV1" },
+      { manager: "kube-controller-manager", operation: "Update", subresource: "status", fieldsV1: { "f:status": {} } },
+    ],
+    ...(state === "deleting" ? { deletionTimestamp: "2026-01-01T00:01:00Z" } : {}),
+  });
+  const finished = (type: string): Record<string, unknown> => ({
+    type,
+    status: "True",
+    lastProbeTime: "2026-01-01T00:00:09Z",
+    lastTransitionTime: "2026-01-01T00:00:09Z",
+    reason: type === "Failed" ? "BackoffLimitExceeded" : "CompletionsReached",
+    message: "Reached the expected number of succeeded pods",
+  });
+  wire.status = {
+    startTime: "2026-01-01T00:00:02Z",
+    active: state === "active" ? 1 : 0,
+    ready: 0,
+    terminating: 0,
+    uncountedTerminatedPods: {},
+    ...(state === "failed" ? { failed: 1, conditions: [finished("FailureTarget"), finished("Failed")] } : {}),
+    ...(state === "complete"
+      ? { succeeded: 1, conditions: [finished("SuccessCriteriaMet"), finished("Complete")] }
+      : {}),
+  };
+  return wire;
+}
+
+Deno.test("the cached runner Job keeps what its readers read, and drops the pod template and managedFields", () => {
+  for (const state of ["active", "failed", "complete", "deleting"] as const) {
+    const full = asServerReturnsIt(build(spec(), 1), state);
+    const pruned = pruneRunnerJob(full);
+    // describeRunnerJob (reconcile, planner) answers the same.
+    assert.deepEqual(describeRunnerJob(pruned, 5), describeRunnerJob(full, 5), state);
+    // The reconcile's and manager's readers: identity labels, owner, uid, failure condition, namespace and name.
+    assert.deepEqual(pruned.metadata?.labels, full.metadata?.labels);
+    assert.deepEqual(pruned.metadata?.ownerReferences, full.metadata?.ownerReferences);
+    assert.equal(pruned.metadata?.uid, full.metadata?.uid);
+    assert.equal(pruned.metadata?.namespace, "ci");
+    assert.equal(pruned.metadata?.resourceVersion, "12345");
+    const failed = (job: V1Job): boolean =>
+      (job.status?.conditions ?? []).some((c) => c.type === "Failed" && c.status === "True");
+    assert.equal(failed(pruned), failed(full), state);
+
+    // The runner history's readers: how the Job ended, when it was made, the operator's own annotations.
+    assert.deepEqual(runnerJobEnd(pruned, 5), runnerJobEnd(full, 5), state);
+    assert.equal(pruned.metadata?.creationTimestamp, full.metadata?.creationTimestamp);
+    const own = Object.entries(full.metadata?.annotations ?? {}).filter(([key]) => key.startsWith("gitea.bpg.pw/"));
+    assert.ok(own.length > 0);
+    assert.deepEqual(pruned.metadata?.annotations, Object.fromEntries(own));
+
+    assert.equal(pruned.spec, undefined);
+    assert.equal(pruned.metadata?.managedFields, undefined);
+    const size = (job: V1Job): number => JSON.stringify(job).length;
+    assert.ok(size(pruned) * 2 < size(full), `${state}: ${size(pruned)} bytes kept of ${size(full)}`);
+  }
 });
