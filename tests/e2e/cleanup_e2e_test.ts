@@ -13,24 +13,24 @@
  *   even from a group of this shard with a broader scope that could run it (the other group owns the job).
  */
 import assert from "node:assert/strict";
-import { PatchStrategy, setHeaderOptions, type V1Job } from "@kubernetes/client-node";
+import { PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
 import { type GiteaJob, ownPathWorkflow, runTestRunner, simpleJob } from "../harness/gitea.ts";
 import {
   createRunnerGroup,
   type Environment,
   getRunnerGroup,
-  isFinished,
   setUpRepository,
   startEnvironment,
   waitForFirstPoll,
 } from "../harness/environment.ts";
 import { startDelayAnnotation } from "../harness/kubelet.ts";
 import { type OperatorProcess, startOperator } from "../harness/operator.ts";
+import { eventReasons, groupNameLabel, isActiveJob, registrationNames, runnerJobsOf } from "../harness/queries.ts";
 import { eventually } from "../harness/wait.ts";
 
 const namespace = "cleanup";
 const repoScope = { kind: "repo", owner: "acme", repo: "app" } as const;
-const groupLabel = "gitea.bpg.pw/runnergroup-name";
+const groupLabel = groupNameLabel;
 
 /** A workflow of quick jobs (name -> runs-on) in `.gitea/workflows/<file>`, started only by a change to that file. */
 function workflow(file: string, jobs: Record<string, string>): string {
@@ -38,28 +38,9 @@ function workflow(file: string, jobs: Record<string, string>): string {
   return ownPathWorkflow(`.gitea/workflows/${file}`, body);
 }
 
-async function runnerJobs(env: Environment, group?: string): Promise<V1Job[]> {
-  const list = await env.batch.listNamespacedJob({
-    namespace,
-    ...(group ? { labelSelector: `${groupLabel}=${group}` } : {}),
-  });
-  return list.items;
-}
-
-const isActive = (job: V1Job): boolean => !job.metadata?.deletionTimestamp && !isFinished(job);
-
 async function jobsNamed(env: Environment, names: string[]): Promise<GiteaJob[]> {
   const page = await env.gitea.listJobs(repoScope, { limit: 50 });
   return page.jobs.filter((job) => names.includes(job.name));
-}
-
-async function registrationNames(env: Environment): Promise<string[]> {
-  return (await env.gitea.listRunners()).map((runner) => runner.name).sort();
-}
-
-async function eventReasons(env: Environment, group: string): Promise<string[]> {
-  const events = await env.core.listNamespacedEvent({ namespace });
-  return events.items.filter((event) => event.involvedObject.name === group).map((event) => event.reason ?? "");
 }
 
 function metricValue(text: string, name: string, group: string): number {
@@ -76,7 +57,7 @@ Deno.test({
     let operator: OperatorProcess | undefined;
     const detail = async (): Promise<string> =>
       `operator log:\n${await operator?.logTail(40)}\nrunner Jobs: ${
-        (await runnerJobs(env)).map((job) => job.metadata?.name).join(", ")
+        (await runnerJobsOf(env, namespace)).map((job) => job.metadata?.name).join(", ")
       }`;
     // Never more active runner Jobs than a group's limit, checked all along.
     const limits: Record<string, number> = { starting: 2, idle: 2, pool: 2 };
@@ -84,7 +65,7 @@ Deno.test({
     let monitoring = true;
     const monitor = (async () => {
       while (monitoring) {
-        const active = (await runnerJobs(env).catch(() => [])).filter(isActive);
+        const active = (await runnerJobsOf(env, namespace).catch(() => [])).filter(isActiveJob);
         for (const [group, limit] of Object.entries(limits)) {
           const count = active.filter((job) => job.metadata?.labels?.[groupLabel] === group).length;
           if (count > limit) overLimit.push(`${group}: ${count}`);
@@ -147,7 +128,7 @@ Deno.test({
         await eventually("runner pool-warm-0 registered in Gitea", async () => {
           return (await registrationNames(env)).includes("pool-warm-0");
         }, { timeoutMs: 60_000, detail });
-        const jobs = (await runnerJobs(env, "pool")).filter(isActive);
+        const jobs = (await runnerJobsOf(env, namespace, "pool")).filter(isActiveJob);
         assert.deepEqual(jobs.map((job) => job.metadata?.name), ["pool-warm-0"]);
         assert.equal(jobs[0].metadata?.labels?.["gitea.bpg.pw/warm"], "true");
         await eventually("status.idleRunners 1", async () => {
@@ -170,17 +151,19 @@ Deno.test({
         assert.equal(done.conclusion, "success");
         // Gitea hands the job to whichever warm runner asks first: warm-0, or warm-1 that replaced it in the pool.
         assert.match(done.runner_name, /^pool-warm-\d+$/, "a warm-pool runner ran it");
-        const forJob = (await runnerJobs(env, "pool")).filter((job) =>
+        const forJob = (await runnerJobsOf(env, namespace, "pool")).filter((job) =>
           job.metadata?.labels?.["gitea.bpg.pw/job-id"] !== undefined
         );
         assert.deepEqual(forJob.map((job) => job.metadata?.name), [], "the job got no runner Job of its own");
         await eventually("a new idle warm runner registered", async () => {
-          const active = (await runnerJobs(env, "pool")).filter(isActive).map((job) => job.metadata?.name);
+          const active = (await runnerJobsOf(env, namespace, "pool")).filter(isActiveJob).map((job) =>
+            job.metadata?.name
+          );
           return active.length === 1 && active[0] !== done.runner_name &&
             (await registrationNames(env)).includes(active[0]!);
         }, { timeoutMs: 60_000, detail });
         // No overshoot: two warm runners in all, the one that ran the job and its replacement (finished Jobs stay).
-        const all = (await runnerJobs(env, "pool")).map((job) => job.metadata?.name).sort();
+        const all = (await runnerJobsOf(env, namespace, "pool")).map((job) => job.metadata?.name).sort();
         assert.deepEqual(all, ["pool-warm-0", "pool-warm-1"]);
       });
 
@@ -200,7 +183,7 @@ Deno.test({
         const startingJob = `starting-${id("slow")}`;
         const idleJob = `idle-${id("held")}`;
         await eventually(`runner Jobs ${startingJob} and ${idleJob}, and ${idleJob} registered`, async () => {
-          const names = (await runnerJobs(env)).map((job) => job.metadata?.name);
+          const names = (await runnerJobsOf(env, namespace)).map((job) => job.metadata?.name);
           return names.includes(startingJob) && names.includes(idleJob) &&
             (await registrationNames(env)).includes(idleJob);
         }, { timeoutMs: 90_000, detail });
@@ -215,7 +198,7 @@ Deno.test({
         assert.deepEqual(cancelled.map((job) => job.conclusion), ["cancelled", "cancelled", "cancelled"]);
 
         await eventually("both runner Jobs and their pods gone", async () => {
-          const names = (await runnerJobs(env)).map((job) => job.metadata?.name);
+          const names = (await runnerJobsOf(env, namespace)).map((job) => job.metadata?.name);
           const pods = await env.core.listNamespacedPod({ namespace });
           const podGroups = pods.items.map((pod) => pod.metadata?.labels?.[groupLabel]);
           return !names.includes(startingJob) && !names.includes(idleJob) && !podGroups.includes("starting") &&
@@ -229,7 +212,7 @@ Deno.test({
         );
         for (const group of ["starting", "idle"]) {
           assert.ok(
-            (await eventReasons(env, group)).includes("IdleRunnerRemoved"),
+            (await eventReasons(env, namespace, group)).includes("IdleRunnerRemoved"),
             `event IdleRunnerRemoved on ${group}`,
           );
         }
@@ -248,7 +231,7 @@ Deno.test({
         }, { timeoutMs: 60_000 });
         const runnerJob = `idle-${queued.id}`;
         await eventually(`runner Job ${runnerJob} registered`, async () => {
-          const names = (await runnerJobs(env, "idle")).map((job) => job.metadata?.name);
+          const names = (await runnerJobsOf(env, namespace, "idle")).map((job) => job.metadata?.name);
           return names.includes(runnerJob) && (await registrationNames(env)).includes(runnerJob);
         }, { timeoutMs: 60_000, detail });
         // A runner outside the operator's reach takes the job first (runner Job idle-<id> waits before it asks).
@@ -265,7 +248,7 @@ Deno.test({
         const [done] = await jobsNamed(env, ["taken"]);
         assert.deepEqual([done.status, done.conclusion, done.runner_name], ["completed", "success", "outsider"]);
         await eventually(`runner Job ${runnerJob} and its registration removed`, async () => {
-          const names = (await runnerJobs(env, "idle")).map((job) => job.metadata?.name);
+          const names = (await runnerJobsOf(env, namespace, "idle")).map((job) => job.metadata?.name);
           return !names.includes(runnerJob) && !(await registrationNames(env)).includes(runnerJob);
         }, { timeoutMs: 60_000, detail });
       });
@@ -294,7 +277,7 @@ Deno.test({
             (await registrationNames(env)).includes("hand-made-runner"),
             "a registration of another name stays",
           );
-          assert.ok((await eventReasons(env, "idle")).includes("RunnerRegistrationRemoved"));
+          assert.ok((await eventReasons(env, namespace, "idle")).includes("RunnerRegistrationRemoved"));
         },
       );
 
@@ -303,9 +286,9 @@ Deno.test({
         async () => {
           const other = await getRunnerGroup(custom, namespace, "other");
           assert.equal(other.status, undefined, "no status written for group other");
-          assert.deepEqual((await runnerJobs(env, "other")).map((job) => job.metadata?.name), []);
+          assert.deepEqual((await runnerJobsOf(env, namespace, "other")).map((job) => job.metadata?.name), []);
           // The shard sees every group for the one-owner rule: "orgwide" could run the job, but "other" owns it.
-          assert.deepEqual((await runnerJobs(env, "orgwide")).map((job) => job.metadata?.name), []);
+          assert.deepEqual((await runnerJobsOf(env, namespace, "orgwide")).map((job) => job.metadata?.name), []);
           assert.ok(cancelled.some((job) => job.name === "sharded"), "its job was queued during the step before");
         },
       );
@@ -331,7 +314,7 @@ Deno.test({
           setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
         );
         await eventually("no active pool runner and no pool registration", async () => {
-          const active = (await runnerJobs(env, "pool")).filter(isActive);
+          const active = (await runnerJobsOf(env, namespace, "pool")).filter(isActiveJob);
           const names = await registrationNames(env);
           return active.length === 0 && !names.some((name) => name.startsWith("pool-warm-"));
         }, { timeoutMs: 60_000, detail });

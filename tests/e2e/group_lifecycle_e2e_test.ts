@@ -11,39 +11,23 @@
  * The operator runs as its own ServiceAccount bound to manifests/base's ClusterRole, so a verb the role lacks fails here.
  */
 import assert from "node:assert/strict";
-import type { V1Job } from "@kubernetes/client-node";
 import { type GiteaJob, ownPathWorkflow, simpleJob } from "../harness/gitea.ts";
 import {
   createRunnerGroup,
   type Environment,
   getRunnerGroup,
-  isFinished,
   setUpRepository,
   startEnvironment,
   waitForFirstPoll,
 } from "../harness/environment.ts";
 import { type OperatorProcess, startOperator } from "../harness/operator.ts";
 import { operatorKubeconfig } from "../harness/operator_identity.ts";
+import { eventReasons, isActiveJob, registrationNames, runnerJobsOf } from "../harness/queries.ts";
 import { eventually } from "../harness/wait.ts";
 
 const namespace = "life";
-const groupLabel = "gitea.bpg.pw/runnergroup-name";
 const finalizer = "gitea.bpg.pw/runner-cleanup";
 const repoScope = { kind: "repo", owner: "acme", repo: "life" } as const;
-
-async function runnerJobs(env: Environment, ns: string, group?: string): Promise<V1Job[]> {
-  const list = await env.batch.listNamespacedJob({
-    namespace: ns,
-    ...(group ? { labelSelector: `${groupLabel}=${group}` } : {}),
-  });
-  return list.items;
-}
-
-const isActive = (job: V1Job): boolean => !job.metadata?.deletionTimestamp && !isFinished(job);
-
-async function registrationNames(env: Environment): Promise<string[]> {
-  return (await env.gitea.listRunners()).map((runner) => runner.name).sort();
-}
 
 async function jobsNamed(env: Environment, names: string[]): Promise<GiteaJob[]> {
   const page = await env.gitea.listJobs(repoScope, { limit: 50 });
@@ -58,11 +42,6 @@ async function groupExists(env: Environment, ns: string, name: string): Promise<
     if ((error as { code?: number }).code === 404) return false;
     throw error;
   }
-}
-
-async function eventReasons(env: Environment, ns: string, group: string): Promise<string[]> {
-  const events = await env.core.listNamespacedEvent({ namespace: ns });
-  return events.items.filter((event) => event.involvedObject.name === group).map((event) => event.reason ?? "");
 }
 
 Deno.test({
@@ -125,7 +104,7 @@ Deno.test({
         });
         const created = Date.now();
         await eventually("a runner Job for late-job", async () => {
-          return (await runnerJobs(env, namespace, "late")).length > 0;
+          return (await runnerJobsOf(env, namespace, "late")).length > 0;
         }, { timeoutMs: 20_000, detail });
         // The poll interval is 2 s and the resync 10 min: only the Secret's watch can explain a quick start.
         const seconds = (Date.now() - created) / 1000;
@@ -153,7 +132,7 @@ Deno.test({
           assert.notEqual(atob(renewed.data!.token), before, "the managed Secret holds the new token");
           assert.equal(atob(renewed.data!.token), await gitea.registrationToken(repoScope));
           assert.ok((await eventReasons(env, namespace, "late")).includes("RegistrationTokenRenewed"));
-          const attempts = (await runnerJobs(env, namespace, "late")).filter((job) =>
+          const attempts = (await runnerJobsOf(env, namespace, "late")).filter((job) =>
             job.metadata?.labels?.["gitea.bpg.pw/job-id"] === String(done.id)
           );
           assert.ok(attempts.some((job) => job.status?.failed), "the first runner failed to register");
@@ -185,7 +164,7 @@ Deno.test({
         const names = await registrationNames(env);
         assert.ok(!names.some((name) => name.startsWith("warm-")), `registrations left: ${names.join(", ")}`);
         await eventually("no active runner Job of warm", async () => {
-          return (await runnerJobs(env, namespace, "warm")).filter(isActive).length === 0;
+          return (await runnerJobsOf(env, namespace, "warm")).filter(isActiveJob).length === 0;
         }, { timeoutMs: 30_000 });
         assert.ok(seconds < 30, `released after ${seconds.toFixed(1)} s`);
       });

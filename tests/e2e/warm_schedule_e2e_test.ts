@@ -10,22 +10,20 @@
  *   so only its own wake-up at the window's edges can do this.
  */
 import assert from "node:assert/strict";
-import type { V1Job } from "@kubernetes/client-node";
 import { parseRunnerGroupSpec } from "../../src/runner_group/schema.ts";
 import {
   createRunnerGroup,
   type Environment,
   getRunnerGroup,
-  isFinished,
   setUpRepository,
   startEnvironment,
   waitForFirstPoll,
 } from "../harness/environment.ts";
 import { type OperatorProcess, startOperator } from "../harness/operator.ts";
+import { isActiveJob, registrationNames, runnerJobsOf } from "../harness/queries.ts";
 import { eventually } from "../harness/wait.ts";
 
 const namespace = "schedules";
-const groupLabel = "gitea.bpg.pw/runnergroup-name";
 const graceMs = 5_000;
 const windowMs = 40_000;
 
@@ -33,14 +31,11 @@ type WarmPoolStatus = { size: number; nextChangeTime?: string; nextSize?: number
 type Condition = { type: string; status: string; reason: string; message: string };
 
 async function activeWarmJobs(env: Environment, group: string): Promise<string[]> {
-  const list = await env.batch.listNamespacedJob({ namespace, labelSelector: `${groupLabel}=${group}` });
-  return list.items.filter((job: V1Job) => !job.metadata?.deletionTimestamp && !isFinished(job))
-    .map((job) => job.metadata!.name!).sort();
+  return (await runnerJobsOf(env, namespace, group)).filter(isActiveJob).map((job) => job.metadata!.name!).sort();
 }
 
 async function registrations(env: Environment, group: string): Promise<string[]> {
-  return (await env.gitea.listRunners()).map((runner) => runner.name).filter((name) => name.startsWith(`${group}-`))
-    .sort();
+  return (await registrationNames(env)).filter((name) => name.startsWith(`${group}-`));
 }
 
 async function warmPoolOf(env: Environment, group: string): Promise<WarmPoolStatus | undefined> {
