@@ -33,6 +33,7 @@ import { planRunnerJobs, type RetryPolicy } from "./planner.ts";
 import { apiGroup, apiVersion, kind, type RunnerGroup, type RunnerGroupSpec } from "./schema.ts";
 import { forgeObservation, type Observations, type StatusCounts, writeStatus } from "./status.ts";
 import { addCleanupFinalizer, hasCleanupFinalizer, tearDownGroup, type TeardownInput } from "./teardown.ts";
+import { TemplateCheck } from "./template_check.ts";
 import { validateGroup } from "./validate.ts";
 
 export { forgeTargetOf } from "./demand.ts";
@@ -87,12 +88,17 @@ export class RunnerGroupReconciler {
   readonly #tokenCheck: RegistrationTokenCheck;
   /** Per group: the last API token read, so a deleted group can clean up even after its Secret went first. */
   readonly #apiTokens = new Map<string, string>();
+  /** The API server's verdict on each group's runner Jobs, from a dry run per spec generation. */
+  readonly #templateCheck: TemplateCheck;
+  /** Per group: uids of the evicted runner Jobs already reported (those still in the cache). */
+  readonly #reportedEvictions = new Map<string, Set<string>>();
   #reconcileCount = 0;
 
   constructor(options: ReconcilerOptions) {
     this.#options = options;
     this.#readSecret = options.cache.secret ?? secretReaderOf(options.clients.core);
     this.#tokenCheck = new RegistrationTokenCheck(this.#credentialsOptions());
+    this.#templateCheck = new TemplateCheck(options.clients.batch);
   }
 
   readonly reconcile = async (key: string): Promise<ReconcileResult> => {
@@ -176,6 +182,26 @@ export class RunnerGroupReconciler {
     // The forge's kind and version come with the poller's answers (detected once per forge).
     const forgeClient = snapshot?.forge ? this.#clientFor(snapshot.forge, spec, credentials.apiToken) : undefined;
     const forgejo = snapshot?.forge?.kind === "forgejo";
+
+    // The API server's verdict on the runner Jobs this spec builds, before any is created (see template_check.ts).
+    const template = await this.#templateCheck.checkGroup({
+      key,
+      group,
+      spec,
+      labels,
+      forge: demand.forge,
+      runnerKind: snapshot?.forge?.kind,
+      ownRegistration: forgeClient?.features.runnerRegistration === true,
+      runnerImage: this.#options.runnerImage,
+      registrationToken: credentials.registrationSecret,
+    });
+    if (!template.ok) {
+      void this.#options.events.record(target, "Warning", template.reason, template.message);
+      await status({ spec: template, credentials: { ok: true }, forge: forgeObservation(snapshot) });
+      // A spec change (a new generation) wakes the group; nothing else can make the template valid.
+      return {};
+    }
+
     if (forgejo && (spec.minIdleRunners ?? 0) > 0) {
       void this.#options.events.record(
         target,
@@ -186,8 +212,10 @@ export class RunnerGroupReconciler {
       );
     }
     // A reset of the registration token in the forge shows as failing runners, or in a periodic check.
+    // An evicted runner says nothing about the token.
     const lastFailureAt = Math.max(
-      ...demand.records.filter((record) => record.state === "failed").map((record) => record.finishedAt ?? now),
+      ...demand.records.filter((record) => record.state === "failed" && !record.evicted)
+        .map((record) => record.finishedAt ?? now),
       -Infinity,
     );
     const tokenCheck = await this.#tokenCheck.check({
@@ -243,6 +271,10 @@ export class RunnerGroupReconciler {
     };
     const orphans = this.#orphans.get(key) ?? { sweptAt: 0, firstSeen: new Map<number, number>() };
     this.#orphans.set(key, orphans);
+    // Each eviction is reported once per process; a Job that left the cache is forgotten.
+    const reported = this.#reportedEvictions.get(key);
+    const evictions = demand.evictions.filter((evicted) => !reported?.has(evicted.uid));
+    this.#reportedEvictions.set(key, new Set(demand.evictions.map((evicted) => evicted.uid)));
     const { created, removed, sweepWake } = await applyPlan({
       options: {
         batch: this.#options.clients.batch,
@@ -262,6 +294,7 @@ export class RunnerGroupReconciler {
       allRunnerJobs,
       idleSince,
       orphans,
+      evictions,
       target,
       log,
       now,
@@ -366,6 +399,8 @@ export class RunnerGroupReconciler {
   #forget(key: string, namespace: string, name: string): void {
     this.#apiTokens.delete(key);
     this.#tokenCheck.forget(key);
+    this.#templateCheck.forget(key);
+    this.#reportedEvictions.delete(key);
     this.#options.pollers.unsubscribe(key);
     this.#coverage.delete(key);
     this.#idleSince.delete(key);
