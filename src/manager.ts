@@ -18,7 +18,7 @@ import { OperatorMetrics } from "./metrics.ts";
 import { Controller } from "./runtime/controller.ts";
 import { secretsOf } from "./runner_group/credentials.ts";
 import { groupKey, RunnerGroupReconciler } from "./runner_group/reconciler.ts";
-import { labelKeys, pruneRunnerJob, runnerJobSelector } from "./runner_group/runner_job.ts";
+import { labelKeys, pruneRunnerJob, runnerJobEviction, runnerJobSelector } from "./runner_group/runner_job.ts";
 import { apiGroup, apiVersion, plural, type RunnerGroup } from "./runner_group/schema.ts";
 
 export const operatorName = "gitea-runner-operator";
@@ -373,7 +373,8 @@ export class Manager {
       return;
     }
     const failed = (job.status?.conditions ?? []).some((c) => c.type === "Failed" && c.status === "True");
-    if (!failed || this.#countedFailures.has(uid)) return;
+    // Evictions are counted apart (runner_evictions_total, by the reconcile's apply stage).
+    if (!failed || runnerJobEviction(job) || this.#countedFailures.has(uid)) return;
     this.#countedFailures.add(uid);
     const group = job.metadata?.labels?.[labelKeys.groupName] ?? "";
     this.metrics.runnerJobsFailed.inc({ namespace, runnergroup: group });

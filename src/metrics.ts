@@ -65,13 +65,19 @@ export class OperatorMetrics {
   });
   readonly runnerJobsReplaced = new Counter({
     name: `${prefix}runner_jobs_replaced_total`,
-    help: "Runner Jobs created to replace a failed one.",
+    help: "Runner Jobs created to replace a failed or evicted one.",
     labelNames: ["namespace", "runnergroup"] as const,
     registers: [this.registry],
   });
   readonly runnerJobsFailed = new Counter({
     name: `${prefix}runner_jobs_failed_total`,
-    help: "Runner Jobs seen failed.",
+    help: "Runner Jobs seen failed, evictions excluded.",
+    labelNames: ["namespace", "runnergroup"] as const,
+    registers: [this.registry],
+  });
+  readonly runnerEvictions = new Counter({
+    name: `${prefix}runner_evictions_total`,
+    help: "Runner Jobs whose pod was evicted, preempted or lost with its node.",
     labelNames: ["namespace", "runnergroup"] as const,
     registers: [this.registry],
   });

@@ -72,8 +72,14 @@ export class CoreV1Api {
 export class BatchV1Api {
   constructor(readonly rest: RestClient) {}
 
-  createNamespacedJob(param: { namespace: string; body: V1Job }): Promise<V1Job> {
-    return this.rest.request("POST", namespaced("/apis/batch/v1", param.namespace, "jobs"), { body: param.body });
+  /** `dryRun: "All"` runs admission and validation and stores nothing; `fieldValidation: "Strict"` refuses unknown fields. */
+  createNamespacedJob(
+    param: { namespace: string; body: V1Job; dryRun?: string; fieldValidation?: string },
+  ): Promise<V1Job> {
+    return this.rest.request("POST", namespaced("/apis/batch/v1", param.namespace, "jobs"), {
+      body: param.body,
+      query: { dryRun: param.dryRun, fieldValidation: param.fieldValidation },
+    });
   }
 
   deleteNamespacedJob(param: {

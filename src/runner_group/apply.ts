@@ -12,6 +12,7 @@ import type { logger } from "../log.ts";
 import type { OperatorMetrics } from "../metrics.ts";
 import { settleBounded } from "../runtime/concurrency.ts";
 import { type GroupContext, type OrphanSweep, RunnerCleanup, sweepOrphanRegistrations } from "./cleanup.ts";
+import type { EvictedRunner } from "./demand.ts";
 import { runnerCredentialsSecretName } from "./forgejo_runner.ts";
 import type { JobEvent } from "./job_tracker.ts";
 import type { Plan, PlannedRunner } from "./planner.ts";
@@ -70,12 +71,15 @@ export async function applyPlan(input: {
   allRunnerJobs: V1Job[];
   idleSince: Map<string, number>;
   orphans: OrphanSweep;
+  /** Runner Jobs found evicted since the last apply: each is reported once (event and metric). */
+  evictions?: readonly EvictedRunner[];
   target: EventTarget;
   log: ReturnType<typeof logger>;
   now: number;
 }): Promise<Applied> {
   const { options, plan, context, target, log, now } = input;
   const warmPoolSize = input.warmPoolSize ?? context.spec.minIdleRunners ?? 0;
+  for (const evicted of input.evictions ?? []) reportEviction(options, context, evicted, target, log);
   const runs: RunFor[] = [...plan.create, ...warmSlots(context.name, plan.createWarm, input.namesInUse)];
   const outcomes = await settleBounded(
     runs,
@@ -125,6 +129,35 @@ export async function applyPlan(input: {
     removedNames,
     ...(sweepWake !== undefined ? { sweepWake } : {}),
   };
+}
+
+/** Records one evicted runner: a Warning event on the group and the evictions counter. */
+function reportEviction(
+  options: ApplyOptions,
+  context: GroupContext,
+  evicted: EvictedRunner,
+  target: EventTarget,
+  log: ReturnType<typeof logger>,
+): void {
+  options.metrics?.runnerEvictions.inc({ namespace: context.namespace, runnergroup: context.name });
+  const runner = evicted.forgeJobId === undefined
+    ? `Warm-pool runner Job ${evicted.name}`
+    : `Runner Job ${evicted.name} for job ${evicted.forgeJobId}`;
+  const next = evicted.forgeJobId === undefined
+    ? "The warm pool is filled again"
+    : "If the job is still queued it gets a new runner (evictions do not count toward the retry limit)";
+  log.warn("{runner} lost its pod to an eviction, preemption or node loss: {reason}", {
+    runner,
+    jobName: evicted.name,
+    ...(evicted.forgeJobId !== undefined ? { forgeJobId: evicted.forgeJobId } : {}),
+    reason: evicted.message,
+  });
+  void options.events.record(
+    target,
+    "Warning",
+    "RunnerEvicted",
+    `${runner} lost its pod to an eviction, preemption or node loss (${evicted.message}). ${next}`,
+  );
 }
 
 /** The lowest free warm-pool slots; a slot whose name any Job holds (finished ones too) is not free. */

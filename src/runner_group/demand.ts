@@ -8,7 +8,7 @@ import type { JobsEndpoint } from "../forge/forge_client.ts";
 import type { RunnerLabel } from "../forge/labels.ts";
 import type { RunnerJobRecord } from "./planner.ts";
 import { forgeKey } from "./ownership.ts";
-import { describeRunnerJob, forgeLabel, labelKeys } from "./runner_job.ts";
+import { describeRunnerJob, forgeLabel, labelKeys, runnerJobEviction } from "./runner_job.ts";
 import type { RunnerGroupSpec } from "./schema.ts";
 
 /** The jobs endpoint and expected token owner of a group. */
@@ -58,6 +58,18 @@ export interface GroupDemand {
   activeElsewhere: Set<number>;
   /** Names of the runner Jobs in the group's namespace, finished ones too (warm slots must avoid them). */
   namesInUse: Set<string>;
+  /** The group's runner Jobs that failed because their pod was disrupted (see runner_job.ts). */
+  evictions: EvictedRunner[];
+}
+
+/** A runner Job whose pod was evicted, preempted or lost with its node. */
+export interface EvictedRunner {
+  name: string;
+  uid: string;
+  /** The forge job it was started for; undefined for a warm-pool runner. */
+  forgeJobId?: number;
+  /** The Job controller's message. */
+  message: string;
 }
 
 /**
@@ -85,13 +97,24 @@ export function gatherDemand(input: {
   const records: RunnerJobRecord[] = [];
   const activeElsewhere = new Set<number>();
   const namesInUse = new Set<string>();
+  const evictions: EvictedRunner[] = [];
   for (const job of input.runnerJobs) {
     if (job.metadata?.namespace === input.namespace && job.metadata.name) namesInUse.add(job.metadata.name);
     const record = describeRunnerJob(job, input.now);
     if (!record) continue;
     const labels = job.metadata?.labels ?? {};
-    if (labels[labelKeys.groupUid] === input.uid) records.push(record);
-    else if (
+    if (labels[labelKeys.groupUid] === input.uid) {
+      records.push(record);
+      const eviction = record.evicted ? runnerJobEviction(job) : undefined;
+      if (eviction && job.metadata?.uid) {
+        evictions.push({
+          name: record.name,
+          uid: job.metadata.uid,
+          ...(record.forgeJobId !== undefined ? { forgeJobId: record.forgeJobId } : {}),
+          message: eviction.message,
+        });
+      }
+    } else if (
       labels[labelKeys.forge] === forgeLabel(forge) && record.state === "active" && record.forgeJobId !== undefined
     ) {
       activeElsewhere.add(record.forgeJobId);
@@ -108,5 +131,5 @@ export function gatherDemand(input: {
       }
     }
   }
-  return { targetKey, forge, snapshot, usable, busyRunners, records, activeElsewhere, namesInUse };
+  return { targetKey, forge, snapshot, usable, busyRunners, records, activeElsewhere, namesInUse, evictions };
 }

@@ -5,10 +5,10 @@
  */
 import type { V1Job } from "@kubernetes/client-node";
 import type { JobOutcome } from "./job_tracker.ts";
-import { annotationKeys, labelKeys } from "./runner_job.ts";
+import { annotationKeys, labelKeys, runnerJobEviction } from "./runner_job.ts";
 import type { RecentRunner } from "./schema.ts";
 
-export type RunnerEndReason = "Completed" | "Failed" | "DeadlineExceeded" | "RemovedIdle" | "Deleted";
+export type RunnerEndReason = "Completed" | "Failed" | "DeadlineExceeded" | "Evicted" | "RemovedIdle" | "Deleted";
 
 export interface RunnerEnd {
   at: number;
@@ -47,7 +47,8 @@ export function runnerJobEnd(job: V1Job, now: number): RunnerEnd | undefined {
   if (failed) {
     return {
       at: time(failed.lastTransitionTime) ?? now,
-      reason: failed.reason === "DeadlineExceeded" ? "DeadlineExceeded" : "Failed",
+      // An evicted runner's Job fails by the pod failure policy (see runner_job.ts); a deadline, by its own reason.
+      reason: runnerJobEviction(job) ? "Evicted" : failed.reason === "DeadlineExceeded" ? "DeadlineExceeded" : "Failed",
       ...(failed.message ? { message: failed.message } : {}),
     };
   }
@@ -94,6 +95,8 @@ function describe(runner: SeenRunner, end: RunnerEnd, outcome: JobOutcome | unde
         : `Removed while idle: job ${runner.forJobId} was taken by another runner or cancelled`;
     case "Deleted":
       return "Deleted before it ran a job";
+    case "Evicted":
+      return `Evicted before it ran a job${end.message ? `: ${end.message}` : ""}`;
     case "Failed":
     case "DeadlineExceeded":
       return `Failed before it ran a job${end.message ? `: ${end.message}` : ""}`;

@@ -14,6 +14,8 @@ export interface RunnerJobRecord {
   state: "active" | "succeeded" | "failed";
   /** When the Job finished (ms since epoch), for finished Jobs. */
   finishedAt?: number;
+  /** A failed Job whose pod was disrupted (evicted, preempted, its node gone) rather than a runner that failed. */
+  evicted?: boolean;
 }
 
 export interface RetryPolicy {
@@ -169,7 +171,11 @@ export function planRunnerJobs(input: PlanInput): Plan {
     // A runner that just finished may have run this very job; only a later answer from the forge tells.
     if (!settled(latestFinish(records))) continue;
 
-    const failures = records.filter((record) => record.state === "failed");
+    // An eviction says nothing about the runner (a node drained, a pod preempted), so it does not count toward the
+    // retry limit, or a drain could leave a job without runners; its replacement still waits the doubling delay,
+    // counted over every ended attempt, so that a pod evicted again and again does not spin.
+    const ended = records.filter((record) => record.state === "failed");
+    const failures = ended.filter((record) => !record.evicted);
     if (failures.length >= input.retry.limit) {
       plan.gaveUp.push({ job, failures: failures.length });
       continue;
@@ -179,7 +185,7 @@ export function planRunnerJobs(input: PlanInput): Plan {
       undefined,
     );
     if (last?.state === "failed") {
-      const retryAt = last.finishedAt! + retryDelay(failures.length, input.retry);
+      const retryAt = last.finishedAt! + retryDelay(ended.length, input.retry);
       if (input.now < retryAt) {
         wake(retryAt);
         continue;

@@ -35,6 +35,7 @@ import { planRunnerJobs, type RetryPolicy } from "./planner.ts";
 import { apiGroup, apiVersion, kind, type RunnerGroup, type RunnerGroupSpec } from "./schema.ts";
 import { forgeObservation, type Observations, type StatusCounts, warmPoolStatus, writeStatus } from "./status.ts";
 import { addCleanupFinalizer, hasCleanupFinalizer, tearDownGroup, type TeardownInput } from "./teardown.ts";
+import { TemplateCheck } from "./template_check.ts";
 import { validateGroup } from "./validate.ts";
 import { effectiveWarmPool } from "./warm_schedule.ts";
 
@@ -94,6 +95,10 @@ export class RunnerGroupReconciler {
   readonly #apiTokens = new Map<string, string>();
   /** Per group: what its runners ran (metrics) and how they ended (status.recentRunners). */
   readonly #jobOutcomes: JobOutcomes;
+  /** The API server's verdict on each group's runner Jobs, from a dry run per spec generation. */
+  readonly #templateCheck: TemplateCheck;
+  /** Per group: uids of the evicted runner Jobs already reported (those still in the cache). */
+  readonly #reportedEvictions = new Map<string, Set<string>>();
   #reconcileCount = 0;
 
   constructor(options: ReconcilerOptions) {
@@ -104,6 +109,7 @@ export class RunnerGroupReconciler {
       workflowLabel: options.metrics?.jobWorkflowLabel ?? false,
       settleMs: options.settleMs ?? 3000,
     });
+    this.#templateCheck = new TemplateCheck(options.clients.batch);
   }
 
   readonly reconcile = async (key: string): Promise<ReconcileResult> => {
@@ -187,6 +193,26 @@ export class RunnerGroupReconciler {
     // The forge's kind and version come with the poller's answers (detected once per forge).
     const forgeClient = snapshot?.forge ? this.#clientFor(snapshot.forge, spec, credentials.apiToken) : undefined;
     const forgejo = snapshot?.forge?.kind === "forgejo";
+
+    // The API server's verdict on the runner Jobs this spec builds, before any is created (see template_check.ts).
+    const template = await this.#templateCheck.checkGroup({
+      key,
+      group,
+      spec,
+      labels,
+      forge: demand.forge,
+      runnerKind: snapshot?.forge?.kind,
+      ownRegistration: forgeClient?.features.runnerRegistration === true,
+      runnerImage: this.#options.runnerImage,
+      registrationToken: credentials.registrationSecret,
+    });
+    if (!template.ok) {
+      void this.#options.events.record(target, "Warning", template.reason, template.message);
+      await status({ spec: template, credentials: { ok: true }, forge: forgeObservation(snapshot) });
+      // A spec change (a new generation) wakes the group; nothing else can make the template valid.
+      return {};
+    }
+
     if (forgejo && (spec.minIdleRunners ?? 0) > 0) {
       void this.#options.events.record(
         target,
@@ -197,8 +223,10 @@ export class RunnerGroupReconciler {
       );
     }
     // A reset of the registration token in the forge shows as failing runners, or in a periodic check.
+    // An evicted runner says nothing about the token.
     const lastFailureAt = Math.max(
-      ...demand.records.filter((record) => record.state === "failed").map((record) => record.finishedAt ?? now),
+      ...demand.records.filter((record) => record.state === "failed" && !record.evicted)
+        .map((record) => record.finishedAt ?? now),
       -Infinity,
     );
     const tokenCheck = await this.#tokenCheck.check({
@@ -262,6 +290,10 @@ export class RunnerGroupReconciler {
     };
     const orphans = this.#orphans.get(key) ?? { sweptAt: 0, firstSeen: new Map<number, number>() };
     this.#orphans.set(key, orphans);
+    // Each eviction is reported once per process; a Job that left the cache is forgotten.
+    const reported = this.#reportedEvictions.get(key);
+    const evictions = demand.evictions.filter((evicted) => !reported?.has(evicted.uid));
+    this.#reportedEvictions.set(key, new Set(demand.evictions.map((evicted) => evicted.uid)));
     const { created, removed, removedNames, sweepWake } = await applyPlan({
       options: {
         batch: this.#options.clients.batch,
@@ -282,6 +314,7 @@ export class RunnerGroupReconciler {
       allRunnerJobs,
       idleSince,
       orphans,
+      evictions,
       target,
       log,
       now,
@@ -404,6 +437,8 @@ export class RunnerGroupReconciler {
   #forget(key: string, namespace: string, name: string): void {
     this.#apiTokens.delete(key);
     this.#tokenCheck.forget(key);
+    this.#templateCheck.forget(key);
+    this.#reportedEvictions.delete(key);
     this.#options.pollers.unsubscribe(key);
     this.#coverage.delete(key);
     this.#idleSince.delete(key);

@@ -4,19 +4,12 @@
  * the planner needs.
  */
 import { createHash } from "node:crypto";
-import type {
-  V1Container,
-  V1EnvVar,
-  V1Job,
-  V1OwnerReference,
-  V1PodSpec,
-  V1Volume,
-  V1VolumeMount,
-} from "@kubernetes/client-node";
+import type { V1Job, V1JobSpec, V1OwnerReference } from "@kubernetes/client-node";
 import type { ForgeKind, QueuedJob } from "../forge/forge_client.ts";
 import { formatRunnerLabel, type RunnerLabel } from "../forge/labels.ts";
 import { defaultForgejoRunnerImage, forgejoRunnerContainer, type RunnerContainerSetup } from "./forgejo_runner.ts";
 import type { RunnerJobRecord } from "./planner.ts";
+import { buildRunnerPodTemplate } from "./pod_template.ts";
 import { apiGroup, apiVersion, kind, type RunnerGroupSpec } from "./schema.ts";
 
 /** A pinned Gitea runner image with a rootless Docker daemon inside (needs a privileged container). */
@@ -199,37 +192,15 @@ export function buildRunnerJob(input: RunnerJobInput): V1Job {
       volumeMounts: [],
       volumes: [],
     };
-  const reserved = new Set(setup.env.map((env) => env.name));
-  const userEnv = (template.env ?? []).filter((env) => !reserved.has(env.name)) as V1EnvVar[];
-  const volumeMounts = [...setup.volumeMounts, ...(template.volumeMounts ?? []) as unknown as V1VolumeMount[]];
-  const volumes = [...setup.volumes, ...(template.volumes ?? []) as unknown as V1Volume[]];
-
-  // Gitea's default image runs Docker inside and needs a privileged container; Forgejo's runner image has no daemon.
-  const privileged = template.privileged ?? !forgejo;
-  const runner: V1Container = {
-    name: "runner",
-    image: template.image ?? (forgejo ? defaultForgejoRunnerImage : input.defaultImage),
-    imagePullPolicy: template.imagePullPolicy ?? "IfNotPresent",
-    ...(setup.command ? { command: setup.command } : {}),
-    ...(setup.args ? { args: setup.args } : {}),
-    env: [...setup.env, ...userEnv],
-    securityContext: privileged ? { privileged: true } : { allowPrivilegeEscalation: false },
-    ...(template.resources ? { resources: template.resources as V1Container["resources"] } : {}),
-    ...(volumeMounts.length > 0 ? { volumeMounts } : {}),
-  };
-
-  const podSpec: V1PodSpec = {
-    restartPolicy: "Never",
-    automountServiceAccountToken: template.automountServiceAccountToken ?? false,
-    containers: [runner],
-    ...(template.serviceAccountName ? { serviceAccountName: template.serviceAccountName } : {}),
-    ...(template.nodeSelector ? { nodeSelector: template.nodeSelector } : {}),
-    ...(template.tolerations ? { tolerations: template.tolerations as unknown as V1PodSpec["tolerations"] } : {}),
-    ...(template.affinity ? { affinity: template.affinity as V1PodSpec["affinity"] } : {}),
-    ...(volumes.length > 0 ? { volumes } : {}),
-    ...(template.priorityClassName ? { priorityClassName: template.priorityClassName } : {}),
-    ...(template.runtimeClassName ? { runtimeClassName: template.runtimeClassName } : {}),
-  };
+  const podTemplate = buildRunnerPodTemplate({
+    template,
+    setup,
+    defaultImage: forgejo ? defaultForgejoRunnerImage : input.defaultImage,
+    // Gitea's default image runs Docker inside and needs a privileged container; Forgejo's runner image has no daemon.
+    privilegedByDefault: !forgejo,
+    identityLabels: identity,
+    annotations,
+  });
 
   return {
     apiVersion: "batch/v1",
@@ -243,16 +214,10 @@ export function buildRunnerJob(input: RunnerJobInput): V1Job {
     },
     spec: {
       backoffLimit: 0,
+      podFailurePolicy: disruptedPodFailsJob,
       ttlSecondsAfterFinished: spec.ttlSecondsAfterFinished ?? defaultTtlSecondsAfterFinished,
       ...(spec.activeDeadlineSeconds !== undefined ? { activeDeadlineSeconds: spec.activeDeadlineSeconds } : {}),
-      template: {
-        metadata: {
-          // User labels first, so the operator's identity labels win.
-          labels: { ...(template.podLabels ?? {}), ...identity },
-          annotations: { ...(template.podAnnotations ?? {}), ...annotations },
-        },
-        spec: podSpec,
-      },
+      template: podTemplate,
     },
   };
 }
@@ -297,6 +262,41 @@ function pick<T extends object, K extends keyof T>(source: T, keys: K[]): T {
   return result;
 }
 
+/**
+ * The runner Job's pod failure policy: a pod with the `DisruptionTarget` condition (evicted through the Eviction API,
+ * preempted by the scheduler, evicted by the kubelet under node pressure or by the taint manager, or removed by the
+ * pod garbage collector because its node is gone) fails the Job at once with the reason `PodFailurePolicy`, which
+ * this rule alone produces, so the operator tells an evicted runner from a failed one by the Job's `Failed`
+ * condition (Kubernetes v1.35 `pkg/controller/job`: `FailureTarget`, then `Failed`, both with that reason and the
+ * message "Pod NS/NAME has condition DisruptionTarget matching FailJob rule at index 0").
+ *
+ * Not `Ignore`, which would make the Job controller start a new pod for the same runner Job: the evicted runner's
+ * registration is spent, and a job it had taken is not handed to another runner (Gitea 1.27 fails such a task as a
+ * zombie after ZOMBIE_TASK_TIMEOUT, 10 minutes by default, `services/actions/clear_tasks.go`), so a new pod would only
+ * help when the job is still queued, which the planner sees and covers with a new runner Job under its retry rules.
+ * `Ignore` would also leave no trace on the Job (an ignored pod is not counted in `status.failed`) and retry without
+ * the operator's backoff, and on Forgejo 15 the new pod would reuse a registration bound to a job it can no longer
+ * take.
+ */
+export const disruptedPodFailsJob: V1JobSpec["podFailurePolicy"] = {
+  rules: [{ action: "FailJob", onPodConditions: [{ type: "DisruptionTarget", status: "True" }] }],
+};
+
+/** The `Failed` condition reason the Job controller gives a Job that {@linkcode disruptedPodFailsJob} failed. */
+export const evictedJobReason = "PodFailurePolicy";
+
+/**
+ * Whether a runner Job failed because its pod was disrupted (evicted, preempted, or its node went away), with the
+ * Job controller's message. A runner that exits cleanly when told to stop ends Succeeded, and its Job Complete:
+ * that one is not seen as evicted (its job, if still queued, gets a runner anyway, as after any runner that ended
+ * without taking its job).
+ */
+export function runnerJobEviction(job: V1Job): { message: string } | undefined {
+  const failed = (job.status?.conditions ?? []).find((c) => c.type === "Failed" && c.status === "True");
+  if (failed?.reason !== evictedJobReason) return undefined;
+  return { message: failed.message ?? "" };
+}
+
 /** Reads an existing runner Job back; undefined when it is not one of ours or is malformed. */
 export function describeRunnerJob(job: V1Job, now: number): RunnerJobRecord | undefined {
   const labels = job.metadata?.labels ?? {};
@@ -313,7 +313,16 @@ export function describeRunnerJob(job: V1Job, now: number): RunnerJobRecord | un
     return { at: Number.isNaN(at) ? now : at };
   };
   const failed = finished("Failed");
-  if (failed) return { name: job.metadata.name, forgeJobId, attempt, state: "failed", finishedAt: failed.at };
+  if (failed) {
+    return {
+      name: job.metadata.name,
+      forgeJobId,
+      attempt,
+      state: "failed",
+      finishedAt: failed.at,
+      ...(runnerJobEviction(job) ? { evicted: true } : {}),
+    };
+  }
   const complete = finished("Complete");
   if (complete) return { name: job.metadata.name, forgeJobId, attempt, state: "succeeded", finishedAt: complete.at };
   // A Job being deleted no longer holds capacity: its pod is going away.

@@ -50,6 +50,30 @@ const envVarSchema = z.object({
   }],
 });
 
+/**
+ * `template.spec`: a core/v1 PodSpec, kept as written (`x-kubernetes-preserve-unknown-fields`); the API server checks
+ * it when runner Jobs are created (first in a dry run, see template_check.ts). Declared here are only the fields the
+ * runner pod builder reads, so that a wrong shape of those is refused at admission.
+ */
+const podSpecSchema = z.looseObject({
+  containers: z.array(
+    z.looseObject({
+      name: z.string().min(1).describe("Container name; the container named runner is the runner's."),
+      env: z.array(z.looseObject({ name: z.string().min(1) })).optional(),
+      volumeMounts: z.array(z.looseObject({})).optional(),
+    }),
+  ).optional().describe(
+    "Containers of runner pods. The operator adds a container named runner first unless one is given here.",
+  ),
+  nodeSelector: z.record(z.string(), z.string()).optional(),
+  tolerations: z.array(z.looseObject({})).optional(),
+  volumes: z.array(z.looseObject({ name: z.string().min(1) })).optional(),
+}).describe(
+  "Pod spec of runner pods (core/v1 PodSpec), validated by the API server. The operator keeps the runner " +
+    "container's name, registration environment and the pod's restartPolicy (Never); shorthand fields of template " +
+    "win over the same fields here.",
+).meta({ "x-kubernetes-preserve-unknown-fields": true });
+
 export const runnerTemplateSchema = z.object({
   image: z.string().min(1).optional().describe(
     "Runner image. Defaults to the operator's pinned Gitea runner image (see --runner-image).",
@@ -77,7 +101,17 @@ export const runnerTemplateSchema = z.object({
   podAnnotations: z.record(z.string(), z.string()).optional().describe("Extra annotations of runner pods."),
   priorityClassName: z.string().min(1).optional().describe("Priority class of runner pods."),
   runtimeClassName: z.string().min(1).optional().describe("Runtime class of runner pods (e.g. a sandboxed runtime)."),
-}).describe("Runner pod settings. The operator keeps the runner's identity and credentials; the rest is yours.");
+  metadata: z.object({
+    labels: z.record(z.string(), z.string()).optional().describe("Labels of runner pods."),
+    annotations: z.record(z.string(), z.string()).optional().describe(
+      "Annotations of runner pods; a key set here replaces the operator's default of that key.",
+    ),
+  }).optional().describe("Metadata of runner pods, as in a pod template; podLabels and podAnnotations win."),
+  spec: podSpecSchema.optional(),
+}).describe(
+  "Runner pod settings: a pod template (metadata, spec) and shorthand fields. The operator keeps the runner's " +
+    "identity and credentials; the rest is yours.",
+);
 
 /**
  * Bounds of a warm pool window's duration: a shorter window ends before its runners are up; a longer one is a
@@ -228,7 +262,8 @@ export const recentRunnerSchema = z.object({
   createdAt: z.string().describe("When the runner Job was created (RFC 3339)."),
   endedAt: z.string().describe("When the runner Job ended, or was removed (RFC 3339)."),
   reason: z.string().describe(
-    "Why it ended: Completed, Failed, DeadlineExceeded (activeDeadlineSeconds), RemovedIdle (removed by the " +
+    "Why it ended: Completed, Failed, DeadlineExceeded (activeDeadlineSeconds), Evicted (its pod was evicted, " +
+      "preempted or lost with its node), RemovedIdle (removed by the " +
       "operator: idle with no job for it), Deleted (deleted by someone else before it finished).",
   ),
   forgeJobId: z.int().optional().describe(
@@ -330,6 +365,20 @@ export function parseRunnerGroupSpec(spec: unknown): z.ZodSafeParseResult<Runner
           path: ["template", "env", index, "name"],
           message: `env may not set ${env.name}: the operator sets it`,
         });
+      }
+    }
+    // The same rule for the runner container of a full template (not a CEL rule: the lists are unbounded, which
+    // would exceed the CRD's validation cost budget).
+    for (const [index, container] of (value.template?.spec?.containers ?? []).entries()) {
+      if (container.name !== "runner") continue;
+      for (const [envIndex, env] of (container.env ?? []).entries()) {
+        if ((reservedEnvNames as readonly string[]).includes(env.name)) {
+          context.addIssue({
+            code: "custom",
+            path: ["template", "spec", "containers", index, "env", envIndex, "name"],
+            message: `env may not set ${env.name}: the operator sets it`,
+          });
+        }
       }
     }
   }).safeParse(spec);

@@ -19,7 +19,7 @@ export const conditionTypes = {
 
 /** What one reconcile learned, in the terms of the conditions. */
 export interface Observations {
-  spec: { ok: true } | { ok: false; reason: "InvalidSpec" | "InvalidLabels"; message: string };
+  spec: { ok: true } | { ok: false; reason: "InvalidSpec" | "InvalidLabels" | "InvalidTemplate"; message: string };
   credentials?:
     | { ok: true }
     | { ok: false; reason: "SecretNotFound" | "KeyNotFound" | "RegistrationTokenRefused"; message: string };

@@ -13,7 +13,14 @@
  * }
  * ```
  */
-import { CoreV1Api, KubeConfig, PatchStrategy, setHeaderOptions, type V1Node } from "@kubernetes/client-node";
+import {
+  CoreV1Api,
+  KubeConfig,
+  PatchStrategy,
+  setHeaderOptions,
+  type V1Node,
+  type V1Taint,
+} from "@kubernetes/client-node";
 import { request as httpsRequest } from "node:https";
 import { join } from "node:path";
 import { ensureTools, type ToolPaths } from "./tools.ts";
@@ -79,6 +86,8 @@ const stopGraceMs = 5_000;
  */
 const controllers = [
   "job-controller",
+  // Marks the pods of a deleted Node Failed with a DisruptionTarget condition and removes them, as in any cluster.
+  "pod-garbage-collector-controller",
   "garbage-collector-controller",
   "ttl-after-finished-controller",
   "serviceaccount-controller",
@@ -282,17 +291,22 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
 
 /**
  * Creates a Node that kube-scheduler considers Ready and roomy. Its status goes through the `status` subresource
- * (status is dropped on create). No taints: TaintNodesByCondition admission is disabled because its `not-ready`
- * taint is normally lifted by the node-lifecycle controller, which does not run here.
+ * (status is dropped on create). No taints but those given: TaintNodesByCondition admission is disabled because its
+ * `not-ready` taint is normally lifted by the node-lifecycle controller, which does not run here. Tests add a second
+ * Node with it (and a stand-in kubelet for it) to take a Node away from under a runner.
  */
-async function createFakeNode(core: CoreV1Api, name: string): Promise<void> {
+export async function createFakeNode(
+  core: CoreV1Api,
+  name: string,
+  options: { taints?: V1Taint[] } = {},
+): Promise<void> {
   const capacity = { cpu: "64", memory: "256Gi", pods: "500", "ephemeral-storage": "1Ti" };
   const node: V1Node = {
     metadata: {
       name,
       labels: { "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64" },
     },
-    spec: {},
+    spec: options.taints ? { taints: options.taints } : {},
   };
   await core.createNode({ body: node });
   const now = new Date();

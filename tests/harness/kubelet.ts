@@ -253,9 +253,11 @@ export async function startRunnerKubelet(options: RunnerKubeletOptions): Promise
         markKilled(current);
         await process.stop(graceMs);
       }
-      if (process && !current.terminalReported) {
-        // A failed write is retried like any sync error: the Job controller needs the pod's terminal phase.
-        await writeStatus(current, terminalStatus(pod, current));
+      if (!current.terminalReported && pod.status?.phase !== "Succeeded" && pod.status?.phase !== "Failed") {
+        // A failed write is retried like any sync error: the Job controller needs the pod's terminal phase (a Job
+        // with a pod failure policy waits for it). A pod that never started ends Failed, as the kubelet's
+        // TerminatePod makes every terminated pod terminal (Kubernetes v1.35 pkg/kubelet/status/status_manager.go).
+        await writeStatus(current, process ? terminalStatus(pod, current) : unstartedTerminalStatus(pod));
         current.terminalReported = true;
       }
       // What a kubelet does once the containers are gone: confirm the deletion.
@@ -667,6 +669,26 @@ function condition(type: string, status: boolean, reason?: string): Record<strin
   return { type, status: status ? "True" : "False", lastTransitionTime: new Date().toISOString(), reason };
 }
 
+/** The pod conditions a kubelet owns (Kubernetes v1.35 pkg/kubelet/types/pod_status.go PodConditionsByKubelet). */
+const kubeletConditions = new Set([
+  "PodScheduled",
+  "Ready",
+  "Initialized",
+  "ContainersReady",
+  "PodResizeInProgress",
+  "PodResizePending",
+  "PodReadyToStartContainers",
+]);
+
+/**
+ * The kubelet's conditions followed by those others set, such as `DisruptionTarget` (the Eviction API, the pod
+ * garbage collector): a kubelet keeps them (generateAPIPodStatus in v1.35 pkg/kubelet/kubelet_pods.go), and the
+ * status is written with a merge patch, which replaces the whole list.
+ */
+function withOthersConditions(pod: V1Pod, own: Record<string, unknown>[]): unknown[] {
+  return [...own, ...(pod.status?.conditions ?? []).filter((c) => !kubeletConditions.has(c.type))];
+}
+
 function addresses(pod: V1Pod): Record<string, unknown> {
   return {
     hostIP: hostIp,
@@ -689,13 +711,13 @@ function pendingStatus(pod: V1Pod, message: string): Record<string, unknown> {
   return {
     phase: "Pending",
     ...addresses(pod),
-    conditions: [
+    conditions: withOthersConditions(pod, [
       condition("PodScheduled", true),
       condition("PodReadyToStartContainers", true),
       condition("Initialized", true),
       condition("ContainersReady", false, "ContainersNotReady"),
       condition("Ready", false, "ContainersNotReady"),
-    ],
+    ]),
     containerStatuses: containers(pod).map((container) => ({
       name: container.name,
       image: container.image ?? "",
@@ -717,13 +739,13 @@ function runningStatus(pod: V1Pod, record: PodRecord): Record<string, unknown> {
   return {
     phase: "Running",
     ...addresses(pod),
-    conditions: [
+    conditions: withOthersConditions(pod, [
       condition("PodScheduled", true),
       condition("PodReadyToStartContainers", true),
       condition("Initialized", true),
       condition("ContainersReady", true),
       condition("Ready", true),
-    ],
+    ]),
     containerStatuses: containers(pod).map((container) => ({
       name: container.name,
       image: container.image ?? "",
@@ -745,13 +767,13 @@ function terminalStatus(pod: V1Pod, record: PodRecord): Record<string, unknown> 
   return {
     phase: exitCode === 0 ? "Succeeded" : "Failed",
     ...addresses(pod),
-    conditions: [
+    conditions: withOthersConditions(pod, [
       condition("PodScheduled", true),
       condition("PodReadyToStartContainers", false),
       condition("Initialized", true, "PodCompleted"),
       condition("ContainersReady", false, "PodCompleted"),
       condition("Ready", false, "PodCompleted"),
-    ],
+    ]),
     containerStatuses: containers(pod).map((container) => {
       // Only the runner really ran; the other containers are reported as having finished cleanly with it.
       const code = container.name === runnerContainerName ? exitCode : 0;
@@ -774,5 +796,20 @@ function terminalStatus(pod: V1Pod, record: PodRecord): Record<string, unknown> 
         },
       };
     }),
+  };
+}
+
+/** A deleted pod whose runner never started: Failed, its containers as they were (never initialized). */
+function unstartedTerminalStatus(pod: V1Pod): Record<string, unknown> {
+  return {
+    phase: "Failed",
+    ...addresses(pod),
+    conditions: withOthersConditions(pod, [
+      condition("PodScheduled", true),
+      condition("PodReadyToStartContainers", false),
+      condition("Initialized", true),
+      condition("ContainersReady", false, "PodCompleted"),
+      condition("Ready", false, "PodCompleted"),
+    ]),
   };
 }

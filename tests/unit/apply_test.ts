@@ -154,3 +154,69 @@ Deno.test("applyPlan creates a burst concurrently within the bound, counts Alrea
   assert.equal(events.filter((reason) => reason === "RunnerJobCreated").length, 8);
   assert.equal(events.filter((reason) => reason === "WarmRunnerCreated").length, 2);
 });
+
+Deno.test("applyPlan reports each evicted runner as a RunnerEvicted event and in the evictions counter", async () => {
+  const { applyPlan } = await import("../../src/runner_group/apply.ts");
+  const { logger } = await import("../../src/log.ts");
+  const { OperatorMetrics } = await import("../../src/metrics.ts");
+  const metrics = new OperatorMetrics();
+  const events: { type: string; reason: string; message: string }[] = [];
+  await applyPlan({
+    options: {
+      batch: {} as never,
+      core: {} as never,
+      events: {
+        record: (_target: unknown, type: string, reason: string, message: string) => (
+          events.push({ type, reason, message }), Promise.resolve()
+        ),
+      } as never,
+      metrics,
+      runnerImage: "runner:1",
+      createConcurrency: 1,
+      idleGraceMs: 60_000,
+    },
+    plan: {
+      create: [],
+      createWarm: 0,
+      idle: [],
+      remove: [],
+      active: 0,
+      queued: 0,
+      waitingForCapacity: 0,
+      gaveUp: [],
+      owned: new Set(),
+    },
+    context: {
+      key: "team/ci",
+      namespace: "team",
+      name: "ci",
+      uid: "u1",
+      spec: {} as never,
+      labels: [],
+      registrationToken: { name: "tokens", key: "registration" },
+    },
+    forge: "https://gitea.example.com",
+    endpoint: { scope: "repo", owner: "acme", repo: "app" },
+    namesInUse: new Set(),
+    allRunnerJobs: [],
+    idleSince: new Map(),
+    orphans: { sweptAt: Date.now(), firstSeen: new Map() },
+    evictions: [
+      { name: "ci-41", uid: "j1", forgeJobId: 41, message: "Pod team/ci-41-x has condition DisruptionTarget" },
+      { name: "ci-warm-0", uid: "j2", message: "Pod team/ci-warm-0-y has condition DisruptionTarget" },
+    ],
+    target: { apiVersion: "gitea.bpg.pw/v1alpha1", kind: "RunnerGroup", name: "ci", namespace: "team", uid: "u1" },
+    log: logger("test"),
+    now: Date.now(),
+  });
+  assert.deepEqual(events.map((event) => [event.type, event.reason]), [
+    ["Warning", "RunnerEvicted"],
+    ["Warning", "RunnerEvicted"],
+  ]);
+  assert.match(events[0].message, /^Runner Job ci-41 for job 41 lost its pod .*DisruptionTarget.*still queued/);
+  assert.match(events[1].message, /^Warm-pool runner Job ci-warm-0 lost its pod/);
+  assert.match(
+    await metrics.render(),
+    /^gitea_runner_operator_runner_evictions_total\{namespace="team",runnergroup="ci"\} 2$/m,
+  );
+});

@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import type { V1Job } from "@kubernetes/client-node";
 import { mergeRecentRunners, RunnerHistory, runnerJobEnd } from "../../src/runner_group/job_history.ts";
 import type { JobOutcome } from "../../src/runner_group/job_tracker.ts";
+import { evictedJobReason } from "../../src/runner_group/runner_job.ts";
 import type { RecentRunner } from "../../src/runner_group/schema.ts";
 
 const t0 = Date.parse("2026-01-01T10:00:00Z");
@@ -206,4 +207,22 @@ Deno.test("merging: a new entry replaces an old one of the same runner Job only 
   ], 10);
   assert.deepEqual(merged, [entry("g-warm-0", 20, 30, "success"), entry("g-warm-0", 0, 10, "failure"), previous[1]]);
   assert.deepEqual(mergeRecentRunners(previous, [], 0), [], "limit 0 keeps none");
+});
+
+Deno.test("an evicted runner Job ends Evicted, not Failed", () => {
+  const failedBy = (reason: string): V1Job => ({
+    metadata: { name: "ci-7", creationTimestamp: new Date(0) },
+    status: {
+      conditions: [{
+        type: "Failed",
+        status: "True",
+        reason,
+        message: "Pod ci/ci-7-x has condition DisruptionTarget matching FailJob rule at index 0",
+        lastTransitionTime: new Date(5000),
+      }],
+    },
+  });
+  assert.equal(runnerJobEnd(failedBy(evictedJobReason), 9000)?.reason, "Evicted");
+  assert.equal(runnerJobEnd(failedBy("BackoffLimitExceeded"), 9000)?.reason, "Failed");
+  assert.equal(runnerJobEnd(failedBy("DeadlineExceeded"), 9000)?.reason, "DeadlineExceeded");
 });

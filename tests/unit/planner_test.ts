@@ -112,6 +112,41 @@ Deno.test("a failed runner is replaced after its backoff, up to the retry limit"
   assert.deepEqual(plan.gaveUp.map((g) => [g.job.id, g.failures]), [[1, 3]]);
 });
 
+Deno.test("an evicted runner's job is replaced after the backoff, and evictions do not count toward the limit", () => {
+  const evicted = (attempt: number, finishedAt: number): RunnerJobRecord => ({
+    ...record(1, "failed", attempt, finishedAt),
+    evicted: true,
+  });
+  const demand = { jobs: [job(1)], fetchedAt: now, busyRunners: new Set<string>() };
+  const limitOne = { limit: 1, baseDelayMs: 10_000, maxDelayMs: 300_000 };
+  // With a retry limit of 1, one failure gives up; one eviction does not.
+  let plan = planRunnerJobs(input({ demand, retry: limitOne, runnerJobs: [record(1, "failed", 0, now - 60_000)] }));
+  assert.deepEqual(plan.create, []);
+  assert.deepEqual(plan.gaveUp.map((g) => g.failures), [1]);
+  plan = planRunnerJobs(input({ demand, retry: limitOne, runnerJobs: [evicted(0, now - 60_000)] }));
+  assert.deepEqual(plan.create.map((c) => [c.job.id, c.attempt, c.replaces]), [[1, 1, "g-1"]]);
+  assert.deepEqual(plan.gaveUp, []);
+  // Five evictions and a failure: still below a limit of 3 failures, and the next runner comes.
+  plan = planRunnerJobs(input({
+    demand,
+    runnerJobs: [0, 1, 2, 3, 4].map((attempt) => evicted(attempt, now - 3_600_000)).concat(
+      record(1, "failed", 5, now - 3_600_000),
+    ),
+  }));
+  assert.deepEqual(plan.create.map((c) => c.attempt), [6]);
+  // The delay counts every ended attempt, evictions too: after two, 20 s.
+  plan = planRunnerJobs(input({ demand, runnerJobs: [evicted(0, now - 60_000), evicted(1, now - 15_000)] }));
+  assert.deepEqual(plan.create, []);
+  assert.equal(plan.wakeAt, now - 15_000 + 20_000);
+  // And, as after any runner's end, only on a forge answer fetched after it (the runner may have run the job).
+  plan = planRunnerJobs(input({
+    demand: { ...demand, fetchedAt: now - 30_000 },
+    runnerJobs: [evicted(0, now - 31_000)],
+  }));
+  assert.deepEqual(plan.create, []);
+  assert.equal(plan.answerAfter, now - 31_000 + 3000);
+});
+
 Deno.test("failed runner Jobs hold no capacity", () => {
   const plan = planRunnerJobs(input({
     maxActiveRunners: 1,

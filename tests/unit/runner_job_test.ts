@@ -11,6 +11,7 @@ import {
   labelKeys,
   managedRegistrationSecret,
   pruneRunnerJob,
+  runnerJobEviction,
   runnerJobName,
   warmRunnerJobName,
 } from "../../src/runner_group/runner_job.ts";
@@ -179,6 +180,46 @@ Deno.test("describeRunnerJob reads state, attempt and finish time back", () => {
   assert.equal(describeRunnerJob(complete, 5)?.state, "succeeded");
   assert.equal(describeRunnerJob(complete, 5)?.finishedAt, 2000);
   assert.equal(describeRunnerJob({ metadata: { name: "x", labels: {} } }, 5), undefined);
+});
+
+Deno.test("a disrupted runner pod fails its Job at once, and such a Job reads back as evicted", () => {
+  const base = build(spec());
+  // The only rule of the policy: PodFailurePolicy as the Job's reason then means "its pod was disrupted".
+  assert.deepEqual(base.spec!.podFailurePolicy, {
+    rules: [{ action: "FailJob", onPodConditions: [{ type: "DisruptionTarget", status: "True" }] }],
+  });
+  assert.equal(base.spec!.backoffLimit, 0);
+  const failedWith = (reason: string, message: string): V1Job => ({
+    ...base,
+    status: {
+      conditions: [
+        { type: "FailureTarget", status: "True", reason, message },
+        { type: "Failed", status: "True", reason, message, lastTransitionTime: new Date(3000) },
+      ],
+    },
+  });
+  // The Job controller's words (Kubernetes v1.35 pkg/controller/job/pod_failure_policy.go).
+  const evicted = failedWith(
+    "PodFailurePolicy",
+    "Pod ci/ci-runners-4242-abcde has condition DisruptionTarget matching FailJob rule at index 0",
+  );
+  assert.deepEqual(runnerJobEviction(evicted), {
+    message: "Pod ci/ci-runners-4242-abcde has condition DisruptionTarget matching FailJob rule at index 0",
+  });
+  assert.deepEqual(describeRunnerJob(evicted, 5), {
+    name: "ci-runners-4242",
+    forgeJobId: 4242,
+    attempt: 0,
+    state: "failed",
+    finishedAt: 3000,
+    evicted: true,
+  });
+  for (const reason of ["BackoffLimitExceeded", "DeadlineExceeded"]) {
+    const failed = failedWith(reason, "Job has reached the specified backoff limit");
+    assert.equal(runnerJobEviction(failed), undefined, reason);
+    assert.equal(describeRunnerJob(failed, 5)?.evicted, undefined, reason);
+  }
+  assert.equal(runnerJobEviction(base), undefined, "a running Job");
 });
 
 Deno.test("without spec.registrationToken, runner pods reference the Secret the operator keeps", () => {
