@@ -3,7 +3,7 @@
  * operator's own client identity (so the API server's audit log tells its requests apart), the forge observer, and
  * helpers to set up namespaces and groups, start the operator and clean up between parts.
  */
-import type { V1Job } from "@kubernetes/client-node";
+import { PatchStrategy, setHeaderOptions, type V1Job } from "@kubernetes/client-node";
 import { join } from "node:path";
 import { createRunnerGroup, type Environment, startEnvironment, waitForFirstPoll } from "../harness/environment.ts";
 import type { RunnerScope } from "../harness/gitea.ts";
@@ -166,6 +166,27 @@ export class BenchContext {
 
   /** Deletes a namespace and waits until it is gone, so that the next part starts on a quiet control plane. */
   async deleteNamespace(namespace: string): Promise<void> {
+    // The operator is stopped by now, so its finalizer would hold the groups, and the namespace, for ever: drop it, as
+    // the README says to do when the operator is gone.
+    const groups = await this.env.custom.listNamespacedCustomObject({
+      group: "gitea.bpg.pw",
+      version: "v1alpha1",
+      namespace,
+      plural: "runnergroups",
+    }).catch(() => ({ items: [] })) as { items: { metadata: { name: string } }[] };
+    for (const group of groups.items) {
+      await this.env.custom.patchNamespacedCustomObject(
+        {
+          group: "gitea.bpg.pw",
+          version: "v1alpha1",
+          namespace,
+          plural: "runnergroups",
+          name: group.metadata.name,
+          body: { metadata: { finalizers: null } },
+        },
+        setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+      ).catch(() => {});
+    }
     await this.env.core.deleteNamespace({ name: namespace }).catch(() => {});
     await eventually(`namespace ${namespace} to be deleted`, async () => {
       try {
