@@ -25,18 +25,14 @@ import {
 import { type RunnerKubelet, startDelayAnnotation, startRunnerKubelet } from "../harness/kubelet.ts";
 import { type OperatorProcess, startOperator } from "../harness/operator.ts";
 import { operatorKubeconfig } from "../harness/operator_identity.ts";
+import { runnerJobsOf } from "../harness/queries.ts";
 import { eventually } from "../harness/wait.ts";
 import { join } from "node:path";
 
 const namespace = "evict";
-const groupLabel = "gitea.bpg.pw/runnergroup-name";
 const repoScope = { kind: "repo", owner: "acme", repo: "evict" } as const;
 const spareNode = "harness-node-b";
 const spareTaint = { key: "test.gitea-runner-operator/node-b", value: "true", effect: "NoSchedule" };
-
-async function runnerJobs(env: Environment, group: string): Promise<V1Job[]> {
-  return (await env.batch.listNamespacedJob({ namespace, labelSelector: `${groupLabel}=${group}` })).items;
-}
 
 async function jobNamed(env: Environment, name: string): Promise<GiteaJob | undefined> {
   return (await env.gitea.listJobs(repoScope, { limit: 50 })).jobs.find((job) => job.name === name);
@@ -104,7 +100,7 @@ Deno.test({
         await waitForFirstPoll(custom, namespace, "early");
         await push("early.yaml", "early-job", "early", 0);
         const [first] = await eventually("a runner Job of early", async () => {
-          const jobs = await runnerJobs(env, "early");
+          const jobs = await runnerJobsOf(env, namespace, "early");
           return jobs.length > 0 ? jobs : undefined;
         }, { timeoutMs: 30_000, detail });
         const pod = await eventually("its pod", async () => {
@@ -127,7 +123,7 @@ Deno.test({
 
         const replacement = `${first.metadata!.name}-1`;
         await eventually(`the replacement ${replacement}`, async () => {
-          return (await runnerJobs(env, "early")).some((job) => job.metadata!.name === replacement);
+          return (await runnerJobsOf(env, namespace, "early")).some((job) => job.metadata!.name === replacement);
         }, { timeoutMs: 40_000, detail });
         await eventually("early-job succeeded", async () => {
           return (await jobNamed(env, "early-job"))?.conclusion === "success";
@@ -172,7 +168,7 @@ Deno.test({
             const job = await jobNamed(env, "lost-job");
             return job?.status === "in_progress" ? job : undefined;
           }, { timeoutMs: 60_000, detail });
-          const [runner] = await runnerJobs(env, "lost");
+          const [runner] = await runnerJobsOf(env, namespace, "lost");
           assert.equal(running.runner_name, runner.metadata!.name);
           assert.ok(spareKubelet.started.some((pod) => pod.name.startsWith(runner.metadata!.name!)), "ran on node-b");
 
@@ -194,7 +190,9 @@ Deno.test({
           // The job was taken before the loss, so the forge shows it running or ended, never queued again: no
           // replacement, however many polls pass.
           await new Promise((resolve) => setTimeout(resolve, 15_000));
-          assert.deepEqual((await runnerJobs(env, "lost")).map((job) => job.metadata!.name), [runner.metadata!.name]);
+          assert.deepEqual((await runnerJobsOf(env, namespace, "lost")).map((job) => job.metadata!.name), [
+            runner.metadata!.name,
+          ]);
           assert.notEqual((await jobNamed(env, "lost-job"))?.status, "queued");
         },
       );

@@ -10,7 +10,7 @@
  *   metric, starts no runner, and its Ready condition says Paused; once resumed, it runs the job.
  */
 import assert from "node:assert/strict";
-import { PatchStrategy, setHeaderOptions, type V1Job } from "@kubernetes/client-node";
+import { PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
 import { failingJob, type GiteaJob, ownPathWorkflow, simpleJob } from "../harness/gitea.ts";
 import {
   createRunnerGroup,
@@ -21,11 +21,11 @@ import {
   waitForFirstPoll,
 } from "../harness/environment.ts";
 import { type OperatorProcess, startOperator } from "../harness/operator.ts";
+import { runnerJobsOf } from "../harness/queries.ts";
 import { eventually } from "../harness/wait.ts";
 
 const namespace = "jm";
 const repoScope = { kind: "repo", owner: "acme", repo: "metrics" } as const;
-const groupLabel = "gitea.bpg.pw/runnergroup-name";
 /** How long each job's step sleeps: the run-time histogram's sum is at least their total. */
 const sleeps = { "ok-1": 3, "ok-2": 4, "bad": 2 } as const;
 
@@ -42,11 +42,6 @@ interface RecentRunner {
   startedAt?: string;
   finishedAt?: string;
   message?: string;
-}
-
-async function runnerJobs(env: Environment, group: string): Promise<V1Job[]> {
-  const list = await env.batch.listNamespacedJob({ namespace, labelSelector: `${groupLabel}=${group}` });
-  return list.items;
 }
 
 async function jobsNamed(env: Environment, names: readonly string[]): Promise<GiteaJob[]> {
@@ -189,7 +184,7 @@ Deno.test({
 
       await t.step("status.recentRunners tells each job's runner and result after the Jobs are deleted", async () => {
         await eventually("the runner Jobs garbage-collected", async () => {
-          return (await runnerJobs(env, "jobs")).length === 0;
+          return (await runnerJobsOf(env, namespace, "jobs")).length === 0;
         }, { timeoutMs: 60_000, detail });
         const recent = await eventually("three entries in status.recentRunners", async () => {
           const entries = (await groupStatus(env, "jobs")).recentRunners ?? [];
@@ -247,7 +242,7 @@ Deno.test({
           seriesValue(await scrape(), 'gitea_runner_operator_queued_jobs{namespace="jm",runnergroup="paused"}'),
           1,
         );
-        assert.deepEqual(await runnerJobs(env, "paused"), [], "no runner Job while paused");
+        assert.deepEqual(await runnerJobsOf(env, namespace, "paused"), [], "no runner Job while paused");
         const [waiting] = await jobsNamed(env, ["waits"]);
         assert.equal(waiting.status, "queued");
 

@@ -9,7 +9,7 @@
  *   once the spec is fixed, the job gets its runner and succeeds.
  */
 import assert from "node:assert/strict";
-import type { V1Job, V1Pod } from "@kubernetes/client-node";
+import type { V1Pod } from "@kubernetes/client-node";
 import { defaultRunnerImage } from "../../src/runner_group/runner_job.ts";
 import { type GiteaJob, ownPathWorkflow, simpleJob } from "../harness/gitea.ts";
 import {
@@ -22,16 +22,12 @@ import {
 } from "../harness/environment.ts";
 import { type OperatorProcess, startOperator } from "../harness/operator.ts";
 import { operatorKubeconfig } from "../harness/operator_identity.ts";
+import { runnerJobsOf } from "../harness/queries.ts";
 import { eventually } from "../harness/wait.ts";
 
 const namespace = "tmpl";
-const groupLabel = "gitea.bpg.pw/runnergroup-name";
 const repoScope = { kind: "repo", owner: "acme", repo: "tmpl" } as const;
 const resource = { group: "gitea.bpg.pw", version: "v1alpha1", namespace, plural: "runnergroups" } as const;
-
-async function runnerJobs(env: Environment, group: string): Promise<V1Job[]> {
-  return (await env.batch.listNamespacedJob({ namespace, labelSelector: `${groupLabel}=${group}` })).items;
-}
 
 async function jobNamed(env: Environment, name: string): Promise<GiteaJob | undefined> {
   return (await env.gitea.listJobs(repoScope, { limit: 50 })).jobs.find((job) => job.name === name);
@@ -95,7 +91,7 @@ Deno.test({
         assert.equal((await condition(env, "full", "SpecValid"))?.status, "True");
         await push("full.yaml", "full-job", "full");
         const [job] = await eventually("a runner Job of full", async () => {
-          const jobs = await runnerJobs(env, "full");
+          const jobs = await runnerJobsOf(env, namespace, "full");
           return jobs.length > 0 ? jobs : undefined;
         }, { timeoutMs: 30_000, detail });
         const pod = job.spec!.template.spec!;
@@ -153,7 +149,7 @@ Deno.test({
           return (await condition(env, "broken", "ForgeReachable"))?.status === "True";
         }, { timeoutMs: 30_000, detail });
         await new Promise((resolve) => setTimeout(resolve, 6_000));
-        assert.deepEqual((await runnerJobs(env, "broken")).map((job) => job.metadata!.name), []);
+        assert.deepEqual((await runnerJobsOf(env, namespace, "broken")).map((job) => job.metadata!.name), []);
         assert.equal((await jobNamed(env, "broken-job"))?.status, "queued");
         const events = await core.listNamespacedEvent({ namespace });
         assert.ok(
@@ -173,7 +169,7 @@ Deno.test({
         await eventually("broken-job succeeded", async () => {
           return (await jobNamed(env, "broken-job"))?.conclusion === "success";
         }, { timeoutMs: 90_000, detail });
-        const [runner] = await runnerJobs(env, "broken");
+        const [runner] = await runnerJobsOf(env, namespace, "broken");
         assert.deepEqual(runner.spec!.template.spec!.containers.map((c) => [c.name, c.image]), [
           ["runner", defaultRunnerImage],
           ["log-shipper", "fluent-bit:4"],
