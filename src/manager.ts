@@ -166,6 +166,11 @@ export class Manager {
             informer.cache.list()
           ),
         runnerJobs: () => this.jobInformers.flatMap((informer) => informer.cache.list()),
+        // One Job informer per watched namespace (in config order), or one for all of them.
+        assumeRunnerJob: (job) => {
+          const index = config.namespaces.length > 0 ? config.namespaces.indexOf(job.metadata?.namespace ?? "") : 0;
+          this.jobInformers[index]?.assume(job);
+        },
         secret: this.secrets.read,
       },
       pollers: this.pollers,

@@ -106,6 +106,22 @@ export class SupervisedInformer<T extends KubernetesObject> implements ObjectCac
     return this.#objects.get(keyOf(namespace, name));
   }
 
+  /**
+   * Puts an object this process just created into the cache before its watch event arrives, so that the next read
+   * sees it (like client-go's mutation cache): a reconcile that runs before the event then neither counts the object
+   * as missing nor creates it again. The watch event of the same resourceVersion then changes nothing and calls no
+   * handler; a newer one replaces it. Nothing happens when the cache already holds the object, or when the watch has
+   * passed the object's resourceVersion already (it was seen, and may be gone since). A relist replaces it with the
+   * API server's answer.
+   */
+  assume(object: T): void {
+    const prepared = this.#prepare(object);
+    const key = keyOf(prepared.metadata?.namespace, prepared.metadata?.name);
+    if (this.#objects.has(key) || !this.#synced) return;
+    if (versionReached(this.#resourceVersion, prepared.metadata?.resourceVersion)) return;
+    this.#objects.set(key, prepared);
+  }
+
   list(namespace?: string): T[] {
     const all = [...this.#objects.values()];
     return namespace === undefined ? all : all.filter((object) => object.metadata?.namespace === namespace);
@@ -314,6 +330,15 @@ export class SupervisedInformer<T extends KubernetesObject> implements ObjectCac
       });
     }
   }
+}
+
+/**
+ * Whether the watch at `current` has passed `version` already. Kubernetes calls resourceVersions opaque; the API
+ * server's are etcd revisions (decimal integers that grow with every write), and anything else counts as not reached.
+ */
+function versionReached(current: string, version: string | undefined): boolean {
+  if (!/^\d+$/.test(current) || version === undefined || !/^\d+$/.test(version)) return false;
+  return BigInt(current) >= BigInt(version);
 }
 
 function sameVersion(a: KubernetesObject, b: KubernetesObject): boolean {

@@ -29,6 +29,11 @@ export interface ApplyOptions {
   /** Runner Job creates in flight at once, per reconcile. */
   createConcurrency: number;
   idleGraceMs: number;
+  /**
+   * Shows a created runner Job in the informer cache before its watch event arrives (see informer.ts `assume`), so
+   * that the reconcile the event would start does not need to run, and one that runs meanwhile counts it.
+   */
+  assume?: (job: V1Job) => void;
 }
 
 /** What one apply did. */
@@ -88,6 +93,13 @@ export async function applyPlan(input: {
   );
   const created = outcomes.filter((outcome) => outcome.status === "fulfilled").length;
   const failed = outcomes.find((outcome) => outcome.status === "rejected");
+  const started = outcomes.flatMap((outcome, index) => {
+    const runFor = runs[index];
+    return outcome.status === "fulfilled" && outcome.value !== undefined && "job" in runFor && !runFor.replaces
+      ? [{ name: outcome.value, runFor }]
+      : [];
+  });
+  recordCreated(options.events, target, started);
 
   const removedNames: string[] = [];
   let sweepWake: number | undefined;
@@ -169,7 +181,33 @@ export function warmSlots(groupName: string, count: number, namesInUse: Readonly
   return slots;
 }
 
-/** Creates one runner Job; resolves whether it was created now (false: it existed already). */
+/**
+ * One `RunnerJobCreated` event for the runner Jobs an apply created for queued jobs: a burst is one API write, not
+ * one per Job (each Job's creation is in the log).
+ */
+function recordCreated(
+  events: EventRecorder,
+  target: EventTarget,
+  started: readonly { name: string; runFor: PlannedRunner }[],
+): void {
+  if (started.length === 0) return;
+  const describe = ({ name, runFor: { job } }: { name: string; runFor: PlannedRunner }, long: boolean): string =>
+    long
+      ? `${name} for job ${job.id} (${job.name}) of ${job.owner}/${job.repo}`
+      : `${name} for job ${job.id} of ${job.owner}/${job.repo}`;
+  if (started.length === 1) {
+    void events.record(target, "Normal", "RunnerJobCreated", `Created runner Job ${describe(started[0], true)}`);
+    return;
+  }
+  const shown = started.slice(0, 10).map((entry) => describe(entry, false)).join(", ");
+  const more = started.length > 10 ? ` and ${started.length - 10} more (see the operator's log)` : "";
+  void events.record(target, "Normal", "RunnerJobCreated", `Created ${started.length} runner Jobs: ${shown}${more}`);
+}
+
+/**
+ * Creates one runner Job; resolves with its name when it was created now, undefined when it existed already (both
+ * count as a runner that exists).
+ */
 async function createRunnerJob(
   options: ApplyOptions,
   context: GroupContext & { warmPoolSize: number },
@@ -177,7 +215,7 @@ async function createRunnerJob(
   runFor: RunFor,
   target: EventTarget,
   log: ReturnType<typeof logger>,
-): Promise<boolean> {
+): Promise<string | undefined> {
   const { namespace, name } = context;
   const client = input.forgeClient;
   // Forgejo 15 registers each job's runner on its own; a warm runner (no job) uses the shared token.
@@ -195,8 +233,9 @@ async function createRunnerJob(
     runner: client?.forge.kind ?? "gitea",
     ...(ownRegistration ? { runnerCredentials: { secretName: runnerCredentialsSecretName(jobName) } } : {}),
   });
+  let created: V1Job | undefined;
   if (ownRegistration) {
-    const created = await createRegisteredRunnerJob({
+    created = await createRegisteredRunnerJob({
       batch: options.batch,
       core: options.core,
       client: client!,
@@ -206,18 +245,19 @@ async function createRunnerJob(
       purpose: "job" in runFor ? `job ${runFor.job.id} of ${runFor.job.owner}/${runFor.job.repo}` : "the warm pool",
       log,
     });
-    if (!created) return false;
+    if (!created) return undefined;
   } else {
     try {
-      await options.batch.createNamespacedJob({ namespace, body: job });
+      created = await options.batch.createNamespacedJob({ namespace, body: job });
     } catch (error) {
       if (apiStatus(error) === 409) {
         log.debug("Runner Job {jobName} exists already", { jobName });
-        return false;
+        return undefined;
       }
       throw new Error(`Cannot create runner Job ${namespace}/${jobName}: ${apiMessage(error)}`, { cause: error });
     }
   }
+  options.assume?.(created);
   const metrics = options.metrics;
   metrics?.runnerJobsCreated.inc({ namespace, runnergroup: name });
   if ("warmSlot" in runFor) {
@@ -228,7 +268,7 @@ async function createRunnerJob(
       "WarmRunnerCreated",
       `Created runner Job ${jobName} for the warm pool (size ${context.warmPoolSize})`,
     );
-    return true;
+    return jobName;
   }
   if (runFor.replaces) metrics?.runnerJobsReplaced.inc({ namespace, runnergroup: name });
   const queuedAt = Date.parse(runFor.job.createdAt);
@@ -242,17 +282,15 @@ async function createRunnerJob(
     runsOn: runFor.job.runsOn.join(","),
     attempt: runFor.attempt,
   });
-  const [reason, message] = runFor.replaces
-    ? [
+  if (runFor.replaces) {
+    void options.events.record(
+      target,
+      "Normal",
       "RunnerJobReplaced",
       `Created runner Job ${jobName} for job ${runFor.job.id} (${runFor.job.name}), replacing failed ${runFor.replaces}`,
-    ]
-    : [
-      "RunnerJobCreated",
-      `Created runner Job ${jobName} for job ${runFor.job.id} (${runFor.job.name}) of ${runFor.job.owner}/${runFor.job.repo}`,
-    ];
-  void options.events.record(target, "Normal", reason, message);
-  return true;
+    );
+  }
+  return jobName;
 }
 
 /**

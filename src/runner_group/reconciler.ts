@@ -36,7 +36,7 @@ import { apiGroup, apiVersion, kind, type RunnerGroup, type RunnerGroupSpec } fr
 import { forgeObservation, type Observations, type StatusCounts, warmPoolStatus, writeStatus } from "./status.ts";
 import { addCleanupFinalizer, hasCleanupFinalizer, tearDownGroup, type TeardownInput } from "./teardown.ts";
 import { TemplateCheck } from "./template_check.ts";
-import { validateGroup } from "./validate.ts";
+import { type ValidatedGroup, validateGroup } from "./validate.ts";
 import { effectiveWarmPool } from "./warm_schedule.ts";
 
 export { forgeTargetOf } from "./demand.ts";
@@ -46,6 +46,8 @@ export interface ClusterCache {
   group(namespace: string, name: string): RunnerGroup | undefined;
   groups(): RunnerGroup[];
   runnerJobs(): V1Job[];
+  /** Shows a runner Job just created in the cache before its watch event (see informer.ts `assume`). */
+  assumeRunnerJob?(job: V1Job): void;
   /** Reads a Secret from a cache; without one, Secrets are read from the API server. */
   secret?: SecretReader;
 }
@@ -99,6 +101,8 @@ export class RunnerGroupReconciler {
   readonly #templateCheck: TemplateCheck;
   /** Per group: uids of the evicted runner Jobs already reported (those still in the cache). */
   readonly #reportedEvictions = new Map<string, Set<string>>();
+  /** Per group: the validated spec of its last seen generation. */
+  readonly #validated = new Map<string, { uid: string; generation: number; result: ValidatedGroup }>();
   #reconcileCount = 0;
 
   constructor(options: ReconcilerOptions) {
@@ -136,7 +140,7 @@ export class RunnerGroupReconciler {
       writeStatus(this.#options.clients.custom, group, observations, counts, now, this.#options.resyncIntervalMs);
 
     // 1. validate
-    const valid = validateGroup(group);
+    const valid = this.#validate(key, group);
     if (!valid.ok) {
       this.#options.pollers.unsubscribe(key);
       void this.#options.events.record(target, "Warning", valid.reason, valid.message);
@@ -303,6 +307,9 @@ export class RunnerGroupReconciler {
         runnerImage: this.#options.runnerImage,
         createConcurrency: this.#options.createConcurrency ?? 8,
         idleGraceMs,
+        ...(this.#options.cache.assumeRunnerJob
+          ? { assume: (job: V1Job) => this.#options.cache.assumeRunnerJob!(job) }
+          : {}),
       },
       plan,
       context,
@@ -433,8 +440,22 @@ export class RunnerGroupReconciler {
     return {};
   }
 
+  /**
+   * Stage 1, once per spec generation: the spec changes only with a new generation, and a burst's reconciles (one per
+   * change of its runner Jobs) would otherwise parse the same spec again each time.
+   */
+  #validate(key: string, group: RunnerGroup): ValidatedGroup {
+    const { uid, generation } = group.metadata;
+    const cached = this.#validated.get(key);
+    if (generation !== undefined && cached?.uid === uid && cached.generation === generation) return cached.result;
+    const result = validateGroup(group);
+    if (generation !== undefined) this.#validated.set(key, { uid, generation, result });
+    return result;
+  }
+
   /** Drops what the reconciler keeps of a group that is gone. */
   #forget(key: string, namespace: string, name: string): void {
+    this.#validated.delete(key);
     this.#apiTokens.delete(key);
     this.#tokenCheck.forget(key);
     this.#templateCheck.forget(key);

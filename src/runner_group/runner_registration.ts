@@ -34,8 +34,11 @@ export interface RegisteredRunnerInput {
   log: ReturnType<typeof logger>;
 }
 
-/** Registers the runner, stores its credentials and creates its Job; resolves false when the Job existed already. */
-export async function createRegisteredRunnerJob(input: RegisteredRunnerInput): Promise<boolean> {
+/**
+ * Registers the runner, stores its credentials and creates its Job; resolves with the created Job, or undefined when
+ * the Job existed already.
+ */
+export async function createRegisteredRunnerJob(input: RegisteredRunnerInput): Promise<V1Job | undefined> {
   const { core, batch, client, endpoint, job, log } = input;
   const namespace = job.metadata!.namespace!;
   const jobName = job.metadata!.name!;
@@ -75,7 +78,7 @@ export async function createRegisteredRunnerJob(input: RegisteredRunnerInput): P
   } catch (error) {
     if (apiStatus(error) === 409) {
       log.debug("Runner Job {jobName} exists already", { jobName });
-      return false;
+      return undefined;
     }
     await forget();
     throw new Error(`Cannot create runner Job ${namespace}/${jobName}: ${apiMessage(error)}`, { cause: error });
@@ -97,7 +100,7 @@ export async function createRegisteredRunnerJob(input: RegisteredRunnerInput): P
       error: apiMessage(error),
     });
   }
-  return true;
+  return created;
 }
 
 /** Creates the credentials Secret, or replaces one left by an interrupted earlier attempt (its Job does not exist). */

@@ -93,14 +93,18 @@ Deno.test("applyPlan creates a burst concurrently within the bound, counts Alrea
     createdAt: new Date().toISOString(),
     htmlUrl: "",
   });
-  const events: string[] = [];
+  const events: { reason: string; message: string }[] = [];
+  const assumed: string[] = [];
   const applied = await applyPlan({
     options: {
       batch: batch as never,
       core: {} as never,
       events: {
-        record: (_t: unknown, _k: string, reason: string) => (events.push(reason), Promise.resolve()),
+        record: (_t: unknown, _k: string, reason: string, message: string) => (
+          events.push({ reason, message }), Promise.resolve()
+        ),
       } as never,
+      assume: (created) => assumed.push(created.metadata!.name!),
       runnerImage: "runner:1",
       createConcurrency: 3,
       idleGraceMs: 60_000,
@@ -151,8 +155,16 @@ Deno.test("applyPlan creates a burst concurrently within the bound, counts Alrea
   assert.equal(names.length, 12, "one create per planned runner, none repeated");
   assert.equal(new Set(names).size, 12);
   assert.equal(applied.created, 12, "AlreadyExists counts as a runner that exists");
-  assert.equal(events.filter((reason) => reason === "RunnerJobCreated").length, 8);
-  assert.equal(events.filter((reason) => reason === "WarmRunnerCreated").length, 2);
+  assert.deepEqual(assumed.toSorted(), names.filter((name) => !/-(3|7)$/.test(name)).toSorted(), "created Jobs only");
+  // The 8 Jobs created for queued jobs are one event: a burst is one API write (409s were created earlier).
+  const created = events.filter((event) => event.reason === "RunnerJobCreated");
+  assert.equal(created.length, 1);
+  assert.match(
+    created[0].message,
+    /^Created 8 runner Jobs: ci-1 for job 1 of acme\/app, ci-2 for job 2 of acme\/app, /,
+  );
+  assert.doesNotMatch(created[0].message, /ci-3 |ci-7 |more/);
+  assert.equal(events.filter((event) => event.reason === "WarmRunnerCreated").length, 2);
 });
 
 Deno.test("applyPlan reports each evicted runner as a RunnerEvicted event and in the evictions counter", async () => {

@@ -160,3 +160,62 @@ Deno.test("without a transform the informer still drops managedFields and keeps 
     await informer.stop();
   }
 });
+
+Deno.test("a created object assumed into the cache is read at once; its own watch event calls no handler", async () => {
+  const watch = new FakeWatch();
+  const changes: string[] = [];
+  const informer = new SupervisedInformer<V1Job>({
+    name: "jobs",
+    kubeConfig,
+    path: "/apis/batch/v1/jobs",
+    list: () => Promise.resolve(list("10", job("a", "5"))),
+    transform: pruneRunnerJob,
+    onChange: (object) => changes.push(`${object.metadata!.name}@${object.metadata!.resourceVersion}`),
+    watch,
+  });
+  informer.start();
+  try {
+    await informer.waitForSync();
+    changes.splice(0);
+    const stream = await watch.waitForCall(1);
+
+    // Created by this process: in the cache before the watch shows it, shaped as the watch would store it.
+    informer.assume(job("b", "12"));
+    assert.equal(informer.cache.get("b", "ci")?.metadata?.resourceVersion, "12");
+    assert.equal(informer.cache.get("b", "ci")?.metadata?.managedFields, undefined);
+    assert.equal(informer.cache.get("b", "ci")?.spec, undefined, "through the transform");
+    assert.deepEqual(informer.cache.list().map((object) => object.metadata?.name), ["a", "b"]);
+    // Its ADDED event changes nothing; the next change of it is reported as usual.
+    stream.send("ADDED", job("b", "12"));
+    assert.deepEqual(changes.splice(0), []);
+    stream.send("MODIFIED", job("b", "13", { status: { active: 1 } }));
+    assert.deepEqual(changes.splice(0), ["b@13"]);
+
+    // Nothing older replaces what the cache holds.
+    informer.assume(job("b", "12"));
+    assert.equal(informer.cache.get("b", "ci")?.metadata?.resourceVersion, "13");
+
+    // An object the watch has passed already was seen, and its absence is the truth (deleted since): not assumed.
+    stream.send("ADDED", job("c", "14"));
+    stream.send("DELETED", job("c", "15"));
+    changes.splice(0);
+    informer.assume(job("c", "14"));
+    assert.equal(informer.cache.get("c", "ci"), undefined);
+  } finally {
+    await informer.stop();
+  }
+});
+
+Deno.test("nothing is assumed before the first list: the list is the truth then", () => {
+  const watch = new FakeWatch();
+  const informer = new SupervisedInformer<V1Job>({
+    name: "jobs",
+    kubeConfig,
+    path: "/apis/batch/v1/jobs",
+    list: () => new Promise(() => {}),
+    onChange: () => {},
+    watch,
+  });
+  informer.assume(job("b", "12"));
+  assert.equal(informer.cache.get("b", "ci"), undefined);
+});

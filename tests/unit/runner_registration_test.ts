@@ -74,8 +74,8 @@ function fakes(options: FakeOptions = {}): Fakes {
   return { calls, secrets, client, core, batch };
 }
 
-const create = (f: Fakes): Promise<boolean> =>
-  createRegisteredRunnerJob({
+const create = async (f: Fakes): Promise<string | undefined> =>
+  (await createRegisteredRunnerJob({
     batch: f.batch as never,
     core: f.core as never,
     client: f.client,
@@ -84,11 +84,11 @@ const create = (f: Fakes): Promise<boolean> =>
     job,
     purpose: "job 42 of acme/app",
     log: logger("test"),
-  });
+  }))?.metadata?.uid;
 
 Deno.test("a runner of its own: registered, credentials stored, Job created, then the Secret handed to the Job", async () => {
   const f = fakes();
-  assert.equal(await create(f), true);
+  assert.equal(await create(f), "job-uid", "the created Job is returned");
   assert.deepEqual(f.calls, [
     "register fj-42",
     "create-secret fj-42-runner owner=RunnerGroup",
@@ -113,10 +113,10 @@ Deno.test("a Job that cannot be created takes its registration and Secret with i
 
 Deno.test("a Job that exists already is not created twice; a Secret left by an interrupted attempt is replaced", async () => {
   const conflict = fakes({ jobCreate: "conflict" });
-  assert.equal(await create(conflict), false);
+  assert.equal(await create(conflict), undefined);
   assert.ok(!conflict.calls.some((call) => call.startsWith("delete-")), "its registration is left to the sweep");
   const leftover = fakes({ secretExists: true });
-  assert.equal(await create(leftover), true);
+  assert.equal(await create(leftover), "job-uid");
   assert.deepEqual(leftover.calls.slice(1, 3), [
     "create-secret fj-42-runner owner=RunnerGroup",
     "replace-secret fj-42-runner owner=RunnerGroup",
