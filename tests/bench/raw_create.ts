@@ -45,6 +45,16 @@ export async function rawCreateRound(
   jobs: number,
   concurrency: number,
 ): Promise<RawRound> {
+  return await (await prepareRawRound(ctx, namespace, jobs, concurrency))();
+}
+
+/** Sets a round up (namespace, group, the client's connections warmed up); the function it returns runs it. */
+async function prepareRawRound(
+  ctx: BenchContext,
+  namespace: string,
+  jobs: number,
+  concurrency: number,
+): Promise<() => Promise<RawRound>> {
   const { batch } = makeClients(await loadKubeConfig(ctx.operatorKubeconfig, () => undefined));
   await ctx.createNamespace(namespace);
   const uid = await ctx.createGroup(namespace, "raw", {
@@ -64,11 +74,43 @@ export async function rawCreateRound(
     concurrency,
   );
   const bodies = Array.from({ length: jobs }, (_, index) => job(index + 1));
-  const started = performance.now();
-  const latencies = await createJobs(batch, namespace, bodies, concurrency);
-  const seconds = (performance.now() - started) / 1000;
-  await ctx.deleteNamespace(namespace);
-  return { rate: jobs / seconds, seconds, latencies };
+  return async () => {
+    const started = performance.now();
+    const latencies = await createJobs(batch, namespace, bodies, concurrency);
+    const seconds = (performance.now() - started) / 1000;
+    await ctx.deleteNamespace(namespace);
+    return { rate: jobs / seconds, seconds, latencies };
+  };
+}
+
+/**
+ * A raw round under the load of a burst: pushes to `repos` at once, waits until Gitea lists `jobsPerRepo` queued jobs
+ * in each (the moment an operator's poll could first see them, while Gitea still works on the push), then runs the
+ * round at once.
+ */
+export async function rawCreateUnderPush(ctx: BenchContext, input: {
+  owner: string;
+  repos: readonly string[];
+  jobsPerRepo: number;
+  push: (repo: string) => Promise<void>;
+  namespace: string;
+  concurrency: number;
+}): Promise<RawRound> {
+  const run = await prepareRawRound(ctx, input.namespace, input.repos.length * input.jobsPerRepo, input.concurrency);
+  const queued = async (repo: string): Promise<number> =>
+    (await ctx.env.gitea.listJobs({ kind: "repo", owner: input.owner, repo }, { status: ["queued"], limit: 1 }))
+      .totalCount;
+  await Promise.all(input.repos.map(input.push));
+  const deadline = Date.now() + 120_000;
+  for (const repo of input.repos) {
+    while (await queued(repo) < input.jobsPerRepo) {
+      if (Date.now() > deadline) {
+        throw new Error(`Gitea did not queue ${input.jobsPerRepo} jobs in ${repo} in 2 minutes`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+  return await run();
 }
 
 export async function measureRawCreateRate(ctx: BenchContext, options: RawCreateOptions): Promise<RawCreateResult> {
