@@ -135,7 +135,7 @@ const settings = {
   workers: {
     flag: "workers",
     env: "GRO_WORKERS",
-    default: "4",
+    default: "8",
     description: "Reconcile workers (1–64): groups are reconciled in parallel, one group never by two workers.",
     schema: integer(1, 64),
   },
@@ -143,8 +143,8 @@ const settings = {
     flag: "create-concurrency",
     env: "GRO_CREATE_CONCURRENCY",
     default: "8",
-    description: "Runner Job creates in flight at once within one group's reconcile (1–100); a burst of queued jobs " +
-      "is created in parallel, never beyond `maxActiveRunners`.",
+    description: "Runner Job creates in flight at once, all groups together (1–100); a burst of queued jobs is " +
+      "created in parallel, never beyond `maxActiveRunners`.",
     schema: integer(1, 100),
   },
   pollInterval: {

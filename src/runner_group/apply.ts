@@ -10,7 +10,7 @@ import type { EventRecorder, EventTarget } from "../kube/events.ts";
 import { apiMessage, apiStatus } from "../kube/client.ts";
 import type { logger } from "../log.ts";
 import type { OperatorMetrics } from "../metrics.ts";
-import { settleBounded } from "../runtime/concurrency.ts";
+import { type Limiter, settleBounded } from "../runtime/concurrency.ts";
 import { type GroupContext, type OrphanSweep, RunnerCleanup, sweepOrphanRegistrations } from "./cleanup.ts";
 import type { EvictedRunner } from "./demand.ts";
 import { runnerCredentialsSecretName } from "./forgejo_runner.ts";
@@ -28,6 +28,11 @@ export interface ApplyOptions {
   runnerImage: string;
   /** Runner Job creates in flight at once, per reconcile. */
   createConcurrency: number;
+  /**
+   * The bound shared by all reconciles (the operator's `--create-concurrency`): groups reconciled at once share it,
+   * so the API server never sees more creates in flight from the operator than that.
+   */
+  createSlots?: Limiter;
   idleGraceMs: number;
   /**
    * Shows a created runner Job in the informer cache before its watch event arrives (see informer.ts `assume`), so
@@ -52,7 +57,8 @@ export interface Applied {
 type RunFor = PlannedRunner | { warmSlot: number };
 
 /**
- * Applies a plan. Creates run concurrently, at most `createConcurrency` at once; the plan already keeps the group
+ * Applies a plan. Creates run concurrently, at most `createConcurrency` at once (and within `createSlots`, shared
+ * with the other groups' reconciles); the plan already keeps the group
  * within `maxActiveRunners`, and names are deterministic, so a create that meets an existing Job (409) is counted as
  * done, never repeated under another name. A failed create does not stop the others; the first failure is thrown
  * after all have settled, so the work queue retries the group with backoff.
@@ -89,7 +95,10 @@ export async function applyPlan(input: {
   const outcomes = await settleBounded(
     runs,
     options.createConcurrency,
-    (runFor) => createRunnerJob(options, { ...context, warmPoolSize }, input, runFor, target, log),
+    (runFor) => {
+      const create = () => createRunnerJob(options, { ...context, warmPoolSize }, input, runFor, target, log);
+      return options.createSlots ? options.createSlots.run(create) : create();
+    },
   );
   const created = outcomes.filter((outcome) => outcome.status === "fulfilled").length;
   const failed = outcomes.find((outcome) => outcome.status === "rejected");

@@ -17,6 +17,7 @@ import type { EventRecorder, EventTarget } from "../kube/events.ts";
 import type { KubeClients } from "../kube/client.ts";
 import { logger } from "../log.ts";
 import type { OperatorMetrics } from "../metrics.ts";
+import { Limiter } from "../runtime/concurrency.ts";
 import type { ReconcileResult } from "../runtime/controller.ts";
 import { applyPlan, recordJobMetrics } from "./apply.ts";
 import type { GroupContext, OrphanSweep } from "./cleanup.ts";
@@ -60,7 +61,7 @@ export interface ReconcilerOptions {
   runnerImage: string;
   retry: RetryPolicy;
   resyncIntervalMs: number;
-  /** Runner Job creates in flight at once, per reconcile. Default 8. */
+  /** Runner Job creates in flight at once, across all reconciles. Default 8. */
   createConcurrency?: number;
   /** Timeout of the registration-token request. */
   forgeTimeoutMs?: number;
@@ -101,12 +102,15 @@ export class RunnerGroupReconciler {
   readonly #templateCheck: TemplateCheck;
   /** Per group: uids of the evicted runner Jobs already reported (those still in the cache). */
   readonly #reportedEvictions = new Map<string, Set<string>>();
+  /** Runner Job creates in flight, shared by the workers' reconciles. */
+  readonly #createSlots: Limiter;
   /** Per group: the validated spec of its last seen generation. */
   readonly #validated = new Map<string, { uid: string; generation: number; result: ValidatedGroup }>();
   #reconcileCount = 0;
 
   constructor(options: ReconcilerOptions) {
     this.#options = options;
+    this.#createSlots = new Limiter(options.createConcurrency ?? 8);
     this.#readSecret = options.cache.secret ?? secretReaderOf(options.clients.core);
     this.#tokenCheck = new RegistrationTokenCheck(this.#credentialsOptions());
     this.#jobOutcomes = new JobOutcomes({
@@ -305,7 +309,8 @@ export class RunnerGroupReconciler {
         events: this.#options.events,
         metrics: this.#options.metrics,
         runnerImage: this.#options.runnerImage,
-        createConcurrency: this.#options.createConcurrency ?? 8,
+        createConcurrency: this.#createSlots.limit,
+        createSlots: this.#createSlots,
         idleGraceMs,
         ...(this.#options.cache.assumeRunnerJob
           ? { assume: (job: V1Job) => this.#options.cache.assumeRunnerJob!(job) }

@@ -19,3 +19,34 @@ export async function settleBounded<T, R>(
   await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
   return results;
 }
+
+/**
+ * A bound on tasks in flight shared by all its callers (a counting semaphore): `run` starts the task at once when
+ * fewer than `limit` run, else when one ends, in the order they were asked for.
+ */
+export class Limiter {
+  #running = 0;
+  readonly #waiting: (() => void)[] = [];
+
+  constructor(readonly limit: number) {
+    if (!Number.isInteger(limit) || limit < 1) throw new RangeError(`A limit must be a whole number from 1: ${limit}`);
+  }
+
+  /** Tasks running now. */
+  get running(): number {
+    return this.#running;
+  }
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.#running >= this.limit) await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    else this.#running++;
+    try {
+      return await task();
+    } finally {
+      // The slot goes straight to the next waiter, so a task that arrives meanwhile cannot take it out of turn.
+      const next = this.#waiting.shift();
+      if (next) next();
+      else this.#running--;
+    }
+  }
+}

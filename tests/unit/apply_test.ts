@@ -232,3 +232,33 @@ Deno.test("applyPlan reports each evicted runner as a RunnerEvicted event and in
     /^gitea_runner_operator_runner_evictions_total\{namespace="team",runnergroup="ci"\} 2$/m,
   );
 });
+
+Deno.test("a Limiter bounds the tasks of all its callers together, in the order they asked", async () => {
+  const { Limiter } = await import("../../src/runtime/concurrency.ts");
+  const limiter = new Limiter(3);
+  let inFlight = 0;
+  let peak = 0;
+  const started: string[] = [];
+  const task = (name: string, ms: number) => async () => {
+    started.push(name);
+    inFlight++;
+    peak = Math.max(peak, inFlight);
+    await new Promise((resolve) => setTimeout(resolve, ms));
+    inFlight--;
+    if (name === "a2") throw new Error("a2 failed");
+    return name;
+  };
+  // Two reconciles at once, each bounded on its own to 3 as well: together still 3 in flight.
+  const [a, b] = await Promise.all([
+    settleBounded(["a1", "a2", "a3", "a4", "a5"], 3, (name) => limiter.run(task(name, 5))),
+    settleBounded(["b1", "b2", "b3", "b4"], 3, (name) => limiter.run(task(name, 3))),
+  ]);
+  assert.equal(peak, 3);
+  assert.equal(limiter.running, 0, "every slot given back, a failed task's too");
+  assert.deepEqual(a.map((result) => result.status), ["fulfilled", "rejected", "fulfilled", "fulfilled", "fulfilled"]);
+  assert.deepEqual(b.map((result) => result.status === "fulfilled" && result.value), ["b1", "b2", "b3", "b4"]);
+  // The first three asked first; the others waited in turn (b's first three asked before a's fourth).
+  assert.deepEqual(started.slice(0, 3), ["a1", "a2", "a3"]);
+  assert.deepEqual(started.slice(3, 6), ["b1", "b2", "b3"]);
+  assert.throws(() => new Limiter(0), /whole number from 1/);
+});
