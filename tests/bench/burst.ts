@@ -55,7 +55,7 @@ interface BurstRound {
   rawRate: number;
   /**
    * The same, run while Gitea works on a push of the same shape to twin repositories (which no group serves), started
-   * as soon as Gitea lists their jobs: the limit under the load the burst itself brings.
+   * as soon as Gitea lists one twin's jobs: the limit under the load the burst itself brings.
    */
   loadedRawRate: number;
   duplicates: number;
