@@ -2,7 +2,7 @@
 import { parseArgs } from "node:util";
 import { type BurstShape, parseBurstShape } from "./burst.ts";
 
-export const parts = ["raw", "burst", "push", "idle", "memory", "latency", "warm-pool"] as const;
+export const parts = ["raw", "burst", "backlog", "push", "idle", "memory", "latency", "warm-pool"] as const;
 export type Part = typeof parts[number];
 
 export interface BenchArgs {
@@ -13,6 +13,7 @@ export interface BenchArgs {
   rawJobs: number;
   rawRounds: number;
   bursts: BurstShape[];
+  backlogBursts: BurstShape[];
   burstPollInterval: string;
   pushSamples: number;
   idleSeconds: number;
@@ -36,6 +37,7 @@ Measures the operator against the local control plane and Gitea, prints a table 
   --raw-jobs N               Jobs per raw round (default 500)
   --raw-rounds N             raw rounds (default 3)
   --bursts LIST              GROUPSxJOBS[*ROUNDS], comma-separated (default 5x20*3,5x100)
+  --backlog-bursts LIST      the same for an operator started with the jobs already queued (default 5x20*3)
   --burst-poll-interval D    the operator's --poll-interval during bursts (default 2s)
   --push-samples N           single pushes in push mode (default 20)
   --idle-seconds N           idle window (default 120)
@@ -74,6 +76,7 @@ export function parseBenchArgs(args: readonly string[]): BenchArgs {
         "raw-jobs": { type: "string", default: "500" },
         "raw-rounds": { type: "string", default: "3" },
         bursts: { type: "string", default: "5x20*3,5x100" },
+        "backlog-bursts": { type: "string", default: "5x20*3" },
         "burst-poll-interval": { type: "string", default: "2s" },
         "push-samples": { type: "string", default: "20" },
         "idle-seconds": { type: "string", default: "120" },
@@ -97,8 +100,10 @@ export function parseBenchArgs(args: readonly string[]): BenchArgs {
     );
   }
   let bursts: BurstShape[];
+  let backlogBursts: BurstShape[];
   try {
     bursts = text("bursts").split(",").map(parseBurstShape);
+    backlogBursts = text("backlog-bursts").split(",").map(parseBurstShape);
   } catch (error) {
     throw new BenchUsageError(error instanceof Error ? error.message : String(error));
   }
@@ -109,6 +114,7 @@ export function parseBenchArgs(args: readonly string[]): BenchArgs {
     rawJobs: positiveInteger("raw-jobs", text("raw-jobs"), 2),
     rawRounds: positiveInteger("raw-rounds", text("raw-rounds")),
     bursts,
+    backlogBursts,
     burstPollInterval: text("burst-poll-interval"),
     pushSamples: positiveInteger("push-samples", text("push-samples")),
     idleSeconds: positiveInteger("idle-seconds", text("idle-seconds"), 30),

@@ -95,6 +95,22 @@ async function runParts(ctx: BenchContext, args: BenchArgs, records: PartRecord[
       detail: results.map(({ figures: _, ...rest }) => rest),
     };
   });
+  await run("backlog", async () => {
+    const results = [];
+    for (const shape of args.backlogBursts) {
+      results.push(
+        await measureBurst(ctx, shape, {
+          pollInterval: args.burstPollInterval,
+          createConcurrency: args.createConcurrency,
+          backlog: true,
+        }),
+      );
+    }
+    return {
+      figures: results.flatMap((result) => result.figures),
+      detail: results.map(({ figures: _, ...rest }) => rest),
+    };
+  });
   await run("push", async () => {
     const { figures, ...detail } = await measurePushSplit(ctx, args.pushSamples);
     return { figures, detail };

@@ -38,7 +38,18 @@ Deno.test("burst shapes and flags are parsed, bad ones rejected with the value q
   assert.throws(() => parseBurstShape("5y20"), /Cannot parse burst "5y20"/);
   const args = parseBenchArgs(["--", "--only", "burst", "--bursts", "2x3"]);
   assert.deepEqual(args.parts, ["burst"]);
-  assert.deepEqual(parseBenchArgs(["--skip", "burst,latency,warm-pool"]).parts, ["raw", "push", "idle", "memory"]);
+  assert.deepEqual(parseBenchArgs(["--skip", "burst,latency,warm-pool"]).parts, [
+    "raw",
+    "backlog",
+    "push",
+    "idle",
+    "memory",
+  ]);
+  assert.deepEqual(args.backlogBursts, [{ groups: 5, jobsPerGroup: 20, rounds: 3 }]);
+  assert.deepEqual(parseBenchArgs(["--backlog-bursts", "1x100*2"]).backlogBursts, [
+    { groups: 1, jobsPerGroup: 100, rounds: 2 },
+  ]);
+  assert.throws(() => parseBenchArgs(["--backlog-bursts", "lots"]), /Cannot parse burst "lots"/);
   assert.deepEqual(args.bursts, [{ groups: 2, jobsPerGroup: 3, rounds: 1 }]);
   assert.throws(() => parseBenchArgs(["--only", "bursts"]), /Unknown part "bursts"/);
   assert.throws(() => parseBenchArgs(["--raw-jobs", "many"]), /Invalid value "many" for --raw-jobs/);
