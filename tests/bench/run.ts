@@ -8,7 +8,7 @@
  */
 import { join } from "node:path";
 import { BenchContext } from "./context.ts";
-import { measureBurst } from "./burst.ts";
+import { type BurstShape, measureBurst } from "./burst.ts";
 import { disposeFleet } from "./fleet.ts";
 import { measureIdleCost } from "./idle_cost.ts";
 import { type BenchArgs, benchUsage, BenchUsageError, parseBenchArgs, type Part } from "./options.ts";
@@ -80,13 +80,15 @@ async function runParts(ctx: BenchContext, args: BenchArgs, records: PartRecord[
     });
     return { figures: result.figures, detail: { rates: result.rates, createLatencyMs: result.createLatencyMs } };
   });
-  await run("burst", async () => {
+  /** The burst shapes one after another, live or with a backlog. */
+  const bursts = async (shapes: readonly BurstShape[], backlog: boolean) => {
     const results = [];
-    for (const shape of args.bursts) {
+    for (const shape of shapes) {
       results.push(
         await measureBurst(ctx, shape, {
           pollInterval: args.burstPollInterval,
           createConcurrency: args.createConcurrency,
+          backlog,
         }),
       );
     }
@@ -94,23 +96,9 @@ async function runParts(ctx: BenchContext, args: BenchArgs, records: PartRecord[
       figures: results.flatMap((result) => result.figures),
       detail: results.map(({ figures: _, ...rest }) => rest),
     };
-  });
-  await run("backlog", async () => {
-    const results = [];
-    for (const shape of args.backlogBursts) {
-      results.push(
-        await measureBurst(ctx, shape, {
-          pollInterval: args.burstPollInterval,
-          createConcurrency: args.createConcurrency,
-          backlog: true,
-        }),
-      );
-    }
-    return {
-      figures: results.flatMap((result) => result.figures),
-      detail: results.map(({ figures: _, ...rest }) => rest),
-    };
-  });
+  };
+  await run("burst", () => bursts(args.bursts, false));
+  await run("backlog", () => bursts(args.backlogBursts, true));
   await run("push", async () => {
     const { figures, ...detail } = await measurePushSplit(ctx, args.pushSamples);
     return { figures, detail };
