@@ -26,13 +26,11 @@ export interface ApplyOptions {
   events: EventRecorder;
   metrics?: OperatorMetrics;
   runnerImage: string;
-  /** Runner Job creates in flight at once, per reconcile. */
-  createConcurrency: number;
   /**
-   * The bound shared by all reconciles (the operator's `--create-concurrency`): groups reconciled at once share it,
-   * so the API server never sees more creates in flight from the operator than that.
+   * Runner Job creates in flight at once, shared by all reconciles (the operator's `--create-concurrency`), so the API
+   * server never sees more creates in flight from the operator than that.
    */
-  createSlots?: Limiter;
+  createSlots: Limiter;
   idleGraceMs: number;
   /**
    * Shows a created runner Job in the informer cache before its watch event arrives (see informer.ts `assume`), so
@@ -57,8 +55,8 @@ export interface Applied {
 type RunFor = PlannedRunner | { warmSlot: number };
 
 /**
- * Applies a plan. Creates run concurrently, at most `createConcurrency` at once (and within `createSlots`, shared
- * with the other groups' reconciles); the plan already keeps the group
+ * Applies a plan. Creates run concurrently within `createSlots`, shared with the other groups' reconciles; the plan
+ * already keeps the group
  * within `maxActiveRunners`, and names are deterministic, so a create that meets an existing Job (409) is counted as
  * done, never repeated under another name. A failed create does not stop the others; the first failure is thrown
  * after all have settled, so the work queue retries the group with backoff.
@@ -94,11 +92,9 @@ export async function applyPlan(input: {
   const runs: RunFor[] = [...plan.create, ...warmSlots(context.name, plan.createWarm, input.namesInUse)];
   const outcomes = await settleBounded(
     runs,
-    options.createConcurrency,
-    (runFor) => {
-      const create = () => createRunnerJob(options, { ...context, warmPoolSize }, input, runFor, target, log);
-      return options.createSlots ? options.createSlots.run(create) : create();
-    },
+    options.createSlots.limit,
+    (runFor) =>
+      options.createSlots.run(() => createRunnerJob(options, { ...context, warmPoolSize }, input, runFor, target, log)),
   );
   const created = outcomes.filter((outcome) => outcome.status === "fulfilled").length;
   const failed = outcomes.find((outcome) => outcome.status === "rejected");

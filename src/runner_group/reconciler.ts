@@ -309,12 +309,9 @@ export class RunnerGroupReconciler {
         events: this.#options.events,
         metrics: this.#options.metrics,
         runnerImage: this.#options.runnerImage,
-        createConcurrency: this.#createSlots.limit,
         createSlots: this.#createSlots,
         idleGraceMs,
-        ...(this.#options.cache.assumeRunnerJob
-          ? { assume: (job: V1Job) => this.#options.cache.assumeRunnerJob!(job) }
-          : {}),
+        assume: (job) => this.#options.cache.assumeRunnerJob?.(job),
       },
       plan,
       context,

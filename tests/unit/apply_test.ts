@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { forgeFeatures, parseForgeVersion } from "../../src/forge/forge_client.ts";
-import { settleBounded } from "../../src/runtime/concurrency.ts";
+import { Limiter, settleBounded } from "../../src/runtime/concurrency.ts";
 import { warmSlots } from "../../src/runner_group/apply.ts";
 import { warmRunnerJobName } from "../../src/runner_group/runner_job.ts";
 import { validateGroup } from "../../src/runner_group/validate.ts";
@@ -106,7 +106,7 @@ Deno.test("applyPlan creates a burst concurrently within the bound, counts Alrea
       } as never,
       assume: (created) => assumed.push(created.metadata!.name!),
       runnerImage: "runner:1",
-      createConcurrency: 3,
+      createSlots: new Limiter(3),
       idleGraceMs: 60_000,
     },
     plan: {
@@ -151,7 +151,7 @@ Deno.test("applyPlan creates a burst concurrently within the bound, counts Alrea
     log: logger("test"),
     now: Date.now(),
   });
-  assert.equal(peak, 3, "at most createConcurrency creates in flight");
+  assert.equal(peak, 3, "at most the limiter's creates in flight");
   assert.equal(names.length, 12, "one create per planned runner, none repeated");
   assert.equal(new Set(names).size, 12);
   assert.equal(applied.created, 12, "AlreadyExists counts as a runner that exists");
@@ -184,7 +184,7 @@ Deno.test("applyPlan reports each evicted runner as a RunnerEvicted event and in
       } as never,
       metrics,
       runnerImage: "runner:1",
-      createConcurrency: 1,
+      createSlots: new Limiter(1),
       idleGraceMs: 60_000,
     },
     plan: {
@@ -234,7 +234,6 @@ Deno.test("applyPlan reports each evicted runner as a RunnerEvicted event and in
 });
 
 Deno.test("a Limiter bounds the tasks of all its callers together, in the order they asked", async () => {
-  const { Limiter } = await import("../../src/runtime/concurrency.ts");
   const limiter = new Limiter(3);
   let inFlight = 0;
   let peak = 0;
