@@ -115,11 +115,10 @@ export class SupervisedInformer<T extends KubernetesObject> implements ObjectCac
    * API server's answer.
    */
   assume(object: T): void {
-    const prepared = this.#prepare(object);
-    const key = keyOf(prepared.metadata?.namespace, prepared.metadata?.name);
+    const key = keyOf(object.metadata?.namespace, object.metadata?.name);
     if (this.#objects.has(key) || !this.#synced) return;
-    if (versionReached(this.#resourceVersion, prepared.metadata?.resourceVersion)) return;
-    this.#objects.set(key, prepared);
+    if (versionReached(this.#resourceVersion, object.metadata?.resourceVersion)) return;
+    this.#objects.set(key, this.#prepare(object));
   }
 
   list(namespace?: string): T[] {
