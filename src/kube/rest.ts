@@ -61,6 +61,11 @@ export function httpClientOptions(
   };
 }
 
+/** The headers of every request to the API server: JSON, the operator's user agent, the credentials' headers. */
+export function requestHeaders(credentials: RequestCredentials): Record<string, string> {
+  return { accept: "application/json", "user-agent": "gitea-runner-operator", ...credentials.headers };
+}
+
 /** Builds `server + path + ?query`, leaving out undefined and empty values. */
 export function apiUrl(kubeConfig: KubeConfig, path: string, query: Record<string, QueryValue> = {}): URL {
   const url = new URL(kubeConfig.server + path);
@@ -83,11 +88,7 @@ export class RestClient {
   async request<T>(method: string, path: string, options: RequestOptions = {}): Promise<T> {
     const credentials = await this.kubeConfig.credentials();
     const startedAt = Date.now();
-    const headers: Record<string, string> = {
-      accept: "application/json",
-      "user-agent": "gitea-runner-operator",
-      ...credentials.headers,
-    };
+    const headers = requestHeaders(credentials);
     if (options.body !== undefined) headers["content-type"] = options.contentType ?? "application/json";
     let response: Response;
     let text: string;

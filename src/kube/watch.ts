@@ -6,7 +6,7 @@
  * Each watch has its own HTTP/1.1 connection, closed when the watch ends.
  */
 import type { KubeConfig } from "./kubeconfig.ts";
-import { apiUrl, httpClientOptions } from "./rest.ts";
+import { apiUrl, httpClientOptions, type QueryValue, requestHeaders } from "./rest.ts";
 
 type WatchCallback = (phase: string, apiObject: unknown, watchObject?: unknown) => void;
 type DoneCallback = (error: unknown) => void;
@@ -34,21 +34,16 @@ export class StreamingWatch {
     callback: WatchCallback,
     done: DoneCallback,
   ): Promise<AbortController> {
-    const url = apiUrl(this.kubeConfig, path);
-    url.searchParams.set("watch", "true");
-    url.searchParams.set("allowWatchBookmarks", "true");
     const jitter = 1 + Math.random();
-    url.searchParams.set("timeoutSeconds", String(Math.round(this.#serverTimeoutSeconds * jitter)));
-    for (const [key, value] of Object.entries(queryParams)) {
-      if (value !== undefined && value !== "") url.searchParams.set(key, String(value));
-    }
+    const url = apiUrl(this.kubeConfig, path, {
+      watch: "true",
+      allowWatchBookmarks: "true",
+      timeoutSeconds: Math.round(this.#serverTimeoutSeconds * jitter),
+      ...(queryParams as Record<string, QueryValue>),
+    });
     const credentials = await this.kubeConfig.credentials();
     const startedAt = Date.now();
-    const headers: Record<string, string> = {
-      accept: "application/json",
-      "user-agent": "gitea-runner-operator",
-      ...credentials.headers,
-    };
+    const headers = requestHeaders(credentials);
     const client = Deno.createHttpClient(httpClientOptions(this.kubeConfig, credentials));
 
     const controller = new AbortController();
