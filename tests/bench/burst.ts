@@ -18,7 +18,7 @@ import type { BenchContext } from "./context.ts";
 import type { OperatorProcess } from "../harness/operator.ts";
 import { operatorUser, unschedulable } from "./context.ts";
 import { JobWatch } from "./job_watch.ts";
-import { rawCreateRound, rawCreateUnderPush } from "./raw_create.ts";
+import { rawCreateRound, rawCreateUnderPush, waitForQueued } from "./raw_create.ts";
 import { type AuditedRequests, auditedRequests } from "./probes.ts";
 import { atLeast, atMost, distribution, type Figure } from "./report.ts";
 
@@ -146,7 +146,7 @@ export async function measureBurst(ctx: BenchContext, shape: BurstShape, options
         accepted.set(group, Date.now());
       }));
       if (backlog) {
-        await waitForQueued(ctx, tag, groups, shape.jobsPerGroup);
+        await waitForQueued(ctx, tag, groups, shape.jobsPerGroup, "every");
         // Gitea's work on the push goes on for a while after its jobs are listed.
         await new Promise((resolve) => setTimeout(resolve, 5_000));
         operator = await start();
@@ -296,19 +296,6 @@ export async function measureBurst(ctx: BenchContext, shape: BurstShape, options
     },
   );
   return result;
-}
-
-/** Waits until Gitea lists `jobs` queued jobs in each repository. */
-async function waitForQueued(ctx: BenchContext, owner: string, repos: readonly string[], jobs: number): Promise<void> {
-  const deadline = Date.now() + 120_000;
-  for (const repo of repos) {
-    while (
-      (await ctx.env.gitea.listJobs({ kind: "repo", owner, repo }, { status: ["queued"], limit: 1 })).totalCount < jobs
-    ) {
-      if (Date.now() > deadline) throw new Error(`Gitea did not queue ${jobs} jobs in ${owner}/${repo} in 2 minutes`);
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  }
 }
 
 /** The length of the union of intervals, in their unit. */

@@ -97,16 +97,28 @@ export async function rawCreateUnderPush(ctx: BenchContext, input: {
   concurrency: number;
 }): Promise<RawRound> {
   const run = await prepareRawRound(ctx, input.namespace, input.repos.length * input.jobsPerRepo, input.concurrency);
-  const queued = async (repo: string): Promise<number> =>
-    (await ctx.env.gitea.listJobs({ kind: "repo", owner: input.owner, repo }, { status: ["queued"], limit: 1 }))
-      .totalCount;
   await Promise.all(input.repos.map(input.push));
+  await waitForQueued(ctx, input.owner, input.repos, input.jobsPerRepo, "some");
+  return await run();
+}
+
+/**
+ * Waits until Gitea lists `jobs` queued jobs in `every` one of `repos`, or in `some` one of them (at most 2 minutes).
+ */
+export async function waitForQueued(
+  ctx: BenchContext,
+  owner: string,
+  repos: readonly string[],
+  jobs: number,
+  which: "every" | "some",
+): Promise<void> {
+  const queued = async (repo: string): Promise<boolean> =>
+    (await ctx.env.gitea.listJobs({ kind: "repo", owner, repo }, { status: ["queued"], limit: 1 })).totalCount >= jobs;
   const deadline = Date.now() + 120_000;
-  while (!(await Promise.all(input.repos.map(queued))).some((count) => count >= input.jobsPerRepo)) {
-    if (Date.now() > deadline) throw new Error(`Gitea queued no repository's ${input.jobsPerRepo} jobs in 2 minutes`);
+  while (!(await Promise.all(repos.map(queued)))[which]((done) => done)) {
+    if (Date.now() > deadline) throw new Error(`Gitea did not queue ${jobs} jobs in ${which} of ${repos} in 2 minutes`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
-  return await run();
 }
 
 export async function measureRawCreateRate(ctx: BenchContext, options: RawCreateOptions): Promise<RawCreateResult> {
