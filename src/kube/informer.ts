@@ -8,6 +8,7 @@
  * Written here rather than wrapping client-node's `ListWatch`, which imports its serializer and with it the whole
  * generated API (about 80 MiB resident), and which stops on most errors and reports no sync state anyway.
  */
+import { isDeepStrictEqual } from "node:util";
 import type { KubernetesListObject, KubernetesObject } from "@kubernetes/client-node";
 import { describeError, logger } from "../log.ts";
 import type { KubeConfig } from "./kubeconfig.ts";
@@ -33,7 +34,8 @@ export interface InformerOptions<T extends KubernetesObject> {
   fieldSelector?: string;
   /**
    * Shapes each object before it is cached (after `metadata.managedFields` is dropped): keep only what the readers of
-   * the cache read. Handlers get the transformed object.
+   * the cache read. Handlers get the transformed object, and only when it changed: an update that changes nothing the
+   * transform keeps (a runner Job's pod counts, say) updates the cache without calling `onChange`.
    */
   transform?: (object: T) => T;
   /** Called with each added, updated or deleted object. Must not throw; errors are logged. */
@@ -289,6 +291,7 @@ export class SupervisedInformer<T extends KubernetesObject> implements ObjectCac
         const old = this.#objects.get(key);
         if (old && sameVersion(old, prepared)) break;
         this.#objects.set(key, prepared);
+        if (old && this.#options.transform && sameContent(old, prepared)) break;
         this.#notify(prepared);
         break;
       }
@@ -338,6 +341,15 @@ export class SupervisedInformer<T extends KubernetesObject> implements ObjectCac
 function versionReached(current: string, version: string | undefined): boolean {
   if (!/^\d+$/.test(current) || version === undefined || !/^\d+$/.test(version)) return false;
   return BigInt(current) >= BigInt(version);
+}
+
+/** Whether two objects are the same apart from their resourceVersion. */
+function sameContent(a: KubernetesObject, b: KubernetesObject): boolean {
+  const withoutVersion = (object: KubernetesObject): KubernetesObject => ({
+    ...object,
+    metadata: { ...object.metadata, resourceVersion: undefined },
+  });
+  return isDeepStrictEqual(withoutVersion(a), withoutVersion(b));
 }
 
 function sameVersion(a: KubernetesObject, b: KubernetesObject): boolean {

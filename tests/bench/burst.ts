@@ -1,10 +1,11 @@
 /**
  * Burst: G repositories, each with its own repo-scope RunnerGroup, get a workflow with an M-job matrix pushed at the
  * same moment (G x M jobs queued at once), in poll mode. For every job: from the push being accepted by Gitea's API to
- * its runner Job existing (seen through a watch), split at the moment the operator's poll first listed the job (the
- * forge observer): Gitea's and the poll's part before, the operator's own part after. Also the runner Job rate during
- * the burst against the raw create rate of a round of the same size measured right before it, duplicates, and the
- * operator's Kubernetes API requests (audit log).
+ * its runner Job existing (the API server's audit log, see audit_creates.ts), split at the moment the operator's poll
+ * first listed the job (the forge observer): Gitea's and the poll's part before, the operator's own part after. Also
+ * the runner Job rate during the burst against the raw create rate of rounds of the same size measured in the same
+ * round (the API server alone, and under the same Gitea load), duplicates, and the operator's Kubernetes API requests
+ * (audit log). Before a live burst, the operator creates as many runner Jobs as the raw loop's warm-up.
  *
  * Runner pods are never scheduled (see `unschedulable`), so a 500-job burst costs no runner processes. Gitea 1.26 has
  * no limit on a matrix's size or on queued jobs per repository (`modules/actions/jobparser` and act's `GetMatrixes`
@@ -13,12 +14,13 @@
  */
 import { ownPathWorkflow } from "../harness/gitea.ts";
 import { waitForFirstPoll } from "../harness/environment.ts";
-import { labelKeys, runnerJobSelector } from "../../src/runner_group/runner_job.ts";
+import { labelKeys } from "../../src/runner_group/runner_job.ts";
 import type { BenchContext } from "./context.ts";
 import type { OperatorProcess } from "../harness/operator.ts";
 import { operatorUser, unschedulable } from "./context.ts";
-import { JobWatch } from "./job_watch.ts";
-import { rawCreateRound, rawCreateUnderPush, waitForQueued } from "./raw_create.ts";
+import { AuditedCreates } from "./audit_creates.ts";
+import { runnerJobsOf } from "../harness/queries.ts";
+import { rawCreateRound, rawCreateUnderPush, rawWarmUpJobs, waitForQueued } from "./raw_create.ts";
 import { type AuditedRequests, auditedRequests } from "./probes.ts";
 import { atLeast, atMost, distribution, type Figure } from "./report.ts";
 
@@ -82,7 +84,11 @@ export interface BurstResult {
   figures: Figure[];
 }
 
-const matrix = (jobs: number): string => Array.from({ length: jobs }, (_, index) => index + 1).join(", ");
+/** A job `name` on the `burst` label with an n-job matrix. */
+const matrixJob = (name: string, jobs: number): string =>
+  `  ${name}:\n    runs-on: burst\n    strategy:\n      matrix:\n        n: [${
+    Array.from({ length: jobs }, (_, index) => index + 1).join(", ")
+  }]\n    steps:\n      - run: echo \${{ matrix.n }}\n`;
 
 export async function measureBurst(ctx: BenchContext, shape: BurstShape, options: BurstOptions): Promise<BurstResult> {
   const { gitea, custom } = ctx.env;
@@ -108,7 +114,7 @@ export async function measureBurst(ctx: BenchContext, shape: BurstShape, options
         template: { nodeSelector: unschedulable },
       });
     }
-    const watch = await JobWatch.start(ctx.env.cluster.kubeConfig, tag, runnerJobSelector);
+    const creates = await AuditedCreates.follow(ctx.auditLogPath, operatorUser, tag);
     const start = (): Promise<OperatorProcess> =>
       ctx.startOperator(`operator-${tag}`, [
         "--namespaces",
@@ -120,15 +126,22 @@ export async function measureBurst(ctx: BenchContext, shape: BurstShape, options
       ]);
     let operator = backlog ? undefined : await start();
     try {
-      if (operator) await Promise.all(groups.map((group) => waitForFirstPoll(custom, tag, group)));
+      if (operator) {
+        await Promise.all(groups.map((group) => waitForFirstPoll(custom, tag, group)));
+        // The raw round warms its client up with a few creates first; a running operator is warm too (connections
+        // open, code compiled), so it creates as many runner Jobs before it is measured. Their jobs stay queued (no
+        // runner pod is ever scheduled), and so do their runner Jobs, created before the measured push.
+        const perGroup = Math.ceil(rawWarmUpJobs / shape.groups);
+        const warmUpPath = ".gitea/workflows/warm-up.yaml";
+        const warmUp = ownPathWorkflow(warmUpPath, matrixJob("warm-up", perGroup));
+        const warmUpAt = Date.now();
+        await Promise.all(groups.map((group) => gitea.pushWorkflow(tag, group, warmUpPath, warmUp)));
+        await creates.waitFor(perGroup * shape.groups, warmUpAt, 120_000);
+      }
       // The limit right now, with this operator idle, so that both rates see the same load on a shared machine.
       const raw = await rawCreateRound(ctx, `${tag}-raw`, total, options.createConcurrency);
       const path = ".gitea/workflows/burst.yaml";
-      const workflow = ownPathWorkflow(
-        path,
-        `  burst:\n    runs-on: burst\n    strategy:\n      matrix:\n        n: [${matrix(shape.jobsPerGroup)}]\n` +
-          "    steps:\n      - run: echo ${{ matrix.n }}\n",
-      );
+      const workflow = ownPathWorkflow(path, matrixJob("burst", shape.jobsPerGroup));
       // The limit under the burst's own load: after a push of a burst, Gitea goes on working for seconds after its
       // jobs are listed, on the same cores as the API server. The twins' jobs stay queued; no group serves them.
       const loadedRaw = backlog ? undefined : await rawCreateUnderPush(ctx, {
@@ -151,10 +164,18 @@ export async function measureBurst(ctx: BenchContext, shape: BurstShape, options
         await new Promise((resolve) => setTimeout(resolve, 5_000));
         operator = await start();
       }
-      await watch.waitForAdded(total, 600_000);
+      await creates.waitFor(total, pushedAt, 600_000);
       // Anything beyond one runner Job per job (a duplicate) would come within a poll or two.
       await new Promise((resolve) => setTimeout(resolve, 3_000));
-      const added = watch.added();
+      await creates.read();
+      const labels = new Map(
+        (await runnerJobsOf(ctx.env, tag)).map((job) => [job.metadata!.name!, job.metadata!.labels]),
+      );
+      const added = creates.since(pushedAt).map((job) => {
+        const jobLabels = labels.get(job.name);
+        if (!jobLabels) throw new Error(`Runner Job ${tag}/${job.name} was created during the burst but is gone`);
+        return { ...job, labels: jobLabels };
+      });
       const times = added.map((job) => job.at).sort((a, b) => a - b);
       const perJob = new Map<string, number>();
       const busy: [number, number][] = [];
@@ -201,7 +222,6 @@ export async function measureBurst(ctx: BenchContext, shape: BurstShape, options
       );
     } finally {
       if (operator) await ctx.stopOperator(operator);
-      await watch.stop();
     }
     await ctx.deleteNamespace(tag);
   }

@@ -33,7 +33,7 @@ export interface RawRound {
 }
 
 /** A few creates before the measured ones: the client's connections and the API server's first Job admissions. */
-const warmUpJobs = 20;
+export const rawWarmUpJobs = 20;
 
 /**
  * One round in a new namespace (deleted afterwards, waiting until it is gone): `jobs` runner-shaped Jobs, owned by a
@@ -70,7 +70,7 @@ async function prepareRawRound(
   await createJobs(
     batch,
     namespace,
-    Array.from({ length: warmUpJobs }, (_, index) => job(jobs + 1 + index)),
+    Array.from({ length: rawWarmUpJobs }, (_, index) => job(jobs + 1 + index)),
     concurrency,
   );
   const bodies = Array.from({ length: jobs }, (_, index) => job(index + 1));

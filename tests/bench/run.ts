@@ -152,7 +152,10 @@ async function main(): Promise<number> {
     await runParts(ctx, args, records, figures);
   } finally {
     await ctx.dispose();
-    for (const file of ["audit.log", "audit-policy.json"]) await Deno.remove(join(dir, file)).catch(() => {});
+    // GRO_TEST_KEEP=1 keeps the API server's audit log (the operator's requests, with their times) for a look after.
+    if (Deno.env.get("GRO_TEST_KEEP") !== "1") {
+      for (const file of ["audit.log", "audit-policy.json"]) await Deno.remove(join(dir, file)).catch(() => {});
+    }
   }
   say(`\n${formatTable(figures)}`);
   const results = {

@@ -3,6 +3,7 @@
  * The forge observer runs against a local stand-in for Gitea's jobs endpoint that pages like Gitea 1.26 does.
  */
 import assert from "node:assert/strict";
+import { AuditedCreates } from "../bench/audit_creates.ts";
 import { parseBurstShape, unionMs } from "../bench/burst.ts";
 import { ForgeObserver } from "../bench/forge_observer.ts";
 import { onePollPerInterval } from "../bench/idle_cost.ts";
@@ -111,6 +112,51 @@ Deno.test("audited requests count one user's requests once each, within the wind
     total: 2,
     byKind: { "get secrets": 1, "watch jobs": 1 },
   });
+});
+
+Deno.test("audited creates: one user's stored Job creates in one namespace, read as the log grows", async () => {
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/audit.log`;
+  const create = (
+    name: string,
+    at: string,
+    extra: { user?: string; namespace?: string; code?: number; uri?: string },
+  ) =>
+    JSON.stringify({
+      verb: "create",
+      requestURI: extra.uri ?? "/apis/batch/v1/namespaces/ci/jobs",
+      user: { username: extra.user ?? "op" },
+      objectRef: { resource: "jobs", namespace: extra.namespace ?? "ci", name, apiGroup: "batch" },
+      responseStatus: { code: extra.code ?? 201 },
+      stageTimestamp: at,
+    }) + "\n";
+  try {
+    // What the log held before the observer started is not its business.
+    await Deno.writeTextFile(path, create("before", "2026-01-01T00:00:00.500000Z", {}));
+    const creates = await AuditedCreates.follow(path, "op", "ci");
+    const first = create("a", "2026-01-01T00:00:02.250000Z", {});
+    await Deno.writeTextFile(
+      path,
+      create("b", "2026-01-01T00:00:01.000000Z", {}) +
+        create("other-user", "2026-01-01T00:00:01.000000Z", { user: "raw" }) +
+        create("other-namespace", "2026-01-01T00:00:01.000000Z", { namespace: "elsewhere" }) +
+        create("exists", "2026-01-01T00:00:01.000000Z", { code: 409 }) +
+        create("dry-run", "2026-01-01T00:00:01.000000Z", { uri: "/apis/batch/v1/namespaces/ci/jobs?dryRun=All" }) +
+        // A line the API server is still writing: taken once it is complete.
+        first.slice(0, 40),
+      { append: true },
+    );
+    await creates.read();
+    const from = Date.parse("2026-01-01T00:00:00Z");
+    assert.deepEqual(creates.since(from), [{ name: "b", at: from + 1_000 }]);
+    await Deno.writeTextFile(path, first.slice(40), { append: true });
+    await creates.waitFor(2, from, 1_000);
+    assert.deepEqual(creates.since(from).map((job) => job.name), ["b", "a"]);
+    assert.deepEqual(creates.since(from + 2_000), [{ name: "a", at: from + 2_250 }]);
+    await assert.rejects(creates.waitFor(3, from, 300), /Only 2 of 3 Jobs were created in ci/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("the forge observer forwards unchanged and marks a job seen when the poll that listed it ends", async () => {

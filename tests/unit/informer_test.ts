@@ -140,6 +140,40 @@ Deno.test("the informer caches transformed objects, follows the watch, relists a
   assert.equal(watch.calls.length, 4, "no watch after stop");
 });
 
+Deno.test("an update that changes nothing the transform keeps updates the cache but calls no handler", async () => {
+  const watch = new FakeWatch();
+  const changes: string[] = [];
+  const informer = new SupervisedInformer<V1Job>({
+    name: "jobs",
+    kubeConfig,
+    path: "/apis/batch/v1/jobs",
+    list: () => Promise.resolve(list("10", job("a", "1"))),
+    transform: pruneRunnerJob,
+    onChange: (object) => changes.push(`${object.metadata!.name}@${object.metadata!.resourceVersion}`),
+    watch,
+  });
+  informer.start();
+  try {
+    await informer.waitForSync();
+    changes.splice(0);
+    const events = await watch.waitForCall(1);
+    // The Job controller's pod counts: pruned away, so nothing the operator reads changed.
+    events.send("MODIFIED", job("a", "11", { status: { active: 1, startTime: "2026-11-29T10:00:00Z" } }));
+    assert.deepEqual(changes, []);
+    assert.equal(informer.cache.get("a", "ci")?.metadata?.resourceVersion, "11", "the cache has the new version");
+    events.send(
+      "MODIFIED",
+      job("a", "12", { status: { active: 0, conditions: [{ type: "Complete", status: "True" }] } }),
+    );
+    const relabelled = job("a", "13", { status: { conditions: [{ type: "Complete", status: "True" }] } });
+    relabelled.metadata!.labels = { ...relabelled.metadata!.labels, extra: "yes" };
+    events.send("MODIFIED", relabelled);
+    assert.deepEqual(changes, ["a@12", "a@13"], "a new condition and a new label are changes");
+  } finally {
+    await informer.stop();
+  }
+});
+
 Deno.test("without a transform the informer still drops managedFields and keeps the rest", async () => {
   const watch = new FakeWatch();
   const informer = new SupervisedInformer<V1Job>({
@@ -188,7 +222,7 @@ Deno.test("a created object assumed into the cache is read at once; its own watc
     // Its ADDED event changes nothing; the next change of it is reported as usual.
     stream.send("ADDED", job("b", "12"));
     assert.deepEqual(changes.splice(0), []);
-    stream.send("MODIFIED", job("b", "13", { status: { active: 1 } }));
+    stream.send("MODIFIED", job("b", "13", { status: { conditions: [{ type: "Complete", status: "True" }] } }));
     assert.deepEqual(changes.splice(0), ["b@13"]);
 
     // Nothing older replaces what the cache holds.
