@@ -6,7 +6,9 @@
 import { CoreV1Api, RbacAuthorizationV1Api, type V1ClusterRole } from "@kubernetes/client-node";
 import YAML from "yaml";
 import { join } from "node:path";
+import assert from "node:assert/strict";
 import type { Environment } from "./environment.ts";
+import type { OperatorProcess } from "./operator.ts";
 
 const roleFile = new URL("../../manifests/base/cluster_role.yaml", import.meta.url);
 
@@ -50,4 +52,15 @@ export async function operatorKubeconfig(env: Environment, namespace = "gro-syst
   };
   await Deno.writeTextFile(path, JSON.stringify(config, null, 2));
   return path;
+}
+
+/**
+ * Fails when the operator's log shows its ServiceAccount refused a call: whatever the role lacks shows as an RBAC
+ * refusal somewhere, be it only in a log line (events are written in the background). Other 403s, such as a namespace
+ * that is being terminated, are not the role's doing.
+ */
+export async function assertNoRbacRefusal(operator: OperatorProcess): Promise<void> {
+  const log = await operator.logTail(100_000);
+  const refused = log.split("\n").filter((line) => /system:serviceaccount:\S* cannot /.test(line));
+  assert.deepEqual(refused, [], "the operator's ServiceAccount was refused a call");
 }
