@@ -61,6 +61,28 @@ const list = (resourceVersion: string, ...items: V1Job[]): KubernetesListObject<
   items,
 });
 
+/**
+ * A started Job informer that caches through `pruneRunnerJob`, synced with a list of `initial`: its watch stream, and
+ * the changes its handler saw after the list (`name@resourceVersion`).
+ */
+async function syncedJobInformer(initial: V1Job) {
+  const watch = new FakeWatch();
+  const changes: string[] = [];
+  const informer = new SupervisedInformer<V1Job>({
+    name: "jobs",
+    kubeConfig,
+    path: "/apis/batch/v1/jobs",
+    list: () => Promise.resolve(list("10", initial)),
+    transform: pruneRunnerJob,
+    onChange: (object) => changes.push(`${object.metadata!.name}@${object.metadata!.resourceVersion}`),
+    watch,
+  });
+  informer.start();
+  await informer.waitForSync();
+  changes.splice(0);
+  return { informer, changes, stream: await watch.waitForCall(1) };
+}
+
 Deno.test("the informer caches transformed objects, follows the watch, relists after 410 and restarts after errors", async () => {
   const watch = new FakeWatch();
   const lists = [list("10", job("a", "1"), job("b", "2")), list("30", job("c", "25"))];
@@ -141,33 +163,19 @@ Deno.test("the informer caches transformed objects, follows the watch, relists a
 });
 
 Deno.test("an update that changes nothing the transform keeps updates the cache but calls no handler", async () => {
-  const watch = new FakeWatch();
-  const changes: string[] = [];
-  const informer = new SupervisedInformer<V1Job>({
-    name: "jobs",
-    kubeConfig,
-    path: "/apis/batch/v1/jobs",
-    list: () => Promise.resolve(list("10", job("a", "1"))),
-    transform: pruneRunnerJob,
-    onChange: (object) => changes.push(`${object.metadata!.name}@${object.metadata!.resourceVersion}`),
-    watch,
-  });
-  informer.start();
+  const { informer, changes, stream } = await syncedJobInformer(job("a", "1"));
   try {
-    await informer.waitForSync();
-    changes.splice(0);
-    const events = await watch.waitForCall(1);
     // The Job controller's pod counts: pruned away, so nothing the operator reads changed.
-    events.send("MODIFIED", job("a", "11", { status: { active: 1, startTime: "2026-11-29T10:00:00Z" } }));
+    stream.send("MODIFIED", job("a", "11", { status: { active: 1, startTime: "2026-11-29T10:00:00Z" } }));
     assert.deepEqual(changes, []);
     assert.equal(informer.cache.get("a", "ci")?.metadata?.resourceVersion, "11", "the cache has the new version");
-    events.send(
+    stream.send(
       "MODIFIED",
       job("a", "12", { status: { active: 0, conditions: [{ type: "Complete", status: "True" }] } }),
     );
     const relabelled = job("a", "13", { status: { conditions: [{ type: "Complete", status: "True" }] } });
     relabelled.metadata!.labels = { ...relabelled.metadata!.labels, extra: "yes" };
-    events.send("MODIFIED", relabelled);
+    stream.send("MODIFIED", relabelled);
     assert.deepEqual(changes, ["a@12", "a@13"], "a new condition and a new label are changes");
   } finally {
     await informer.stop();
@@ -196,23 +204,8 @@ Deno.test("without a transform the informer still drops managedFields and keeps 
 });
 
 Deno.test("a created object assumed into the cache is read at once; its own watch event calls no handler", async () => {
-  const watch = new FakeWatch();
-  const changes: string[] = [];
-  const informer = new SupervisedInformer<V1Job>({
-    name: "jobs",
-    kubeConfig,
-    path: "/apis/batch/v1/jobs",
-    list: () => Promise.resolve(list("10", job("a", "5"))),
-    transform: pruneRunnerJob,
-    onChange: (object) => changes.push(`${object.metadata!.name}@${object.metadata!.resourceVersion}`),
-    watch,
-  });
-  informer.start();
+  const { informer, changes, stream } = await syncedJobInformer(job("a", "5"));
   try {
-    await informer.waitForSync();
-    changes.splice(0);
-    const stream = await watch.waitForCall(1);
-
     // Created by this process: in the cache before the watch shows it, shaped as the watch would store it.
     informer.assume(job("b", "12"));
     assert.equal(informer.cache.get("b", "ci")?.metadata?.resourceVersion, "12");
