@@ -87,3 +87,29 @@ export function coverageOf(key: string, group: Pick<RunnerGroup, "spec">): Group
     paused: spec.maxActiveRunners === 0,
   };
 }
+
+/** What the ownership rule needs of every group, parsed again only when a group changes (its resourceVersion). */
+export class CoverageCache {
+  readonly #entries = new Map<string, { resourceVersion?: string; coverage?: GroupCoverage }>();
+
+  constructor(readonly keyOf: (namespace: string, name: string) => string) {}
+
+  /** The coverages of the groups that are valid and not being deleted. */
+  of(groups: readonly RunnerGroup[]): GroupCoverage[] {
+    const result: GroupCoverage[] = [];
+    for (const group of groups) {
+      const key = this.keyOf(group.metadata.namespace, group.metadata.name);
+      let entry = this.#entries.get(key);
+      if (!entry || entry.resourceVersion !== group.metadata.resourceVersion) {
+        entry = { resourceVersion: group.metadata.resourceVersion, coverage: coverageOf(key, group) };
+        this.#entries.set(key, entry);
+      }
+      if (entry.coverage && !group.metadata.deletionTimestamp) result.push(entry.coverage);
+    }
+    return result;
+  }
+
+  forget(key: string): void {
+    this.#entries.delete(key);
+  }
+}

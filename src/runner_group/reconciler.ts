@@ -23,7 +23,6 @@ import { applyPlan, recordJobMetrics } from "./apply.ts";
 import type { GroupContext, OrphanSweep } from "./cleanup.ts";
 import {
   type CredentialsOptions,
-  readSecretKey,
   RegistrationTokenCheck,
   resolveCredentials,
   type SecretReader,
@@ -31,11 +30,11 @@ import {
 } from "./credentials.ts";
 import { forgeTargetOf, gatherDemand } from "./demand.ts";
 import { JobOutcomes } from "./job_outcomes.ts";
-import { chooseOwnerGroup, coverageOf, type GroupCoverage } from "./ownership.ts";
+import { chooseOwnerGroup, CoverageCache } from "./ownership.ts";
 import { planRunnerJobs, type RetryPolicy } from "./planner.ts";
 import { apiGroup, apiVersion, kind, type RunnerGroup, type RunnerGroupSpec } from "./schema.ts";
-import { forgeObservation, type Observations, type StatusCounts, warmPoolStatus, writeStatus } from "./status.ts";
-import { addCleanupFinalizer, hasCleanupFinalizer, tearDownGroup, type TeardownInput } from "./teardown.ts";
+import { forgeObservation, type Observations, reportReconciled, type StatusCounts, writeStatus } from "./status.ts";
+import { addCleanupFinalizer, hasCleanupFinalizer, teardownForgeOf, tearDownGroup } from "./teardown.ts";
 import { TemplateCheck } from "./template_check.ts";
 import { type ValidatedGroup, validateGroup } from "./validate.ts";
 import { effectiveWarmPool } from "./warm_schedule.ts";
@@ -85,7 +84,7 @@ export const groupKey = (namespace: string, name: string): string => `${namespac
 export class RunnerGroupReconciler {
   readonly #options: ReconcilerOptions;
   readonly #log = logger("reconcile");
-  readonly #coverage = new Map<string, { resourceVersion?: string; coverage?: GroupCoverage }>();
+  readonly #coverage = new CoverageCache(groupKey);
   /** Per group: when each idle runner Job was first seen idle. */
   readonly #idleSince = new Map<string, Map<string, number>>();
   /** Per group: when each offline registration without a runner Job was first seen, and when the last sweep ran. */
@@ -253,7 +252,7 @@ export class RunnerGroupReconciler {
     const previousPool = this.#warmPools.get(key);
     const shrunkAt = previousPool && warmPool.size < previousPool.size ? now : previousPool?.shrunkAt;
     this.#warmPools.set(key, { size: warmPool.size, ...(shrunkAt !== undefined ? { shrunkAt } : {}) });
-    const coverages = this.#coverages();
+    const coverages = this.#coverage.of(this.#options.cache.groups());
     const paused = spec.maxActiveRunners === 0;
     const idleGraceMs = this.#options.idleGraceMs ?? 120_000;
     const idleSince = this.#idleSince.get(key) ?? new Map<string, number>();
@@ -345,41 +344,23 @@ export class RunnerGroupReconciler {
     recordJobMetrics(this.#options.metrics, { namespace, name }, outcomes.events, outcomes.workflowOf);
 
     // 6. status
-    if (snapshot?.error) {
-      void this.#options.events.record(target, "Warning", `Forge${snapshot.error.kind}`, snapshot.error.message);
-    }
-    const active = plan.active + created - removed;
-    const idleNow = Math.max(0, plan.idle.length - removed + plan.createWarm);
-    // Without a usable answer from the forge, the last known queued and idle counts stay (in status and metrics).
-    const credentialsObserved: Observations["credentials"] = tokenCheck.state === "refused"
-      ? { ok: false, reason: "RegistrationTokenRefused", message: tokenCheck.message }
-      : { ok: true };
-    await status({ spec: { ok: true }, credentials: credentialsObserved, forge: forgeObservation(snapshot), paused }, {
-      activeRunners: active,
+    await reportReconciled({
+      write: status,
+      events: this.#options.events,
+      metrics: this.#options.metrics,
+      target,
+      log,
+      group: { namespace, name },
+      snapshot,
+      usable,
+      paused,
+      plan,
+      applied: { created, removed },
+      ...(tokenCheck.state === "refused" ? { tokenRefused: tokenCheck.message } : {}),
       recentRunners: outcomes.recentRunners,
-      ...(usable ? { queuedJobs: plan.queued, idleRunners: idleNow } : {}),
-      ...(snapshot && snapshot.checkedAt > 0 ? { lastCheckTime: new Date(snapshot.checkedAt).toISOString() } : {}),
-      warmPool: warmPoolStatus(warmPool),
+      warmPool,
+      runnerJobs: demand.records.length,
     });
-    const metrics = this.#options.metrics;
-    metrics?.activeRunners.set({ namespace, runnergroup: name }, active);
-    if (usable) {
-      metrics?.queuedJobs.set({ namespace, runnergroup: name }, plan.queued);
-      metrics?.idleRunners.set({ namespace, runnergroup: name }, idleNow);
-    }
-    log.debug(
-      "Reconciled: {active} active, {queued} queued, {idle} idle, {created} created, {removed} removed, " +
-        "{waiting} waiting for capacity",
-      {
-        active,
-        queued: plan.queued,
-        idle: idleNow,
-        created,
-        removed,
-        waiting: plan.waitingForCapacity,
-        runnerJobs: demand.records.length,
-      },
-    );
     // A warm pool window that opens or closes is a change no informer or poll reports: wake for it.
     const wakeAt = [plan.wakeAt, sweepWake, warmPool.nextChangeAt].filter((at): at is number => at !== undefined);
     // At least half a second: a wake time that is already past must not spin the worker.
@@ -405,28 +386,13 @@ export class RunnerGroupReconciler {
   ): Promise<ReconcileResult> {
     const [namespace, name] = [group.metadata.namespace, group.metadata.name];
     this.#options.pollers.unsubscribe(key);
-    let forge: TeardownInput["forge"];
-    const valid = validateGroup(group);
-    if (!valid.ok) forge = { unavailable: `the spec is invalid: ${valid.message}` };
-    else {
-      let token = this.#apiTokens.get(key);
-      if (token === undefined) {
-        const read = await readSecretKey(this.#readSecret, namespace, valid.spec.authToken, "authToken");
-        if (read.ok) token = read.value;
-        else forge = { unavailable: `no API token: ${read.message}` };
-      }
-      if (token !== undefined) {
-        const apiToken = token;
-        forge = {
-          client: () => this.#forgeClient(valid.spec, apiToken),
-          endpoint: forgeTargetOf(valid.spec, token).endpoint,
-          labels: valid.labels.map((label) => label.name),
-        };
-      }
-    }
     const result = await tearDownGroup({
       group,
-      forge: forge!,
+      forge: await teardownForgeOf(group, {
+        knownApiToken: this.#apiTokens.get(key),
+        readSecret: this.#readSecret,
+        connect: (spec, token) => this.#forgeClient(spec, token),
+      }),
       runnerJobs: this.#options.cache.runnerJobs(),
       batch: this.#options.clients.batch,
       custom: this.#options.clients.custom,
@@ -463,7 +429,7 @@ export class RunnerGroupReconciler {
     this.#templateCheck.forget(key);
     this.#reportedEvictions.delete(key);
     this.#options.pollers.unsubscribe(key);
-    this.#coverage.delete(key);
+    this.#coverage.forget(key);
     this.#idleSince.delete(key);
     this.#orphans.delete(key);
     this.#warmPools.delete(key);
@@ -491,21 +457,6 @@ export class RunnerGroupReconciler {
       timeoutMs: this.#options.forgeTimeoutMs,
       observe: this.#options.observeForge,
     };
-  }
-
-  /** What the ownership rule needs of every group, re-parsed only when a group changes. */
-  #coverages(): GroupCoverage[] {
-    const result: GroupCoverage[] = [];
-    for (const group of this.#options.cache.groups()) {
-      const key = groupKey(group.metadata.namespace, group.metadata.name);
-      let entry = this.#coverage.get(key);
-      if (!entry || entry.resourceVersion !== group.metadata.resourceVersion) {
-        entry = { resourceVersion: group.metadata.resourceVersion, coverage: coverageOf(key, group) };
-        this.#coverage.set(key, entry);
-      }
-      if (entry.coverage && !group.metadata.deletionTimestamp) result.push(entry.coverage);
-    }
-    return result;
   }
 
   /** For logs on shutdown and tests. */

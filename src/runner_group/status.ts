@@ -1,6 +1,6 @@
 /**
  * Stage 6 of the reconcile, RunnerGroup status: conditions computed from what the reconcile saw, the rule for when to
- * write it, and the write itself (a merge patch of the status subresource).
+ * write it, the write itself (a merge patch of the status subresource), and the counts and gauges after an apply.
  */
 import type { CustomObjectsApi } from "../kube/api.ts";
 import type { DemandSnapshot } from "../forge/demand_poller.ts";
@@ -9,6 +9,10 @@ import { describeForge } from "../forge/forge_client.ts";
 import { apiMessage, apiStatus } from "../kube/client.ts";
 import { apiGroup, apiVersion, type Condition, plural, type RunnerGroup, type RunnerGroupStatus } from "./schema.ts";
 import type { WarmPool } from "./warm_schedule.ts";
+import type { EventRecorder, EventTarget } from "../kube/events.ts";
+import type { logger } from "../log.ts";
+import type { OperatorMetrics } from "../metrics.ts";
+import type { Plan } from "./planner.ts";
 
 export const conditionTypes = {
   ready: "Ready",
@@ -206,4 +210,64 @@ export async function writeStatus(
       { cause: error },
     );
   }
+}
+
+/**
+ * Stage 6 after an apply: the group's status (written when it changed), its gauges and a debug line of what the
+ * reconcile did. Without a usable answer from the forge, the last known queued and idle counts stay.
+ */
+export async function reportReconciled(input: {
+  write: (observations: Observations, counts: StatusCounts) => Promise<void>;
+  events: EventRecorder;
+  metrics?: OperatorMetrics;
+  target: EventTarget;
+  log: ReturnType<typeof logger>;
+  group: { namespace: string; name: string };
+  snapshot: DemandSnapshot | undefined;
+  usable: boolean;
+  paused: boolean;
+  plan: Pick<Plan, "active" | "idle" | "createWarm" | "queued" | "waitingForCapacity">;
+  applied: { created: number; removed: number };
+  /** Why the registration token was found refused, when it was. */
+  tokenRefused?: string;
+  recentRunners: NonNullable<RunnerGroupStatus["recentRunners"]>;
+  warmPool: WarmPool;
+  /** The group's runner Jobs in the cache, for the log. */
+  runnerJobs: number;
+}): Promise<void> {
+  const { snapshot, plan, applied: { created, removed }, usable, metrics } = input;
+  if (snapshot?.error) {
+    void input.events.record(input.target, "Warning", `Forge${snapshot.error.kind}`, snapshot.error.message);
+  }
+  const active = plan.active + created - removed;
+  const idleNow = Math.max(0, plan.idle.length - removed + plan.createWarm);
+  const credentials: Observations["credentials"] = input.tokenRefused !== undefined
+    ? { ok: false, reason: "RegistrationTokenRefused", message: input.tokenRefused }
+    : { ok: true };
+  await input.write({ spec: { ok: true }, credentials, forge: forgeObservation(snapshot), paused: input.paused }, {
+    activeRunners: active,
+    recentRunners: input.recentRunners,
+    ...(usable ? { queuedJobs: plan.queued, idleRunners: idleNow } : {}),
+    ...(snapshot && snapshot.checkedAt > 0 ? { lastCheckTime: new Date(snapshot.checkedAt).toISOString() } : {}),
+    warmPool: warmPoolStatus(input.warmPool),
+  });
+  const labels = { namespace: input.group.namespace, runnergroup: input.group.name };
+  metrics?.activeRunners.set(labels, active);
+  if (usable) {
+    metrics?.queuedJobs.set(labels, plan.queued);
+    metrics?.idleRunners.set(labels, idleNow);
+  }
+  input.log.debug(
+    "Reconciled: {active} active, {queued} queued, {idle} idle, {created} created, {removed} removed, " +
+      "{waiting} waiting for capacity",
+    {
+      active,
+      queued: plan.queued,
+      idle: idleNow,
+      created,
+      removed,
+      waiting: plan.waitingForCapacity,
+      runnerJobs: input.runnerJobs,
+    },
+  );
 }

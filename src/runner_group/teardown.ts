@@ -20,7 +20,10 @@ import { apiMessage, apiStatus } from "../kube/client.ts";
 import type { logger } from "../log.ts";
 import type { OperatorMetrics } from "../metrics.ts";
 import { describeRunnerJob, isGroupRunnerName, labelKeys } from "./runner_job.ts";
-import { apiGroup, apiVersion, plural, type RunnerGroup } from "./schema.ts";
+import { readSecretKey, type SecretReader } from "./credentials.ts";
+import { forgeTargetOf } from "./demand.ts";
+import { apiGroup, apiVersion, plural, type RunnerGroup, type RunnerGroupSpec } from "./schema.ts";
+import { validateGroup } from "./validate.ts";
 
 /** The operator's finalizer on RunnerGroups. */
 export const cleanupFinalizer = "gitea.bpg.pw/runner-cleanup";
@@ -95,6 +98,31 @@ export interface TeardownForge {
   endpoint: JobsEndpoint;
   /** The group's runner label names (a Forgejo < 14 lists no job without them). */
   labels: readonly string[];
+}
+
+/**
+ * The forge of a deleted group, with the API token its last reconcile read (`knownApiToken`), or else the one its
+ * Secret holds now; the reason there is none when the spec is invalid or the token cannot be read.
+ */
+export async function teardownForgeOf(group: RunnerGroup, input: {
+  knownApiToken?: string;
+  readSecret: SecretReader;
+  connect: (spec: RunnerGroupSpec, apiToken: string) => Promise<ForgeClient>;
+}): Promise<TeardownForge | { unavailable: string }> {
+  const valid = validateGroup(group);
+  if (!valid.ok) return { unavailable: `the spec is invalid: ${valid.message}` };
+  let token = input.knownApiToken;
+  if (token === undefined) {
+    const read = await readSecretKey(input.readSecret, group.metadata.namespace, valid.spec.authToken, "authToken");
+    if (!read.ok) return { unavailable: `no API token: ${read.message}` };
+    token = read.value;
+  }
+  const apiToken = token;
+  return {
+    client: () => input.connect(valid.spec, apiToken),
+    endpoint: forgeTargetOf(valid.spec, apiToken).endpoint,
+    labels: valid.labels.map((label) => label.name),
+  };
 }
 
 export interface TeardownInput {

@@ -65,7 +65,9 @@ const list = (resourceVersion: string, ...items: V1Job[]): KubernetesListObject<
  * A started Job informer that caches through `pruneRunnerJob`, synced with a list of `initial`: its watch stream, and
  * the changes its handler saw after the list (`name@resourceVersion`).
  */
-async function syncedJobInformer(initial: V1Job) {
+async function syncedJobInformer(
+  initial: V1Job,
+): Promise<{ informer: SupervisedInformer<V1Job>; changes: string[]; stream: WatchCall }> {
   const watch = new FakeWatch();
   const changes: string[] = [];
   const informer = new SupervisedInformer<V1Job>({
