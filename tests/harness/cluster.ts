@@ -23,6 +23,7 @@ import {
 } from "@kubernetes/client-node";
 import { request as httpsRequest } from "node:https";
 import { join } from "node:path";
+import { tail } from "./process.ts";
 import { ensureTools, type ToolPaths } from "./tools.ts";
 
 /** Binaries the control plane needs; a subset of {@linkcode ToolPaths}. */
@@ -714,14 +715,6 @@ function wrappers(): { setpriv: boolean; setsid: boolean } {
 async function writeAll(writer: { write(p: Uint8Array): Promise<number> }, bytes: Uint8Array): Promise<void> {
   let offset = 0;
   while (offset < bytes.length) offset += await writer.write(bytes.subarray(offset));
-}
-
-function tail(path: string, lines: number): string {
-  try {
-    return Deno.readTextFileSync(path).trimEnd().split("\n").slice(-lines).join("\n");
-  } catch {
-    return "(no log)";
-  }
 }
 
 // ---------------------------------------------------------------------------------------------------------------

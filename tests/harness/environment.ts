@@ -105,25 +105,6 @@ export async function startEnvironment(options: EnvironmentOptions = {}): Promis
   }
 }
 
-/**
- * The last `lines` lines of each of the `count` runner logs (the stand-in kubelet's, one per runner pod) written to
- * most recently, for the detail of a failed wait: what the runners said to Gitea.
- */
-export async function recentRunnerLogs(env: Pick<Environment, "dir">, count = 3, lines = 10): Promise<string> {
-  const dir = join(env.dir, "runners");
-  const logs: { name: string; modified: number }[] = [];
-  for await (const entry of Deno.readDir(dir)) {
-    if (!entry.isFile || !entry.name.endsWith(".log")) continue;
-    logs.push({ name: entry.name, modified: (await Deno.stat(join(dir, entry.name))).mtime?.getTime() ?? 0 });
-  }
-  const recent = logs.sort((a, b) => b.modified - a.modified).slice(0, count);
-  const tails = await Promise.all(recent.map(async ({ name }) => {
-    const text = await Deno.readTextFile(join(dir, name));
-    return `--- runner ${name} ---\n${text.trimEnd().split("\n").slice(-lines).join("\n")}`;
-  }));
-  return tails.join("\n");
-}
-
 /** Whether a Job has finished, by its Complete or Failed condition (read independently of the operator's code). */
 export const isFinished = (job: V1Job): boolean =>
   (job.status?.conditions ?? []).some((c) => (c.type === "Complete" || c.type === "Failed") && c.status === "True");

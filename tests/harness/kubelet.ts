@@ -21,6 +21,7 @@ import {
 import { request as httpsRequest, type RequestOptions } from "node:https";
 import { dirname, join } from "node:path";
 import { type LoggedProcess, startLoggedProcess } from "./cluster.ts";
+import { tail } from "./process.ts";
 import { resolveRunnerLaunch, type RunnerLaunch } from "./pod_launch.ts";
 
 /** The label the operator puts on every runner pod; pods without it are not ours to run. */
@@ -96,6 +97,13 @@ export interface RunnerKubelet {
   readonly lastSyncError: unknown;
   /** Stops watching and kills every runner process (SIGTERM, then SIGKILL). */
   stop(): Promise<void>;
+}
+
+/** The last `lines` lines of the logs of the `count` runners started last, for the detail of a failed wait. */
+export function recentRunnerLogs(kubelet: Pick<RunnerKubelet, "started">, count = 3, lines = 10): string {
+  return kubelet.started.slice(-count)
+    .map((runner) => `--- runner ${runner.namespace}/${runner.name} ---\n${tail(runner.logPath, lines)}`)
+    .join("\n");
 }
 
 /** A container configuration the stand-in cannot build, reported as the kubelet's CreateContainerConfigError. */
