@@ -34,8 +34,9 @@ export interface InformerOptions<T extends KubernetesObject> {
   fieldSelector?: string;
   /**
    * Shapes each object before it is cached (after `metadata.managedFields` is dropped): keep only what the readers of
-   * the cache read. Handlers get the transformed object, and only when it changed: an update that changes nothing the
-   * transform keeps (a runner Job's pod counts, say) updates the cache without calling `onChange`.
+   * the cache read. Handlers get the transformed object, and only when it changed: a watch update that changes nothing
+   * the transform keeps (a runner Job's pod counts, say) updates the cache without calling `onChange`. A relist, which
+   * follows a gap in the watch, still reports every object whose resourceVersion changed.
    */
   transform?: (object: T) => T;
   /** Called with each added, updated or deleted object. Must not throw; errors are logged. */
