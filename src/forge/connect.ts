@@ -21,3 +21,27 @@ export async function connectForge(options: ForgeHttpOptions, detector?: ForgeDe
   const forge = checkSupported(await (detector ? detector.detect(http) : detectForge(http)));
   return createForgeClient(forge, options);
 }
+
+/**
+ * Clients for many groups' forges made with the same settings (timeout, request observer): each takes its group's
+ * base URL and token, and detection goes through one `detector`, so a forge is asked once, not once per group.
+ */
+export class ForgeConnector {
+  readonly #shared: Omit<ForgeHttpOptions, "baseUrl" | "token">;
+  readonly #detector?: ForgeDetector;
+
+  constructor(shared: Omit<ForgeHttpOptions, "baseUrl" | "token">, detector?: ForgeDetector) {
+    this.#shared = shared;
+    this.#detector = detector;
+  }
+
+  /** Detects the forge at `baseUrl` (or recalls it) and makes its client. */
+  connect(baseUrl: string, token: string): Promise<ForgeClient> {
+    return connectForge({ ...this.#shared, baseUrl, token }, this.#detector);
+  }
+
+  /** The client for a forge whose kind and version are known already. */
+  clientFor(forge: ForgeVersion, baseUrl: string, token: string): ForgeClient {
+    return createForgeClient(forge, { ...this.#shared, baseUrl, token });
+  }
+}

@@ -8,10 +8,9 @@
  */
 import type { V1Job } from "@kubernetes/client-node";
 import type { DemandPollers } from "../forge/demand_poller.ts";
-import { connectForge, createForgeClient } from "../forge/connect.ts";
+import { ForgeConnector } from "../forge/connect.ts";
 import { ForgeError } from "../forge/errors.ts";
-import type { ForgeClient, ForgeVersion } from "../forge/forge_client.ts";
-import type { ForgeHttpOptions } from "../forge/forge_http.ts";
+import type { ForgeClient } from "../forge/forge_client.ts";
 import { GiteaClient } from "../forge/gitea_client.ts";
 import type { EventRecorder, EventTarget } from "../kube/events.ts";
 import type { KubeClients } from "../kube/client.ts";
@@ -20,7 +19,7 @@ import type { OperatorMetrics } from "../metrics.ts";
 import { Limiter } from "../runtime/concurrency.ts";
 import type { ReconcileResult } from "../runtime/controller.ts";
 import { applyPlan, recordJobMetrics } from "./apply.ts";
-import type { GroupContext, OrphanSweep } from "./cleanup.ts";
+import type { GroupContext } from "./cleanup.ts";
 import {
   type CredentialsOptions,
   RegistrationTokenCheck,
@@ -29,6 +28,7 @@ import {
   secretReaderOf,
 } from "./credentials.ts";
 import { forgeTargetOf, gatherDemand } from "./demand.ts";
+import { GroupMemories, newEvictions, noteIdleRunners, noteWarmPool, validateOnce } from "./group_memory.ts";
 import { JobOutcomes } from "./job_outcomes.ts";
 import { chooseOwnerGroup, CoverageCache } from "./ownership.ts";
 import { planRunnerJobs, type RetryPolicy } from "./planner.ts";
@@ -36,7 +36,6 @@ import { apiGroup, apiVersion, kind, type RunnerGroup, type RunnerGroupSpec } fr
 import { forgeObservation, type Observations, reportReconciled, type StatusCounts, writeStatus } from "./status.ts";
 import { addCleanupFinalizer, hasCleanupFinalizer, teardownForgeOf, tearDownGroup } from "./teardown.ts";
 import { TemplateCheck } from "./template_check.ts";
-import { type ValidatedGroup, validateGroup } from "./validate.ts";
 import { effectiveWarmPool } from "./warm_schedule.ts";
 
 export { forgeTargetOf } from "./demand.ts";
@@ -85,31 +84,27 @@ export class RunnerGroupReconciler {
   readonly #options: ReconcilerOptions;
   readonly #log = logger("reconcile");
   readonly #coverage = new CoverageCache(groupKey);
-  /** Per group: when each idle runner Job was first seen idle. */
-  readonly #idleSince = new Map<string, Map<string, number>>();
-  /** Per group: when each offline registration without a runner Job was first seen, and when the last sweep ran. */
-  readonly #orphans = new Map<string, OrphanSweep>();
-  /** Per group: the warm pool size of the last reconcile, and when the pool last got smaller. */
-  readonly #warmPools = new Map<string, { size: number; shrunkAt?: number }>();
+  /** Per group: what its reconciles share (validated spec, idle times, orphan sweep, warm pool, evictions). */
+  readonly #memories = new GroupMemories();
   readonly #readSecret: SecretReader;
   readonly #tokenCheck: RegistrationTokenCheck;
-  /** Per group: the last API token read, so a deleted group can clean up even after its Secret went first. */
-  readonly #apiTokens = new Map<string, string>();
   /** Per group: what its runners ran (metrics) and how they ended (status.recentRunners). */
   readonly #jobOutcomes: JobOutcomes;
   /** The API server's verdict on each group's runner Jobs, from a dry run per spec generation. */
   readonly #templateCheck: TemplateCheck;
-  /** Per group: uids of the evicted runner Jobs already reported (those still in the cache). */
-  readonly #reportedEvictions = new Map<string, Set<string>>();
   /** Runner Job creates in flight, shared by the workers' reconciles. */
   readonly #createSlots: Limiter;
-  /** Per group: the validated spec of its last seen generation. */
-  readonly #validated = new Map<string, { uid: string; generation: number; result: ValidatedGroup }>();
+  /** Clients for the groups' forges, counted in the forge request metrics. */
+  readonly #forges: ForgeConnector;
   #reconcileCount = 0;
 
   constructor(options: ReconcilerOptions) {
     this.#options = options;
     this.#createSlots = new Limiter(options.createConcurrency ?? 8);
+    this.#forges = new ForgeConnector(
+      { timeoutMs: options.forgeTimeoutMs, observe: options.observeForge },
+      options.pollers.detector,
+    );
     this.#readSecret = options.cache.secret ?? secretReaderOf(options.clients.core);
     this.#tokenCheck = new RegistrationTokenCheck(this.#credentialsOptions());
     this.#jobOutcomes = new JobOutcomes({
@@ -138,12 +133,13 @@ export class RunnerGroupReconciler {
       uid: group.metadata.uid,
     };
     if (group.metadata.deletionTimestamp) return await this.#tearDown(key, group, target, log, now);
+    const memory = this.#memories.of(key);
     await addCleanupFinalizer(this.#options.clients.custom, group);
     const status = (observations: Observations, counts: StatusCounts = {}): Promise<void> =>
       writeStatus(this.#options.clients.custom, group, observations, counts, now, this.#options.resyncIntervalMs);
 
     // 1. validate
-    const valid = this.#validate(key, group);
+    const valid = validateOnce(memory, group);
     if (!valid.ok) {
       this.#options.pollers.unsubscribe(key);
       void this.#options.events.record(target, "Warning", valid.reason, valid.message);
@@ -180,7 +176,7 @@ export class RunnerGroupReconciler {
       return this.#options.cache.secret ? {} : { requeueAfterMs: this.#options.resyncIntervalMs };
     }
 
-    this.#apiTokens.set(key, credentials.apiToken);
+    memory.apiToken = credentials.apiToken;
 
     // 3. demand
     const allRunnerJobs = this.#options.cache.runnerJobs();
@@ -198,7 +194,9 @@ export class RunnerGroupReconciler {
 
     const { snapshot, usable } = demand;
     // The forge's kind and version come with the poller's answers (detected once per forge).
-    const forgeClient = snapshot?.forge ? this.#clientFor(snapshot.forge, spec, credentials.apiToken) : undefined;
+    const forgeClient = snapshot?.forge
+      ? this.#forges.clientFor(snapshot.forge, spec.giteaURL, credentials.apiToken)
+      : undefined;
     const forgejo = snapshot?.forge?.kind === "forgejo";
 
     // The API server's verdict on the runner Jobs this spec builds, before any is created (see template_check.ts).
@@ -249,20 +247,16 @@ export class RunnerGroupReconciler {
 
     // 4. plan
     const warmPool = effectiveWarmPool(spec, now);
-    const previousPool = this.#warmPools.get(key);
-    const shrunkAt = previousPool && warmPool.size < previousPool.size ? now : previousPool?.shrunkAt;
-    this.#warmPools.set(key, { size: warmPool.size, ...(shrunkAt !== undefined ? { shrunkAt } : {}) });
     const coverages = this.#coverage.of(this.#options.cache.groups());
     const paused = spec.maxActiveRunners === 0;
     const idleGraceMs = this.#options.idleGraceMs ?? 120_000;
-    const idleSince = this.#idleSince.get(key) ?? new Map<string, number>();
-    this.#idleSince.set(key, idleSince);
+    const { idleSince } = memory;
     const plan = planRunnerJobs({
       groupKey: key,
       maxActiveRunners: spec.maxActiveRunners,
       // Forgejo has no warm pool (see apply.ts: WarmPoolUnsupported).
       minIdleRunners: forgejo ? 0 : warmPool.size,
-      warmPoolShrunkAt: shrunkAt,
+      warmPoolShrunkAt: noteWarmPool(memory, warmPool.size, now),
       // Forgejo 15 runners are started with their job's handle and can take no other job.
       idleRunnersTakeAnyJob: !(forgejo && forgeClient?.features.jobHandles),
       idleSince: (runner) => idleSince.get(runner),
@@ -280,10 +274,7 @@ export class RunnerGroupReconciler {
       settleMs: this.#options.settleMs ?? 3000,
     });
     if (plan.answerAfter !== undefined) this.#options.pollers.answerAfter(demand.targetKey, plan.answerAfter);
-    // Idle times are kept only for runners idle now: one that took a job and went idle again starts over.
-    const idleNames = new Set(plan.idle);
-    for (const runner of [...idleSince.keys()]) if (!idleNames.has(runner)) idleSince.delete(runner);
-    for (const runner of plan.idle) if (!idleSince.has(runner)) idleSince.set(runner, now);
+    noteIdleRunners(memory, plan.idle, now);
 
     // 5. apply
     const context: GroupContext = {
@@ -295,12 +286,6 @@ export class RunnerGroupReconciler {
       labels,
       registrationToken: credentials.registrationSecret,
     };
-    const orphans = this.#orphans.get(key) ?? { sweptAt: 0, firstSeen: new Map<number, number>() };
-    this.#orphans.set(key, orphans);
-    // Each eviction is reported once per process; a Job that left the cache is forgotten.
-    const reported = this.#reportedEvictions.get(key);
-    const evictions = demand.evictions.filter((evicted) => !reported?.has(evicted.uid));
-    this.#reportedEvictions.set(key, new Set(demand.evictions.map((evicted) => evicted.uid)));
     const { created, removed, removedNames, sweepWake } = await applyPlan({
       options: {
         batch: this.#options.clients.batch,
@@ -321,8 +306,9 @@ export class RunnerGroupReconciler {
       namesInUse: demand.namesInUse,
       allRunnerJobs,
       idleSince,
-      orphans,
-      evictions,
+      orphans: memory.orphans,
+      // Each eviction is reported once per process.
+      evictions: newEvictions(memory, demand.evictions),
       target,
       log,
       now,
@@ -389,7 +375,7 @@ export class RunnerGroupReconciler {
     const result = await tearDownGroup({
       group,
       forge: await teardownForgeOf(group, {
-        knownApiToken: this.#apiTokens.get(key),
+        knownApiToken: this.#memories.peek(key)?.apiToken,
         readSecret: this.#readSecret,
         connect: (spec, token) => this.#forgeClient(spec, token),
       }),
@@ -408,31 +394,13 @@ export class RunnerGroupReconciler {
     return {};
   }
 
-  /**
-   * Stage 1, once per spec generation: the spec changes only with a new generation, and a burst's reconciles (one per
-   * change of its runner Jobs) would otherwise parse the same spec again each time.
-   */
-  #validate(key: string, group: RunnerGroup): ValidatedGroup {
-    const { uid, generation } = group.metadata;
-    const cached = this.#validated.get(key);
-    if (generation !== undefined && cached?.uid === uid && cached.generation === generation) return cached.result;
-    const result = validateGroup(group);
-    if (generation !== undefined) this.#validated.set(key, { uid, generation, result });
-    return result;
-  }
-
   /** Drops what the reconciler keeps of a group that is gone. */
   #forget(key: string, namespace: string, name: string): void {
-    this.#validated.delete(key);
-    this.#apiTokens.delete(key);
+    this.#memories.forget(key);
     this.#tokenCheck.forget(key);
     this.#templateCheck.forget(key);
-    this.#reportedEvictions.delete(key);
     this.#options.pollers.unsubscribe(key);
     this.#coverage.forget(key);
-    this.#idleSince.delete(key);
-    this.#orphans.delete(key);
-    this.#warmPools.delete(key);
     this.#jobOutcomes.forget(key);
     this.#options.metrics?.forgetGroup(namespace, name);
   }
@@ -442,21 +410,7 @@ export class RunnerGroupReconciler {
    * through the pollers' detector, so it is asked once per forge, not per group or reconcile.
    */
   #forgeClient(spec: RunnerGroupSpec, token: string): Promise<ForgeClient> {
-    return connectForge(this.#httpOptions(spec, token), this.#options.pollers.detector);
-  }
-
-  /** A client for a forge whose kind and version are known already. */
-  #clientFor(forge: ForgeVersion, spec: RunnerGroupSpec, token: string): ForgeClient {
-    return createForgeClient(forge, this.#httpOptions(spec, token));
-  }
-
-  #httpOptions(spec: RunnerGroupSpec, token: string): ForgeHttpOptions {
-    return {
-      baseUrl: spec.giteaURL,
-      token,
-      timeoutMs: this.#options.forgeTimeoutMs,
-      observe: this.#options.observeForge,
-    };
+    return this.#forges.connect(spec.giteaURL, token);
   }
 
   /** For logs on shutdown and tests. */
