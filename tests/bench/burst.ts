@@ -4,7 +4,7 @@
  * its runner Job existing (the API server's audit log, see audit_creates.ts), split at the moment the operator's poll
  * first listed the job (the forge observer): Gitea's and the poll's part before, the operator's own part after. Also
  * the runner Job rate during the burst against the raw create rate of rounds of the same size measured in the same
- * round (the API server alone, and under the same Gitea load), duplicates, and the operator's Kubernetes API requests
+ * round (the API server alone, and under the same Gitea load in the burst's shape), duplicates, and the operator's Kubernetes API requests
  * (audit log). Before a live burst, the operator creates as many runner Jobs as the raw loop's warm-up.
  *
  * Runner pods are never scheduled (see `unschedulable`), so a 500-job burst costs no runner processes. Gitea 1.26 has
@@ -22,7 +22,7 @@ import { AuditedCreates } from "./audit_creates.ts";
 import { runnerJobsOf } from "../harness/queries.ts";
 import { rawCreateRound, rawCreateUnderPush, rawWarmUpJobs, waitForQueued } from "./raw_create.ts";
 import { type AuditedRequests, auditedRequests } from "./probes.ts";
-import { atLeast, atMost, distribution, type Figure } from "./report.ts";
+import { atLeast, atMost, distribution, type Figure, unionMs } from "./report.ts";
 
 export interface BurstShape {
   groups: number;
@@ -62,8 +62,9 @@ interface BurstRound {
   /** The raw create rate of a round of the same size right before the burst (see raw_create.ts). */
   rawRate: number;
   /**
-   * The same, run while Gitea works on a push of the same shape to twin repositories (which no group serves), started
-   * as soon as Gitea lists one twin's jobs: the limit under the load the burst itself brings.
+   * The same number of Jobs under the load the burst itself brings, and in its shape: a push of the same shape to twin
+   * repositories (which no group serves), each twin's Jobs created as soon as Gitea lists its jobs, while Gitea still
+   * works on the other twins (see `rawCreateUnderPush`).
    */
   loadedRawRate: number;
   duplicates: number;
@@ -278,7 +279,7 @@ export async function measureBurst(ctx: BenchContext, shape: BurstShape, options
   if (!backlog) {
     result.figures.push({
       part,
-      what: "raw create rate while Gitea works on a twin push (the burst's load)",
+      what: "raw create rate under a twin push, each twin's Jobs once listed (the burst's load)",
       unit: "Jobs/s",
       distribution: distribution(result.rounds.map((round) => round.loadedRawRate)),
     });
@@ -316,18 +317,4 @@ export async function measureBurst(ctx: BenchContext, shape: BurstShape, options
     },
   );
   return result;
-}
-
-/** The length of the union of intervals, in their unit. */
-export function unionMs(intervals: readonly (readonly [number, number])[]): number {
-  const sorted = [...intervals].sort((a, b) => a[0] - b[0]);
-  let total = 0;
-  let [start, end] = sorted[0] ?? [0, 0];
-  for (const [from, to] of sorted.slice(1)) {
-    if (from > end) {
-      total += end - start;
-      [start, end] = [from, to];
-    } else end = Math.max(end, to);
-  }
-  return total + end - start;
 }

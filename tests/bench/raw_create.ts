@@ -8,7 +8,8 @@ import type { V1Job } from "@kubernetes/client-node";
 import { type KubeClients, loadKubeConfig, makeClients } from "../../src/kube/client.ts";
 import type { BenchContext } from "./context.ts";
 import { runnerShapedJob, unschedulable } from "./context.ts";
-import { type Distribution, distribution, type Figure } from "./report.ts";
+import { Limiter } from "../../src/runtime/concurrency.ts";
+import { type Distribution, distribution, type Figure, unionMs } from "./report.ts";
 
 export interface RawCreateOptions {
   jobs: number;
@@ -45,16 +46,24 @@ export async function rawCreateRound(
   jobs: number,
   concurrency: number,
 ): Promise<RawRound> {
-  return await (await prepareRawRound(ctx, namespace, jobs, concurrency))();
+  const { batch, job } = await setUpRawRound(ctx, namespace, concurrency);
+  const bodies = Array.from({ length: jobs }, (_, index) => job(index + 1));
+  const started = performance.now();
+  const latencies = await createJobs(batch, namespace, bodies, concurrency);
+  const seconds = (performance.now() - started) / 1000;
+  await ctx.deleteNamespace(namespace);
+  return { rate: jobs / seconds, seconds, latencies };
 }
 
-/** Sets a round up (namespace, group, the client's connections warmed up); the function it returns runs it. */
-async function prepareRawRound(
+/**
+ * Sets a round up: the namespace, a group, and the client's connections warmed up with {@linkcode rawWarmUpJobs}
+ * creates (ids from 1,000,000, clear of the measured ones). `job(id)` builds a runner-shaped Job of that group.
+ */
+async function setUpRawRound(
   ctx: BenchContext,
   namespace: string,
-  jobs: number,
   concurrency: number,
-): Promise<() => Promise<RawRound>> {
+): Promise<{ batch: KubeClients["batch"]; job: (id: number) => V1Job }> {
   const { batch } = makeClients(await loadKubeConfig(ctx.operatorKubeconfig, () => undefined));
   await ctx.createNamespace(namespace);
   const uid = await ctx.createGroup(namespace, "raw", {
@@ -67,26 +76,18 @@ async function prepareRawRound(
     template: { nodeSelector: unschedulable },
   });
   const job = (id: number): V1Job => runnerShapedJob({ name: "raw", namespace, uid, giteaUrl: ctx.giteaUrl }, id);
-  await createJobs(
-    batch,
-    namespace,
-    Array.from({ length: rawWarmUpJobs }, (_, index) => job(jobs + 1 + index)),
-    concurrency,
-  );
-  const bodies = Array.from({ length: jobs }, (_, index) => job(index + 1));
-  return async () => {
-    const started = performance.now();
-    const latencies = await createJobs(batch, namespace, bodies, concurrency);
-    const seconds = (performance.now() - started) / 1000;
-    await ctx.deleteNamespace(namespace);
-    return { rate: jobs / seconds, seconds, latencies };
-  };
+  const warmUp = Array.from({ length: rawWarmUpJobs }, (_, index) => job(1_000_000 + index));
+  await createJobs(batch, namespace, warmUp, concurrency);
+  return { batch, job };
 }
 
 /**
- * A raw round under the load of a burst: pushes to `repos` at once, waits until Gitea lists `jobsPerRepo` queued jobs
- * in one of them (the moment an operator's poll could first see a group's jobs, while Gitea still works on the push
- * and on the other repositories' pushes), then runs the round at once.
+ * A raw round under the load of a burst, and shaped like it: pushes to `repos` at once and, as soon as Gitea lists
+ * one repository's `jobsPerRepo` queued jobs (the moment an operator's poll could first see them), creates that many
+ * Jobs, every repository's creates sharing `concurrency` in flight as the operator's groups share its limit. Gitea
+ * goes on working on the other pushes meanwhile, as it does during the burst. The rate counts the time when some
+ * repository's jobs were listed and not all their Jobs created yet (the union of each Job's [listed, created]), as the
+ * burst's rate while busy does.
  */
 export async function rawCreateUnderPush(ctx: BenchContext, input: {
   owner: string;
@@ -96,14 +97,35 @@ export async function rawCreateUnderPush(ctx: BenchContext, input: {
   namespace: string;
   concurrency: number;
 }): Promise<RawRound> {
-  const run = await prepareRawRound(ctx, input.namespace, input.repos.length * input.jobsPerRepo, input.concurrency);
+  const { batch, job } = await setUpRawRound(ctx, input.namespace, input.concurrency);
+  const bodies = input.repos.map((_, repo) =>
+    Array.from({ length: input.jobsPerRepo }, (_, index) => job(repo * input.jobsPerRepo + index + 1))
+  );
+  const slots = new Limiter(input.concurrency);
+  const intervals: [number, number][] = [];
+  const latencies: number[] = [];
   await Promise.all(input.repos.map(input.push));
-  await waitForQueued(ctx, input.owner, input.repos, input.jobsPerRepo, "some");
-  return await run();
+  await Promise.all(input.repos.map(async (repo, index) => {
+    // Every 200 ms: the probes of five repositories must not load Gitea more than an operator's polls would.
+    await waitForQueued(ctx, input.owner, [repo], input.jobsPerRepo, "every", 200);
+    const listed = Date.now();
+    await Promise.all(bodies[index].map((body) =>
+      slots.run(async () => {
+        const sent = performance.now();
+        await batch.createNamespacedJob({ namespace: input.namespace, body });
+        latencies.push(performance.now() - sent);
+        intervals.push([listed, Date.now()]);
+      })
+    ));
+  }));
+  await ctx.deleteNamespace(input.namespace);
+  const seconds = unionMs(intervals) / 1000;
+  return { rate: intervals.length / seconds, seconds, latencies };
 }
 
 /**
- * Waits until Gitea lists `jobs` queued jobs in `every` one of `repos`, or in `some` one of them (at most 2 minutes).
+ * Waits until Gitea lists `jobs` queued jobs in `every` one of `repos`, or in `some` one of them (at most 2 minutes),
+ * asking every `everyMs`.
  */
 export async function waitForQueued(
   ctx: BenchContext,
@@ -111,13 +133,14 @@ export async function waitForQueued(
   repos: readonly string[],
   jobs: number,
   which: "every" | "some",
+  everyMs = 50,
 ): Promise<void> {
   const queued = async (repo: string): Promise<boolean> =>
     (await ctx.env.gitea.listJobs({ kind: "repo", owner, repo }, { status: ["queued"], limit: 1 })).totalCount >= jobs;
   const deadline = Date.now() + 120_000;
   while (!(await Promise.all(repos.map(queued)))[which]((done) => done)) {
     if (Date.now() > deadline) throw new Error(`Gitea did not queue ${jobs} jobs in ${which} of ${repos} in 2 minutes`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await new Promise((resolve) => setTimeout(resolve, everyMs));
   }
 }
 

@@ -102,3 +102,17 @@ export function formatTable(figures: readonly Figure[]): string {
     ...(notes.length > 0 ? ["", ...notes] : []),
   ].join("\n");
 }
+
+/** The length of the union of intervals, in their unit. */
+export function unionMs(intervals: readonly (readonly [number, number])[]): number {
+  const sorted = [...intervals].sort((a, b) => a[0] - b[0]);
+  let total = 0;
+  let [start, end] = sorted[0] ?? [0, 0];
+  for (const [from, to] of sorted.slice(1)) {
+    if (from > end) {
+      total += end - start;
+      [start, end] = [from, to];
+    } else end = Math.max(end, to);
+  }
+  return total + end - start;
+}

@@ -72,6 +72,13 @@ async function runParts(ctx: BenchContext, args: BenchArgs, records: PartRecord[
     records.push(record);
   };
 
+  // The create-rate parts run with the Job controller paused unless asked otherwise (see BenchArgs.jobController).
+  const rateParts: readonly Part[] = ["raw", "burst", "backlog"];
+  const pauseJobController = args.jobController === "paused" && rateParts.some((part) => args.parts.includes(part));
+  if (pauseJobController) {
+    say("\nThe Job controller is paused during the raw, burst and backlog parts (--job-controller running keeps it)");
+    await ctx.env.cluster.restartControllerManager(["job-controller"]);
+  }
   await run("raw", async () => {
     const result = await measureRawCreateRate(ctx, {
       jobs: args.rawJobs,
@@ -99,6 +106,7 @@ async function runParts(ctx: BenchContext, args: BenchArgs, records: PartRecord[
   };
   await run("burst", () => bursts(args.bursts, false));
   await run("backlog", () => bursts(args.backlogBursts, true));
+  if (pauseJobController) await ctx.env.cluster.restartControllerManager();
   await run("push", async () => {
     const { figures, ...detail } = await measurePushSplit(ctx, args.pushSamples);
     return { figures, detail };

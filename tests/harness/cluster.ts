@@ -69,6 +69,12 @@ export interface ClusterHarness {
   /** Stops kube-apiserver and starts it again on the same port and storage; resolves once it is ready again. */
   restartApiServer(): Promise<void>;
   /**
+   * Stops kube-controller-manager and starts it again running every harness controller but those in `without` (none:
+   * all of them again). A controller left out does nothing until the next restart that includes it; on its return it
+   * acts on what exists then, as after a controller-manager failover.
+   */
+  restartControllerManager(without?: readonly string[]): Promise<void>;
+  /**
    * Writes a kubeconfig for a client certificate of user `user` in `groups` (e.g. `system:masters`), issued by the
    * cluster's CA, and returns its path: a client the API server (and its audit log) tells apart from the admin.
    */
@@ -220,16 +226,18 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
       throw failure("kube-apiserver did not become ready", error);
     });
 
-    start("kube-controller-manager", binaries.kubeControllerManager, [
-      `--kubeconfig=${controllerManagerKubeconfig}`,
-      "--leader-elect=false",
-      `--controllers=${controllers.join(",")}`,
-      `--service-account-private-key-file=${pki.serviceAccountPrivateKey}`,
-      `--root-ca-file=${pki.ca}`,
-      "--use-service-account-credentials=true",
-      "--secure-port=0",
-      "--v=0",
-    ]);
+    const startControllerManager = (without: readonly string[]): LoggedProcess =>
+      start("kube-controller-manager", binaries.kubeControllerManager, [
+        `--kubeconfig=${controllerManagerKubeconfig}`,
+        "--leader-elect=false",
+        `--controllers=${controllers.filter((controller) => !without.includes(controller)).join(",")}`,
+        `--service-account-private-key-file=${pki.serviceAccountPrivateKey}`,
+        `--root-ca-file=${pki.ca}`,
+        "--use-service-account-credentials=true",
+        "--secure-port=0",
+        "--v=0",
+      ]);
+    startControllerManager([]);
     start("kube-scheduler", binaries.kubeScheduler, [
       `--kubeconfig=${schedulerKubeconfig}`,
       "--leader-elect=false",
@@ -268,6 +276,13 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
         const restartDeadline = Date.now() + 60_000;
         const apiserver = start("kube-apiserver", binaries.kubeApiserver, apiserverArgs);
         await waitUntil("kube-apiserver is ready after a restart", restartDeadline, apiserver, readyz);
+      },
+      restartControllerManager: async (without: readonly string[] = []): Promise<void> => {
+        if (disposed) throw new Error("Cannot restart kube-controller-manager: the cluster is disposed");
+        const unknown = without.filter((controller) => !controllers.includes(controller));
+        if (unknown.length > 0) throw new Error(`The harness runs no controller named ${unknown.join(", ")}`);
+        await processes.get("kube-controller-manager")?.stop(stopGraceMs);
+        startControllerManager(without);
       },
       issueKubeconfig: async (user: string, groups: string[] = []): Promise<string> => {
         const subject = [...groups.map((group) => `/O=${group}`), `/CN=${user}`].join("");

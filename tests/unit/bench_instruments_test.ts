@@ -4,12 +4,12 @@
  */
 import assert from "node:assert/strict";
 import { AuditedCreates } from "../bench/audit_creates.ts";
-import { parseBurstShape, unionMs } from "../bench/burst.ts";
+import { parseBurstShape } from "../bench/burst.ts";
 import { ForgeObserver } from "../bench/forge_observer.ts";
 import { onePollPerInterval } from "../bench/idle_cost.ts";
 import { parseBenchArgs } from "../bench/options.ts";
 import { countAuditedRequests, metricByLabel, metricSum } from "../bench/probes.ts";
-import { distribution, formatTable, percentile } from "../bench/report.ts";
+import { distribution, formatTable, percentile, unionMs } from "../bench/report.ts";
 
 Deno.test("percentiles are nearest-rank, and a distribution reports median, p95 and max", () => {
   const values = Array.from({ length: 20 }, (_, index) => 20 - index);
@@ -54,6 +54,9 @@ Deno.test("burst shapes and flags are parsed, bad ones rejected with the value q
   assert.deepEqual(args.bursts, [{ groups: 2, jobsPerGroup: 3, rounds: 1 }]);
   assert.throws(() => parseBenchArgs(["--only", "bursts"]), /Unknown part "bursts"/);
   assert.throws(() => parseBenchArgs(["--raw-jobs", "many"]), /Invalid value "many" for --raw-jobs/);
+  assert.equal(args.jobController, "paused");
+  assert.equal(parseBenchArgs(["--job-controller", "running"]).jobController, "running");
+  assert.throws(() => parseBenchArgs(["--job-controller", "off"]), /Invalid value "off" for --job-controller/);
 });
 
 Deno.test("the busy time of a burst is the union of the jobs' intervals, without the gaps between them", () => {
