@@ -150,7 +150,9 @@ export class Manager {
         }),
       );
     }
-    this.events = new EventRecorder(clients.core, operatorName, Deno.hostname());
+    this.events = new EventRecorder(clients.core, operatorName, Deno.hostname(), {
+      onDropped: (reason, occurrences) => this.metrics.eventsDropped.inc({ reason }, occurrences),
+    });
     const reconciler = new RunnerGroupReconciler({
       clients,
       cache: {

@@ -57,6 +57,13 @@ export class OperatorMetrics {
     labelNames: ["namespace", "runnergroup"] as const,
     registers: [this.registry],
   });
+  readonly eventsDropped = new Counter({
+    name: `${prefix}events_dropped_total`,
+    help: "Occurrences of Kubernetes Events the operator did not write, by reason: queue_full (the event queue was " +
+      "full), write_failed (the API server refused or failed the write), shutdown (still queued at stop).",
+    labelNames: ["reason"] as const,
+    registers: [this.registry],
+  });
   readonly runnerJobsCreated = new Counter({
     name: `${prefix}runner_jobs_created_total`,
     help: "Runner Jobs created, replacements included.",

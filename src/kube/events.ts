@@ -11,7 +11,8 @@
  *   (a burst of runner Jobs for one group) get one Event with the message "(combined from similar events): <latest>"
  *   from then on, counted the same way.
  * - The queue is bounded: when it is full the oldest waiting event is dropped, counted and logged, so a slow or
- *   unreachable API server never blocks a reconcile nor grows the memory.
+ *   unreachable API server never blocks a reconcile nor grows the memory. Every occurrence that is not written (queue
+ *   full, a write that failed, or left at stop) is reported to `onDropped` (the operator counts it in a metric).
  * - `stop()` drains what is queued within a bounded time, for a graceful shutdown.
  */
 import type { CoreV1Event } from "@kubernetes/client-node";
@@ -39,8 +40,13 @@ export interface EventRecorderOptions {
   maxQueued?: number;
   /** Most writes in flight at once. Default 4. */
   maxInFlight?: number;
+  /** Told about occurrences that will not be written, and why. */
+  onDropped?: (reason: DropReason, occurrences: number) => void;
   now?: () => number;
 }
+
+/** Why occurrences were not written: the queue was full, the API server refused or failed the write, or at stop. */
+export type DropReason = "queue_full" | "write_failed" | "shutdown";
 
 type EventType = "Normal" | "Warning";
 
@@ -85,6 +91,7 @@ export class EventRecorder {
   readonly #inFlight = new Set<string>();
   readonly #idleWaiters: (() => void)[] = [];
   #dropped = 0;
+  readonly #onDropped: (reason: DropReason, occurrences: number) => void;
   #lastDropLog = -Infinity;
   #lastPrune = -Infinity;
   #stopped = false;
@@ -102,6 +109,7 @@ export class EventRecorder {
     this.#maxQueued = options.maxQueued ?? 1000;
     this.#maxInFlight = options.maxInFlight ?? 4;
     this.#now = options.now ?? Date.now;
+    this.#onDropped = options.onDropped ?? (() => {});
   }
 
   /** Occurrences dropped because the queue was full. */
@@ -140,6 +148,7 @@ export class EventRecorder {
     const left = [...this.#queue].reduce((sum, key) => sum + (this.#series.get(key)?.pending ?? 0), 0);
     if (left > 0) {
       this.#log.warn("Stopping with {count} events not written after {ms} ms", { count: left, ms: timeoutMs });
+      this.#onDropped("shutdown", left);
     }
     this.#queue.clear();
   }
@@ -189,6 +198,7 @@ export class EventRecorder {
     this.#queue.delete(oldest);
     const series = this.#series.get(oldest)!;
     this.#dropped += series.pending;
+    this.#onDropped("queue_full", series.pending);
     series.pending = 0;
     // One warning per 10 s at most: an overflow comes in storms.
     if (now - this.#lastDropLog >= 10_000) {
@@ -269,6 +279,7 @@ export class EventRecorder {
       series.name = created.metadata?.name;
       series.count += occurrences;
     } catch (error) {
+      this.#onDropped("write_failed", occurrences);
       this.#log.warn("Cannot record event {reason} on {namespace}/{name}: {error}", {
         reason: series.reason,
         namespace: target.namespace,

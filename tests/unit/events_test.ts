@@ -179,16 +179,41 @@ Deno.test("writes in flight are bounded", async () => {
 Deno.test("a full queue drops the oldest waiting events, counts them, and never blocks record()", async () => {
   const api = new FakeEventsApi();
   api.hold();
-  const recorder = new EventRecorder(api, "test", "test-1", { maxInFlight: 1, maxQueued: 3 });
+  const drops: [string, number][] = [];
+  const recorder = new EventRecorder(api, "test", "test-1", {
+    maxInFlight: 1,
+    maxQueued: 3,
+    onDropped: (reason, occurrences) => drops.push([reason, occurrences]),
+  });
   const started = performance.now();
   for (let i = 1; i <= 10; i++) await recorder.record(group(`g${i}`), "Normal", "RunnerJobCreated", `job ${i}`);
   assert.ok(performance.now() - started < 100, "record() never waited");
   // g1 is in flight; g2..g10 went through a queue of 3: g2..g7 were dropped.
   assert.equal(recorder.dropped, 6);
+  assert.deepEqual(drops, Array.from({ length: 6 }, () => ["queue_full", 1]), "each drop is reported, with its reason");
   assert.equal(recorder.backlog, 4);
   api.release();
   await settle(recorder);
   assert.deepEqual(api.list().map((e) => e.involvedObject.name).sort(), ["g1", "g10", "g8", "g9"]);
+});
+
+Deno.test("a dropped event is reported with every occurrence it held", async () => {
+  const api = new FakeEventsApi();
+  api.hold();
+  const drops: [string, number][] = [];
+  const recorder = new EventRecorder(api, "test", "test-1", {
+    maxInFlight: 1,
+    maxQueued: 1,
+    onDropped: (reason, occurrences) => drops.push([reason, occurrences]),
+  });
+  await recorder.record(group("g1"), "Normal", "RunnerJobCreated", "job 1"); // in flight
+  await recorder.record(group("g2"), "Warning", "ForgeUnavailable", "down");
+  await recorder.record(group("g2"), "Warning", "ForgeUnavailable", "down"); // the same event: one series, twice
+  await recorder.record(group("g3"), "Normal", "RunnerJobCreated", "job 3"); // the queue is full: g2 goes
+  assert.deepEqual(drops, [["queue_full", 2]]);
+  assert.equal(recorder.dropped, 2);
+  api.release();
+  await settle(recorder);
 });
 
 Deno.test("stop() drains the queue, but waits no longer than its bound for a hanging API", async () => {
@@ -203,7 +228,10 @@ Deno.test("stop() drains the queue, but waits no longer than its bound for a han
 
   const hanging = new FakeEventsApi();
   hanging.hold();
-  const stuck = new EventRecorder(hanging, "test", "test-1");
+  const drops: [string, number][] = [];
+  const stuck = new EventRecorder(hanging, "test", "test-1", {
+    onDropped: (reason, occurrences) => drops.push([reason, occurrences]),
+  });
   for (let i = 0; i < 10; i++) await stuck.record(group(`g${i}`), "Normal", "RunnerJobCreated", `job ${i}`);
   const started = performance.now();
   let guard: ReturnType<typeof setTimeout> | undefined;
@@ -211,16 +239,22 @@ Deno.test("stop() drains the queue, but waits no longer than its bound for a han
   clearTimeout(guard);
   const took = performance.now() - started;
   assert.ok(took >= 290 && took < 1_000, `stop() returned after ${Math.round(took)} ms with a 300 ms bound`);
+  // Four writes were in flight (the default bound); the six still queued are reported as not written.
+  assert.deepEqual(drops, [["shutdown", 6]]);
   hanging.release();
 });
 
 Deno.test("a failing write is logged and dropped; an expired Event is created again", async () => {
   const api = new FakeEventsApi();
-  const recorder = new EventRecorder(api, "test", "test-1");
+  const drops: [string, number][] = [];
+  const recorder = new EventRecorder(api, "test", "test-1", {
+    onDropped: (reason, occurrences) => drops.push([reason, occurrences]),
+  });
   api.fail = new Error("connection refused");
   await recorder.record(group(), "Warning", "ForgeUnauthorized", "token rejected");
   await settle(recorder);
   assert.equal(api.list().length, 0);
+  assert.deepEqual(drops, [["write_failed", 1]]);
   api.fail = undefined;
   await recorder.record(group(), "Warning", "ForgeUnauthorized", "token rejected");
   await settle(recorder);
