@@ -21,7 +21,7 @@ import { operatorUser, unschedulable } from "./context.ts";
 import { AuditedCreates } from "./audit_creates.ts";
 import { runnerJobsOf } from "../harness/queries.ts";
 import { rawCreateRound, rawCreateUnderPush, rawWarmUpJobs, waitForQueued } from "./raw_create.ts";
-import { type AuditedRequests, auditedRequests } from "./probes.ts";
+import { type AuditedRequests, auditedRequests, cpuSeconds } from "./probes.ts";
 import { atLeast, atMost, distribution, type Figure, unionMs } from "./report.ts";
 
 export interface BurstShape {
@@ -67,6 +67,13 @@ interface BurstRound {
    * works on the other twins (see `rawCreateUnderPush`).
    */
   loadedRawRate: number;
+  /**
+   * CPU milliseconds per runner Job of the operator process from the push to the last runner Job (its polls while
+   * Gitea queues the jobs included); live bursts only, as a backlog's operator starts up inside that time.
+   */
+  operatorCpuMsPerJob?: number;
+  /** The same for the raw loop's process during the raw round with the API server alone. */
+  rawCpuMsPerJob: number;
   duplicates: number;
   kubeRequests: AuditedRequests;
   /** Per group: when the poll first listed one of its jobs, and its first and last runner Job (ms since the push). */
@@ -154,6 +161,8 @@ export async function measureBurst(ctx: BenchContext, shape: BurstShape, options
         concurrency: options.createConcurrency,
       });
       const accepted = new Map<string, number>();
+      const operatorPid = operator?.pid();
+      const cpuAtPush = operatorPid === undefined ? undefined : cpuSeconds(operatorPid);
       const pushedAt = Date.now();
       await Promise.all(groups.map(async (group) => {
         await gitea.pushWorkflow(tag, group, path, workflow);
@@ -166,6 +175,7 @@ export async function measureBurst(ctx: BenchContext, shape: BurstShape, options
         operator = await start();
       }
       await creates.waitFor(total, pushedAt, 600_000);
+      const operatorCpu = cpuAtPush === undefined ? undefined : cpuSeconds(operatorPid!) - cpuAtPush;
       // Anything beyond one runner Job per job (a duplicate) would come within a poll or two.
       await new Promise((resolve) => setTimeout(resolve, 3_000));
       await creates.read();
@@ -210,6 +220,8 @@ export async function measureBurst(ctx: BenchContext, shape: BurstShape, options
         busyRate,
         rawRate: raw.rate,
         loadedRawRate: loadedRaw?.rate ?? Number.NaN,
+        ...(operatorCpu === undefined ? {} : { operatorCpuMsPerJob: (operatorCpu * 1000) / total }),
+        rawCpuMsPerJob: raw.cpuMsPerJob,
         duplicates,
         kubeRequests,
         groups: [...windows].map(([group, window]) => ({ group, ...window })).sort((a, b) => a.first - b.first),
@@ -306,6 +318,21 @@ export async function measureBurst(ctx: BenchContext, shape: BurstShape, options
       });
     }
   }
+  const operatorCpu = result.rounds.flatMap((round) => round.operatorCpuMsPerJob ?? []);
+  if (operatorCpu.length > 0) {
+    result.figures.push({
+      part,
+      what: "operator CPU per runner Job, push -> last runner Job (polls included)",
+      unit: "ms",
+      distribution: distribution(operatorCpu),
+    });
+  }
+  result.figures.push({
+    part,
+    what: "raw loop's CPU per Job (its process, raw round with the API server alone)",
+    unit: "ms",
+    distribution: distribution(result.rounds.map((round) => round.rawCpuMsPerJob)),
+  });
   result.figures.push(
     { part, what: "duplicate runner Jobs", unit: "", value: duplicates, target: atMost(duplicates, 0, "") },
     {

@@ -9,6 +9,7 @@ import { type KubeClients, loadKubeConfig, makeClients } from "../../src/kube/cl
 import type { BenchContext } from "./context.ts";
 import { runnerShapedJob, unschedulable } from "./context.ts";
 import { Limiter } from "../../src/runtime/concurrency.ts";
+import { cpuSeconds } from "./probes.ts";
 import { type Distribution, distribution, type Figure, unionMs } from "./report.ts";
 
 export interface RawCreateOptions {
@@ -28,6 +29,8 @@ export interface RawCreateResult {
 export interface RawRound {
   /** Jobs per second. */
   rate: number;
+  /** CPU milliseconds per Job of this process (the creating client) during the creates. */
+  cpuMsPerJob: number;
   seconds: number;
   /** Milliseconds per create request. */
   latencies: number[];
@@ -48,11 +51,13 @@ export async function rawCreateRound(
 ): Promise<RawRound> {
   const { batch, job } = await setUpRawRound(ctx, namespace, concurrency);
   const bodies = Array.from({ length: jobs }, (_, index) => job(index + 1));
+  const cpuBefore = cpuSeconds(Deno.pid);
   const started = performance.now();
   const latencies = await createJobs(batch, namespace, bodies, concurrency);
   const seconds = (performance.now() - started) / 1000;
+  const cpuMsPerJob = ((cpuSeconds(Deno.pid) - cpuBefore) * 1000) / jobs;
   await ctx.deleteNamespace(namespace);
-  return { rate: jobs / seconds, seconds, latencies };
+  return { rate: jobs / seconds, seconds, latencies, cpuMsPerJob };
 }
 
 /**
@@ -105,6 +110,7 @@ export async function rawCreateUnderPush(ctx: BenchContext, input: {
   const intervals: [number, number][] = [];
   const latencies: number[] = [];
   await Promise.all(input.repos.map(input.push));
+  const cpuBefore = cpuSeconds(Deno.pid);
   await Promise.all(input.repos.map(async (repo, index) => {
     // Every 200 ms: the probes of five repositories must not load Gitea more than an operator's polls would.
     await waitForQueued(ctx, input.owner, [repo], input.jobsPerRepo, "every", 200);
@@ -118,9 +124,10 @@ export async function rawCreateUnderPush(ctx: BenchContext, input: {
       })
     ));
   }));
+  const cpuMsPerJob = ((cpuSeconds(Deno.pid) - cpuBefore) * 1000) / intervals.length;
   await ctx.deleteNamespace(input.namespace);
   const seconds = unionMs(intervals) / 1000;
-  return { rate: intervals.length / seconds, seconds, latencies };
+  return { rate: intervals.length / seconds, seconds, latencies, cpuMsPerJob };
 }
 
 /**
@@ -147,9 +154,11 @@ export async function waitForQueued(
 export async function measureRawCreateRate(ctx: BenchContext, options: RawCreateOptions): Promise<RawCreateResult> {
   const rates: number[] = [];
   const latencies: number[] = [];
+  const cpuMsPerJob: number[] = [];
   for (let round = 1; round <= options.rounds; round++) {
     const result = await rawCreateRound(ctx, `raw-${round}`, options.jobs, options.concurrency);
     rates.push(result.rate);
+    cpuMsPerJob.push(result.cpuMsPerJob);
     latencies.push(...result.latencies);
     ctx.say(
       `  raw round ${round}: ${options.jobs} Jobs in ${result.seconds.toFixed(2)} s = ${result.rate.toFixed(1)} Jobs/s`,
@@ -165,6 +174,7 @@ export async function measureRawCreateRate(ctx: BenchContext, options: RawCreate
     figures: [
       { part, what: "Jobs per second, per round", unit: "Jobs/s", distribution: rate },
       { part, what: "one create request", unit: "ms", distribution: createLatencyMs },
+      { part, what: "the client's CPU per Job (its process)", unit: "ms", distribution: distribution(cpuMsPerJob) },
     ],
   };
 }
