@@ -174,9 +174,30 @@ Deno.test({
           const jobs = await allJobs();
           const runnerJobs = [...monitor.jobs.values()];
           const orphan = jobs.find((j) => j.name === "orphan")!;
+          // On a failure: every runner Job the monitor saw, with its job, and which runner ran each job.
+          const seen = async (): Promise<string> =>
+            `runner Jobs seen:\n${
+              runnerJobs.map((r) =>
+                `  ${r.metadata!.name} job ${r.metadata!.labels![jobIdLabel]} created ${
+                  r.metadata!.creationTimestamp
+                } finished ${isFinished(r)}`
+              ).join("\n")
+            }\njobs:\n${
+              jobs.map((j) => `  ${j.name} (${j.id}) ${j.status} on ${j.runner_name || "-"}`).join("\n")
+            }\nthe repo group's reconciles that did something:\n${
+              (await operator!.logs())
+                .filter((line) =>
+                  line.group === `${namespace}/repo` && /Created|Removed|Deleted|created [1-9]/.test(
+                    String(line.message),
+                  )
+                )
+                .map((line) => `  ${line["@timestamp"]} ${line.message}`).join("\n")
+            }\n${await logTails()}`;
           for (const job of jobs) {
             const mine = runnerJobs.filter((r) => r.metadata!.labels![jobIdLabel] === String(job.id));
-            assert.equal(mine.length, job === orphan ? 0 : 1, `runner Jobs for ${job.name} (${job.id})`);
+            if (mine.length !== (job === orphan ? 0 : 1)) {
+              assert.fail(`runner Jobs for ${job.name} (${job.id}): ${mine.length}\n${await seen()}`);
+            }
           }
           const names = new Set(runnerJobs.map((r) => r.metadata!.name));
           for (const job of jobs.filter((j) => j !== orphan)) {

@@ -5,7 +5,13 @@
  */
 import assert from "node:assert/strict";
 import { ApiException, type CoreV1Event } from "@kubernetes/client-node";
-import { combinedPrefix, EventRecorder, type EventTarget, type EventWriter } from "../../src/kube/events.ts";
+import {
+  combinedPrefix,
+  EventRecorder,
+  type EventRecorderOptions,
+  type EventTarget,
+  type EventWriter,
+} from "../../src/kube/events.ts";
 
 const group = (name = "app"): EventTarget => ({
   apiVersion: "gitea.bpg.pw/v1alpha1",
@@ -79,6 +85,19 @@ class FakeEventsApi implements EventWriter {
     return [...this.events.values()];
   }
 }
+
+/** A recorder whose reports of unwritten occurrences are collected in `drops`, as [reason, occurrences]. */
+const recorderWithDrops = (
+  api: FakeEventsApi,
+  options: EventRecorderOptions = {},
+): { recorder: EventRecorder; drops: [string, number][] } => {
+  const drops: [string, number][] = [];
+  const recorder = new EventRecorder(api, "test", "test-1", {
+    ...options,
+    onDropped: (reason, occurrences) => drops.push([reason, occurrences]),
+  });
+  return { recorder, drops };
+};
 
 const settle = async (recorder: EventRecorder): Promise<void> => {
   for (let i = 0; i < 500 && recorder.backlog > 0; i++) await new Promise((resolve) => setTimeout(resolve, 2));
@@ -179,12 +198,7 @@ Deno.test("writes in flight are bounded", async () => {
 Deno.test("a full queue drops the oldest waiting events, counts them, and never blocks record()", async () => {
   const api = new FakeEventsApi();
   api.hold();
-  const drops: [string, number][] = [];
-  const recorder = new EventRecorder(api, "test", "test-1", {
-    maxInFlight: 1,
-    maxQueued: 3,
-    onDropped: (reason, occurrences) => drops.push([reason, occurrences]),
-  });
+  const { recorder, drops } = recorderWithDrops(api, { maxInFlight: 1, maxQueued: 3 });
   const started = performance.now();
   for (let i = 1; i <= 10; i++) await recorder.record(group(`g${i}`), "Normal", "RunnerJobCreated", `job ${i}`);
   assert.ok(performance.now() - started < 100, "record() never waited");
@@ -200,12 +214,7 @@ Deno.test("a full queue drops the oldest waiting events, counts them, and never 
 Deno.test("a dropped event is reported with every occurrence it held", async () => {
   const api = new FakeEventsApi();
   api.hold();
-  const drops: [string, number][] = [];
-  const recorder = new EventRecorder(api, "test", "test-1", {
-    maxInFlight: 1,
-    maxQueued: 1,
-    onDropped: (reason, occurrences) => drops.push([reason, occurrences]),
-  });
+  const { recorder, drops } = recorderWithDrops(api, { maxInFlight: 1, maxQueued: 1 });
   await recorder.record(group("g1"), "Normal", "RunnerJobCreated", "job 1"); // in flight
   await recorder.record(group("g2"), "Warning", "ForgeUnavailable", "down");
   await recorder.record(group("g2"), "Warning", "ForgeUnavailable", "down"); // the same event: one series, twice
@@ -228,10 +237,7 @@ Deno.test("stop() drains the queue, but waits no longer than its bound for a han
 
   const hanging = new FakeEventsApi();
   hanging.hold();
-  const drops: [string, number][] = [];
-  const stuck = new EventRecorder(hanging, "test", "test-1", {
-    onDropped: (reason, occurrences) => drops.push([reason, occurrences]),
-  });
+  const { recorder: stuck, drops } = recorderWithDrops(hanging);
   for (let i = 0; i < 10; i++) await stuck.record(group(`g${i}`), "Normal", "RunnerJobCreated", `job ${i}`);
   const started = performance.now();
   let guard: ReturnType<typeof setTimeout> | undefined;
@@ -246,10 +252,7 @@ Deno.test("stop() drains the queue, but waits no longer than its bound for a han
 
 Deno.test("a failing write is logged and dropped; an expired Event is created again", async () => {
   const api = new FakeEventsApi();
-  const drops: [string, number][] = [];
-  const recorder = new EventRecorder(api, "test", "test-1", {
-    onDropped: (reason, occurrences) => drops.push([reason, occurrences]),
-  });
+  const { recorder, drops } = recorderWithDrops(api);
   api.fail = new Error("connection refused");
   await recorder.record(group(), "Warning", "ForgeUnauthorized", "token rejected");
   await settle(recorder);
