@@ -10,7 +10,6 @@ import type { V1Job } from "@kubernetes/client-node";
 import type { DemandPollers } from "../forge/demand_poller.ts";
 import { ForgeConnector } from "../forge/connect.ts";
 import { ForgeError } from "../forge/errors.ts";
-import type { ForgeClient } from "../forge/forge_client.ts";
 import { GiteaClient } from "../forge/gitea_client.ts";
 import type { EventRecorder, EventTarget } from "../kube/events.ts";
 import type { KubeClients } from "../kube/client.ts";
@@ -32,7 +31,7 @@ import { GroupMemories, newEvictions, noteIdleRunners, noteWarmPool, validateOnc
 import { JobOutcomes } from "./job_outcomes.ts";
 import { chooseOwnerGroup, CoverageCache } from "./ownership.ts";
 import { planRunnerJobs, type RetryPolicy } from "./planner.ts";
-import { apiGroup, apiVersion, kind, type RunnerGroup, type RunnerGroupSpec } from "./schema.ts";
+import { apiGroup, apiVersion, kind, type RunnerGroup } from "./schema.ts";
 import { forgeObservation, type Observations, reportReconciled, type StatusCounts, writeStatus } from "./status.ts";
 import { addCleanupFinalizer, hasCleanupFinalizer, teardownForgeOf, tearDownGroup } from "./teardown.ts";
 import { TemplateCheck } from "./template_check.ts";
@@ -94,7 +93,10 @@ export class RunnerGroupReconciler {
   readonly #templateCheck: TemplateCheck;
   /** Runner Job creates in flight, shared by the workers' reconciles. */
   readonly #createSlots: Limiter;
-  /** Clients for the groups' forges, counted in the forge request metrics. */
+  /**
+   * Clients for the groups' forges with their API tokens, counted in the forge request metrics; forges are detected
+   * through the pollers' detector, so each is asked once, not per group or reconcile.
+   */
   readonly #forges: ForgeConnector;
   #reconcileCount = 0;
 
@@ -358,7 +360,7 @@ export class RunnerGroupReconciler {
       core: this.#options.clients.core,
       readSecret: this.#readSecret,
       events: this.#options.events,
-      forgeClient: (spec, token) => this.#forgeClient(spec, token),
+      forgeClient: (spec, token) => this.#forges.connect(spec.giteaURL, token),
     };
   }
 
@@ -377,7 +379,7 @@ export class RunnerGroupReconciler {
       forge: await teardownForgeOf(group, {
         knownApiToken: this.#memories.peek(key)?.apiToken,
         readSecret: this.#readSecret,
-        connect: (spec, token) => this.#forgeClient(spec, token),
+        connect: (spec, token) => this.#forges.connect(spec.giteaURL, token),
       }),
       runnerJobs: this.#options.cache.runnerJobs(),
       batch: this.#options.clients.batch,
@@ -403,14 +405,6 @@ export class RunnerGroupReconciler {
     this.#coverage.forget(key);
     this.#jobOutcomes.forget(key);
     this.#options.metrics?.forgetGroup(namespace, name);
-  }
-
-  /**
-   * A client for the group's forge with its API token, counted in the forge request metrics. The forge is detected
-   * through the pollers' detector, so it is asked once per forge, not per group or reconcile.
-   */
-  #forgeClient(spec: RunnerGroupSpec, token: string): Promise<ForgeClient> {
-    return this.#forges.connect(spec.giteaURL, token);
   }
 
   /** For logs on shutdown and tests. */
