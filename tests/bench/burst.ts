@@ -4,8 +4,9 @@
  * its runner Job existing (the API server's audit log, see audit_creates.ts), split at the moment the operator's poll
  * first listed the job (the forge observer): Gitea's and the poll's part before, the operator's own part after. Also
  * the runner Job rate during the burst against the raw create rate of rounds of the same size measured in the same
- * round (the API server alone, and under the same Gitea load in the burst's shape), duplicates, and the operator's Kubernetes API requests
- * (audit log). Before a live burst, the operator creates as many runner Jobs as the raw loop's warm-up.
+ * round (the API server alone, and under the same Gitea load in the burst's shape), duplicates, and the operator's
+ * Kubernetes API requests (audit log). Before a live burst, the operator creates as many runner Jobs as the raw loop's
+ * warm-up.
  *
  * Runner pods are never scheduled (see `unschedulable`), so a 500-job burst costs no runner processes. Gitea 1.26 has
  * no limit on a matrix's size or on queued jobs per repository (`modules/actions/jobparser` and act's `GetMatrixes`

@@ -49,11 +49,11 @@ export async function rawCreateRound(
   jobs: number,
   concurrency: number,
 ): Promise<RawRound> {
-  const { batch, job } = await setUpRawRound(ctx, namespace, concurrency);
+  const { batch, job, slots } = await setUpRawRound(ctx, namespace, concurrency);
   const bodies = Array.from({ length: jobs }, (_, index) => job(index + 1));
   const cpuBefore = cpuSeconds(Deno.pid);
   const started = performance.now();
-  const latencies = await createJobs(batch, namespace, bodies, concurrency);
+  const { latencies } = await createJobs(batch, namespace, bodies, slots);
   const seconds = (performance.now() - started) / 1000;
   const cpuMsPerJob = ((cpuSeconds(Deno.pid) - cpuBefore) * 1000) / jobs;
   await ctx.deleteNamespace(namespace);
@@ -62,13 +62,14 @@ export async function rawCreateRound(
 
 /**
  * Sets a round up: the namespace, a group, and the client's connections warmed up with {@linkcode rawWarmUpJobs}
- * creates (ids from 1,000,000, clear of the measured ones). `job(id)` builds a runner-shaped Job of that group.
+ * creates (ids from 1,000,000, clear of the measured ones). `job(id)` builds a runner-shaped Job of that group;
+ * `slots` bounds the round's creates in flight to `concurrency`.
  */
 async function setUpRawRound(
   ctx: BenchContext,
   namespace: string,
   concurrency: number,
-): Promise<{ batch: KubeClients["batch"]; job: (id: number) => V1Job }> {
+): Promise<{ batch: KubeClients["batch"]; job: (id: number) => V1Job; slots: Limiter }> {
   const { batch } = makeClients(await loadKubeConfig(ctx.operatorKubeconfig, () => undefined));
   await ctx.createNamespace(namespace);
   const uid = await ctx.createGroup(namespace, "raw", {
@@ -81,9 +82,10 @@ async function setUpRawRound(
     template: { nodeSelector: unschedulable },
   });
   const job = (id: number): V1Job => runnerShapedJob({ name: "raw", namespace, uid, giteaUrl: ctx.giteaUrl }, id);
+  const slots = new Limiter(concurrency);
   const warmUp = Array.from({ length: rawWarmUpJobs }, (_, index) => job(1_000_000 + index));
-  await createJobs(batch, namespace, warmUp, concurrency);
-  return { batch, job };
+  await createJobs(batch, namespace, warmUp, slots);
+  return { batch, job, slots };
 }
 
 /**
@@ -102,11 +104,10 @@ export async function rawCreateUnderPush(ctx: BenchContext, input: {
   namespace: string;
   concurrency: number;
 }): Promise<RawRound> {
-  const { batch, job } = await setUpRawRound(ctx, input.namespace, input.concurrency);
+  const { batch, job, slots } = await setUpRawRound(ctx, input.namespace, input.concurrency);
   const bodies = input.repos.map((_, repo) =>
     Array.from({ length: input.jobsPerRepo }, (_, index) => job(repo * input.jobsPerRepo + index + 1))
   );
-  const slots = new Limiter(input.concurrency);
   const intervals: [number, number][] = [];
   const latencies: number[] = [];
   await Promise.all(input.repos.map(input.push));
@@ -115,14 +116,9 @@ export async function rawCreateUnderPush(ctx: BenchContext, input: {
     // Every 200 ms: the probes of five repositories must not load Gitea more than an operator's polls would.
     await waitForQueued(ctx, input.owner, [repo], input.jobsPerRepo, "every", 200);
     const listed = Date.now();
-    await Promise.all(bodies[index].map((body) =>
-      slots.run(async () => {
-        const sent = performance.now();
-        await batch.createNamespacedJob({ namespace: input.namespace, body });
-        latencies.push(performance.now() - sent);
-        intervals.push([listed, Date.now()]);
-      })
-    ));
+    const created = await createJobs(batch, input.namespace, bodies[index], slots);
+    latencies.push(...created.latencies);
+    intervals.push(...created.endedAt.map((end): [number, number] => [listed, end]));
   }));
   const cpuMsPerJob = ((cpuSeconds(Deno.pid) - cpuBefore) * 1000) / intervals.length;
   await ctx.deleteNamespace(input.namespace);
@@ -179,22 +175,25 @@ export async function measureRawCreateRate(ctx: BenchContext, options: RawCreate
   };
 }
 
-/** Creates `jobs` with `concurrency` creates in flight; returns each create's latency in ms. */
+/**
+ * Creates `jobs` in order through `slots` (the creates in flight, shared by every caller of the same Limiter, as the
+ * operator's groups share its limit); returns each create's latency in ms and when it ended (ms since epoch).
+ */
 async function createJobs(
   batch: KubeClients["batch"],
   namespace: string,
-  jobs: V1Job[],
-  concurrency: number,
-): Promise<number[]> {
+  jobs: readonly V1Job[],
+  slots: Limiter,
+): Promise<{ latencies: number[]; endedAt: number[] }> {
   const latencies: number[] = [];
-  let next = 0;
-  await Promise.all(Array.from({ length: concurrency }, async () => {
-    while (next < jobs.length) {
-      const body = jobs[next++];
+  const endedAt: number[] = [];
+  await Promise.all(jobs.map((body) =>
+    slots.run(async () => {
       const sent = performance.now();
       await batch.createNamespacedJob({ namespace, body });
       latencies.push(performance.now() - sent);
-    }
-  }));
-  return latencies;
+      endedAt.push(Date.now());
+    })
+  ));
+  return { latencies, endedAt };
 }
