@@ -6,7 +6,7 @@
 import { runCheck } from "./src/check.ts";
 import { parseConfig, usage, UsageError } from "./src/config.ts";
 import { loadKubeConfig, makeClients } from "./src/kube/client.ts";
-import { configureLogging, describeError, logger } from "./src/log.ts";
+import { configureLogging, describeError, flushLogs, logger } from "./src/log.ts";
 import { Manager } from "./src/manager.ts";
 import { buildRunnerGroupCrd } from "./src/runner_group/crd.ts";
 
@@ -77,6 +77,7 @@ async function main(args: string[]): Promise<number> {
   const stopWithin = async (ms: number): Promise<void> => {
     const timer = setTimeout(() => {
       log.error("Stopping took longer than {ms} ms; exiting now", { ms });
+      flushLogs();
       Deno.exit(1);
     }, ms);
     await manager.stop();
@@ -96,4 +97,8 @@ async function main(args: string[]): Promise<number> {
   return 0;
 }
 
-if (import.meta.main) Deno.exit(await main(Deno.args));
+if (import.meta.main) {
+  const code = await main(Deno.args);
+  flushLogs();
+  Deno.exit(code);
+}
