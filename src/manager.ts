@@ -10,6 +10,7 @@ import { DemandPollers, targetCovers } from "./forge/demand_poller.ts";
 import { createApp } from "./http/app.ts";
 import { decodeSecretData, type KubeClients } from "./kube/client.ts";
 import { EventRecorder } from "./kube/events.ts";
+import { decodeJobWatchEvent } from "./kube/job_protobuf.ts";
 import { LeaderElector } from "./kube/leader_election.ts";
 import { SupervisedInformer } from "./kube/informer.ts";
 import { SecretCache, secretKeys } from "./kube/secret_cache.ts";
@@ -141,6 +142,8 @@ export class Manager {
           path: `/apis/batch/v1${where}/jobs`,
           labelSelector: runnerJobSelector,
           transform: pruneRunnerJob,
+          // Job events in protobuf: the API server shares that encoding with kube-controller-manager's watches.
+          decodeProtobuf: decodeJobWatchEvent,
           list: () =>
             namespace === undefined
               ? clients.batch.listJobForAllNamespaces({ labelSelector: runnerJobSelector })

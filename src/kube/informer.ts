@@ -12,7 +12,7 @@ import { isDeepStrictEqual } from "node:util";
 import type { KubernetesListObject, KubernetesObject } from "@kubernetes/client-node";
 import { describeError, logger } from "../log.ts";
 import type { KubeConfig } from "./kubeconfig.ts";
-import { StreamingWatch } from "./watch.ts";
+import { StreamingWatch, type StreamingWatchOptions } from "./watch.ts";
 
 /** Read access to an informer's objects. */
 export interface ObjectCache<T> {
@@ -47,6 +47,8 @@ export interface InformerOptions<T extends KubernetesObject> {
   maxDelayMs?: number;
   /** Called on each restart after an error or an idle watch. */
   onRestart?: () => void;
+  /** Watches in protobuf, decoded by this (see {@linkcode StreamingWatchOptions.decodeProtobuf}); lists stay JSON. */
+  decodeProtobuf?: StreamingWatchOptions["decodeProtobuf"];
   watch?: WatchLike;
 }
 
@@ -87,7 +89,8 @@ export class SupervisedInformer<T extends KubernetesObject> implements ObjectCac
 
   constructor(options: InformerOptions<T>) {
     this.#options = options;
-    this.#watch = options.watch ?? new StreamingWatch(options.kubeConfig);
+    this.#watch = options.watch ??
+      new StreamingWatch(options.kubeConfig, options.decodeProtobuf ? { decodeProtobuf: options.decodeProtobuf } : {});
   }
 
   /** Whether the first full list has been received (and the cache can be trusted). */

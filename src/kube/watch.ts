@@ -3,8 +3,11 @@
  * connection ends the stream and reaches `done` (client-node's `Watch`, under Deno, never reported a dropped connection
  * or its own inactivity timeout; seen against a real kube-apiserver in tests/integration). It asks for bookmarks and a
  * server-side timeout so that an idle watch is renewed regularly, and ends a watch that stays silent for too long.
- * Each watch has its own HTTP/1.1 connection, closed when the watch ends.
+ * Each watch has its own HTTP/1.1 connection, closed when the watch ends. Events come as JSON lines, or in Kubernetes'
+ * protobuf encoding when the watch is given a decoder (the runner Job watch, see job_protobuf.ts).
  */
+import type { DecodedWatchEvent } from "./job_protobuf.ts";
+import { protobufMediaType } from "./job_protobuf.ts";
 import type { KubeConfig } from "./kubeconfig.ts";
 import { apiUrl, httpClientOptions, type QueryValue, requestHeaders } from "./rest.ts";
 
@@ -16,15 +19,26 @@ export interface StreamingWatchOptions {
   idleTimeoutMs?: number;
   /** The server ends each watch after about this long (jittered). */
   serverTimeoutSeconds?: number;
+  /**
+   * Asks for Kubernetes' protobuf encoding and decodes each frame with this (see job_protobuf.ts); JSON is read when
+   * the server answers JSON. After a frame it cannot decode, the watch ends with that error and later watches ask
+   * for JSON.
+   */
+  decodeProtobuf?: (frame: Uint8Array) => DecodedWatchEvent;
 }
+
+/** Frames longer than this end the watch (the API server's own request limit is 3 MiB per object). */
+const maxFrameBytes = 64 * 1024 * 1024;
 
 export class StreamingWatch {
   readonly #idleTimeoutMs: number;
   readonly #serverTimeoutSeconds: number;
+  #decodeProtobuf?: (frame: Uint8Array) => DecodedWatchEvent;
 
   constructor(readonly kubeConfig: KubeConfig, options: StreamingWatchOptions = {}) {
     this.#idleTimeoutMs = options.idleTimeoutMs ?? 60_000;
     this.#serverTimeoutSeconds = options.serverTimeoutSeconds ?? 300;
+    this.#decodeProtobuf = options.decodeProtobuf;
   }
 
   /** Same contract as client-node's `Watch.watch`: the returned controller aborts the watch without calling done. */
@@ -44,6 +58,8 @@ export class StreamingWatch {
     const credentials = await this.kubeConfig.credentials();
     const startedAt = Date.now();
     const headers = requestHeaders(credentials);
+    const decodeProtobuf = this.#decodeProtobuf;
+    if (decodeProtobuf) headers.accept = `${protobufMediaType}, application/json`;
     const client = Deno.createHttpClient(httpClientOptions(this.kubeConfig, credentials));
 
     const controller = new AbortController();
@@ -80,24 +96,23 @@ export class StreamingWatch {
           await response.body?.cancel();
           throw error;
         }
-        const decoder = new TextDecoder();
-        let buffer = "";
-        for await (const chunk of response.body!) {
-          resetTimer();
-          buffer += decoder.decode(chunk as Uint8Array, { stream: true });
-          let newline: number;
-          while ((newline = buffer.indexOf("\n")) >= 0) {
-            const line = buffer.slice(0, newline).trim();
-            buffer = buffer.slice(newline + 1);
-            if (line === "") continue;
-            let event: { type: string; object: unknown };
+        const body = response.body!;
+        const deliver = (event: { type: string; object: unknown }): void => callback(event.type, event.object, event);
+        const contentType = response.headers.get("content-type") ?? "";
+        if (decodeProtobuf && contentType.startsWith(protobufMediaType)) {
+          await readFrames(body, resetTimer, (frame) => {
+            let event: DecodedWatchEvent;
             try {
-              event = JSON.parse(line);
-            } catch {
-              continue;
+              event = decodeProtobuf(frame);
+            } catch (error) {
+              // Not understood: this watch ends, and the next ones read JSON.
+              this.#decodeProtobuf = undefined;
+              throw error;
             }
-            callback(event.type, event.object, event);
-          }
+            deliver(event);
+          });
+        } else {
+          await readLines(body, resetTimer, deliver);
         }
         finish(null);
       } catch (error) {
@@ -106,4 +121,60 @@ export class StreamingWatch {
     })();
     return controller;
   }
+}
+
+/** JSON watch events, one per line; a line that is not JSON is skipped. */
+async function readLines(
+  body: ReadableStream<Uint8Array>,
+  onData: () => void,
+  deliver: (event: { type: string; object: unknown }) => void,
+): Promise<void> {
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for await (const chunk of body) {
+    onData();
+    buffer += decoder.decode(chunk, { stream: true });
+    let newline: number;
+    while ((newline = buffer.indexOf("\n")) >= 0) {
+      const line = buffer.slice(0, newline).trim();
+      buffer = buffer.slice(newline + 1);
+      if (line === "") continue;
+      let event: { type: string; object: unknown };
+      try {
+        event = JSON.parse(line);
+      } catch {
+        continue;
+      }
+      deliver(event);
+    }
+  }
+}
+
+/** Length-delimited frames (a 4-byte big-endian length, then the frame), as apimachinery's framer writes them. */
+export async function readFrames(
+  body: AsyncIterable<Uint8Array>,
+  onData: () => void,
+  deliver: (frame: Uint8Array) => void,
+): Promise<void> {
+  let pending: Uint8Array = new Uint8Array(0);
+  for await (const chunk of body) {
+    onData();
+    if (pending.length === 0) pending = chunk;
+    else {
+      const joined = new Uint8Array(pending.length + chunk.length);
+      joined.set(pending);
+      joined.set(chunk, pending.length);
+      pending = joined;
+    }
+    let offset = 0;
+    while (pending.length - offset >= 4) {
+      const length = new DataView(pending.buffer, pending.byteOffset + offset, 4).getUint32(0);
+      if (length > maxFrameBytes) throw new Error(`A watch frame of ${length} bytes is too long`);
+      if (pending.length - offset - 4 < length) break;
+      deliver(pending.subarray(offset + 4, offset + 4 + length));
+      offset += 4 + length;
+    }
+    pending = pending.subarray(offset);
+  }
+  if (pending.length > 0) throw new Error(`The watch ended inside a frame (${pending.length} bytes left)`);
 }
