@@ -4,9 +4,9 @@
  * its runner Job existing (the API server's audit log, see audit_creates.ts), split at the moment the operator's poll
  * first listed the job (the forge observer): Gitea's and the poll's part before, the operator's own part after. Also
  * the runner Job rate during the burst against the raw create rate of rounds of the same size measured in the same
- * round (the API server alone, and under the same Gitea load in the burst's shape), duplicates, and the operator's
- * Kubernetes API requests (audit log). Before a live burst, the operator creates as many runner Jobs as the raw loop's
- * warm-up.
+ * round (the API server alone before the burst, and right after it under the same Gitea load, in the burst's shape and
+ * at the moment the operator saw its jobs), duplicates, and the operator's Kubernetes API requests (audit log). Before
+ * a live burst, the operator creates as many runner Jobs as the raw loop's warm-up.
  *
  * Runner pods are never scheduled (see `unschedulable`), so a 500-job burst costs no runner processes. Gitea 1.26 has
  * no limit on a matrix's size or on queued jobs per repository (`modules/actions/jobparser` and act's `GetMatrixes`
@@ -63,9 +63,10 @@ interface BurstRound {
   /** The raw create rate of a round of the same size right before the burst (see raw_create.ts). */
   rawRate: number;
   /**
-   * The same number of Jobs under the load the burst itself brings, and in its shape: a push of the same shape to twin
-   * repositories (which no group serves), each twin's Jobs created as soon as Gitea lists its jobs, while Gitea still
-   * works on the other twins (see `rawCreateUnderPush`).
+   * The same number of Jobs under the load the burst itself brought, in its shape and at its moment: right after the
+   * burst, a push of the same shape to twin repositories (which no group serves), each twin's Jobs created once Gitea
+   * lists its jobs and as long after its push as the operator saw its group's jobs after that group's push, while
+   * Gitea still works on the other twins (see `rawCreateUnderPush`).
    */
   loadedRawRate: number;
   /**
@@ -151,16 +152,6 @@ export async function measureBurst(ctx: BenchContext, shape: BurstShape, options
       const raw = await rawCreateRound(ctx, `${tag}-raw`, total, options.createConcurrency);
       const path = ".gitea/workflows/burst.yaml";
       const workflow = ownPathWorkflow(path, matrixJob("burst", shape.jobsPerGroup));
-      // The limit under the burst's own load: after a push of a burst, Gitea goes on working for seconds after its
-      // jobs are listed, on the same cores as the API server. The twins' jobs stay queued; no group serves them.
-      const loadedRaw = backlog ? undefined : await rawCreateUnderPush(ctx, {
-        owner: tag,
-        repos: twins,
-        jobsPerRepo: shape.jobsPerGroup,
-        push: (repo) => gitea.pushWorkflow(tag, repo, path, workflow),
-        namespace: `${tag}-loaded`,
-        concurrency: options.createConcurrency,
-      });
       const accepted = new Map<string, number>();
       const operatorPid = operator?.pid();
       const cpuAtPush = operatorPid === undefined ? undefined : cpuSeconds(operatorPid);
@@ -213,6 +204,25 @@ export async function measureBurst(ctx: BenchContext, shape: BurstShape, options
       const span = (times.at(-1)! - times[0]) / 1000;
       const rate = span > 0 ? (times.length - 1) / span : Infinity;
       const busyRate = busy.length > 0 ? busy.length / (unionMs(busy) / 1000) : Number.NaN;
+      // The limit under the burst's own load: after a push, Gitea goes on working for seconds, on the same cores as
+      // the API server, and how much of that work overlaps the creates depends on when they start. So each twin's
+      // Jobs start as long after its push as the operator saw its group's jobs after that group's push (or once
+      // listed, when the observer saw none). The twins' jobs stay queued; no group serves them.
+      const seenAfterPush = groups.map((group) => {
+        const seen = added.filter((job) => job.labels[labelKeys.groupName] === group)
+          .map((job) => ctx.forge.seenAt(Number(job.labels[labelKeys.jobId])))
+          .filter((at): at is number => at !== undefined);
+        return seen.length > 0 ? Math.min(...seen) - accepted.get(group)! : 0;
+      });
+      const loadedRaw = backlog ? undefined : await rawCreateUnderPush(ctx, {
+        owner: tag,
+        repos: twins,
+        jobsPerRepo: shape.jobsPerGroup,
+        push: (repo) => gitea.pushWorkflow(tag, repo, path, workflow),
+        startAfterPushMs: seenAfterPush,
+        namespace: `${tag}-loaded`,
+        concurrency: options.createConcurrency,
+      });
       const duplicates = [...perJob.values()].reduce((sum, count) => sum + count - 1, 0);
       const kubeRequests = await auditedRequests(ctx.auditLogPath, operatorUser, pushedAt, times.at(-1)! + 1);
       result.rounds.push({

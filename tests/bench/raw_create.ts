@@ -89,18 +89,20 @@ async function setUpRawRound(
 }
 
 /**
- * A raw round under the load of a burst, and shaped like it: pushes to `repos` at once and, as soon as Gitea lists
- * one repository's `jobsPerRepo` queued jobs (the moment an operator's poll could first see them), creates that many
- * Jobs, every repository's creates sharing `concurrency` in flight as the operator's groups share its limit. Gitea
- * goes on working on the other pushes meanwhile, as it does during the burst. The rate counts the time when some
- * repository's jobs were listed and not all their Jobs created yet (the union of each Job's [listed, created]), as the
- * burst's rate while busy does.
+ * A raw round under the load of a burst, and shaped like it: pushes to `repos` at once and, once Gitea lists one
+ * repository's `jobsPerRepo` queued jobs and `startAfterPushMs[index]` has passed since its push returned (the moment
+ * the operator saw the burst's jobs, so that Gitea's work on the pushes overlaps the creates as it overlapped the
+ * operator's), creates that many Jobs, every repository's creates sharing `concurrency` in flight as the operator's
+ * groups share its limit. The rate counts the time when some repository's Jobs were due and not all created yet (the
+ * union of each Job's [due, created]), as the burst's rate while busy counts [seen, created].
  */
 export async function rawCreateUnderPush(ctx: BenchContext, input: {
   owner: string;
   repos: readonly string[];
   jobsPerRepo: number;
   push: (repo: string) => Promise<void>;
+  /** Per repository: create no earlier than this long after its push returned. */
+  startAfterPushMs?: readonly number[];
   namespace: string;
   concurrency: number;
 }): Promise<RawRound> {
@@ -110,15 +112,20 @@ export async function rawCreateUnderPush(ctx: BenchContext, input: {
   );
   const intervals: [number, number][] = [];
   const latencies: number[] = [];
-  await Promise.all(input.repos.map(input.push));
+  const pushed = await Promise.all(input.repos.map(async (repo) => {
+    await input.push(repo);
+    return Date.now();
+  }));
   const cpuBefore = cpuSeconds(Deno.pid);
   await Promise.all(input.repos.map(async (repo, index) => {
     // Every 200 ms: the probes of five repositories must not load Gitea more than an operator's polls would.
     await waitForQueued(ctx, input.owner, [repo], input.jobsPerRepo, "every", 200);
-    const listed = Date.now();
+    const due = pushed[index] + (input.startAfterPushMs?.[index] ?? 0);
+    if (due > Date.now()) await new Promise((resolve) => setTimeout(resolve, due - Date.now()));
+    const start = Date.now();
     const created = await createJobs(batch, input.namespace, bodies[index], slots);
     latencies.push(...created.latencies);
-    intervals.push(...created.endedAt.map((end): [number, number] => [listed, end]));
+    intervals.push(...created.endedAt.map((end): [number, number] => [start, end]));
   }));
   const cpuMsPerJob = ((cpuSeconds(Deno.pid) - cpuBefore) * 1000) / intervals.length;
   await ctx.deleteNamespace(input.namespace);
