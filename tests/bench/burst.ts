@@ -302,7 +302,7 @@ export async function measureBurst(ctx: BenchContext, shape: BurstShape, options
   if (!backlog) {
     result.figures.push({
       part,
-      what: "raw create rate under a twin push, each twin's Jobs once listed (the burst's load)",
+      what: "raw create rate under a twin push, each twin's Jobs when the operator saw its group's (the burst's load)",
       unit: "Jobs/s",
       distribution: distribution(result.rounds.map((round) => round.loadedRawRate)),
     });
