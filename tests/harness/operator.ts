@@ -48,7 +48,11 @@ export interface StartOperatorOptions {
 export async function startOperator(options: StartOperatorOptions): Promise<OperatorProcess> {
   const logPath = join(options.dir, `${options.name ?? "operator"}.log`);
   const flags = await runTaskFlags();
-  const child: TiedProcess = spawnTiedToThisProcess(Deno.execPath(), [
+  // GRO_OPERATOR_CPU=1 runs the operator on those CPUs only (taskset's list), e.g. apart from a control plane pinned
+  // elsewhere; taskset execs Deno, so the process and its pid stay the operator's.
+  const cpus = Deno.env.get("GRO_OPERATOR_CPU");
+  const child: TiedProcess = spawnTiedToThisProcess(cpus ? "taskset" : Deno.execPath(), [
+    ...(cpus ? ["-c", cpus, Deno.execPath()] : []),
     "run",
     ...flags,
     join(repoRoot, "main.ts"),
