@@ -71,8 +71,7 @@ class Reader {
   }
 
   string(): string {
-    const inner = this.message();
-    return decoder.decode(inner.bytes.subarray(inner.#at, inner.end));
+    return decoder.decode(this.rawBytes());
   }
 
   rawBytes(): Uint8Array {
@@ -159,32 +158,34 @@ function nonEmpty(value: string): string | undefined {
   return value === "" ? undefined : value;
 }
 
+/** ObjectMeta's string fields that the operator reads, by field number. */
+const metaStrings = { 1: "name", 3: "namespace", 5: "uid", 6: "resourceVersion" } as const;
+
 function objectMeta(reader: Reader): NonNullable<V1Job["metadata"]> {
-  const strings: Record<number, string> = {};
   // Times stay strings, as in a JSON watch (client-node types them as Date).
   const metadata: NonNullable<V1Job["metadata"]> & Record<string, unknown> = {};
-  let labels: Record<string, string> | undefined;
-  let annotations: Record<string, string> | undefined;
   fields(reader, (field, wire) => {
     if (wire !== 2) return false;
     switch (field) {
-      case 1: // name
-      case 3: // namespace
-      case 5: // uid
-      case 6: // resourceVersion
-        strings[field] = reader.string();
+      case 1:
+      case 3:
+      case 5:
+      case 6: {
+        const value = nonEmpty(reader.string());
+        if (value !== undefined) metadata[metaStrings[field]] = value;
         return true;
-      case 8: // creationTimestamp
+      }
+      case 8:
         metadata.creationTimestamp = time(reader.message()) as unknown as Date;
         return true;
-      case 9: // deletionTimestamp
+      case 9:
         metadata.deletionTimestamp = time(reader.message()) as unknown as Date;
         return true;
       case 11:
-        mapEntry(reader.message(), labels ??= {});
+        mapEntry(reader.message(), metadata.labels ??= {});
         return true;
       case 12:
-        mapEntry(reader.message(), annotations ??= {});
+        mapEntry(reader.message(), metadata.annotations ??= {});
         return true;
       case 13:
         (metadata.ownerReferences ??= []).push(ownerReference(reader.message()));
@@ -193,16 +194,6 @@ function objectMeta(reader: Reader): NonNullable<V1Job["metadata"]> {
         return false;
     }
   });
-  const set = (key: "name" | "namespace" | "uid" | "resourceVersion", field: number): void => {
-    const value = nonEmpty(strings[field] ?? "");
-    if (value !== undefined) metadata[key] = value;
-  };
-  set("name", 1);
-  set("namespace", 3);
-  set("uid", 5);
-  set("resourceVersion", 6);
-  if (labels) metadata.labels = labels;
-  if (annotations) metadata.annotations = annotations;
   return metadata;
 }
 

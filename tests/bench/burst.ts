@@ -209,10 +209,8 @@ export async function measureBurst(ctx: BenchContext, shape: BurstShape, options
       // Jobs start as long after its push as the operator saw its group's jobs after that group's push (or once
       // listed, when the observer saw none). The twins' jobs stay queued; no group serves them.
       const seenAfterPush = groups.map((group) => {
-        const seen = added.filter((job) => job.labels[labelKeys.groupName] === group)
-          .map((job) => ctx.forge.seenAt(Number(job.labels[labelKeys.jobId])))
-          .filter((at): at is number => at !== undefined);
-        return seen.length > 0 ? Math.min(...seen) - accepted.get(group)! : 0;
+        const seen = windows.get(group)?.seen;
+        return seen === undefined ? 0 : pushedAt + seen - accepted.get(group)!;
       });
       const loadedRaw = backlog ? undefined : await rawCreateUnderPush(ctx, {
         owner: tag,
