@@ -328,18 +328,27 @@ Deno.test({
         async () => {
           // Gitea is stopped while both runners run their jobs. (Stopping it while a runner's FetchTask is in flight
           // can leave the job assigned to a runner that never heard of it, in progress until Gitea's zombie-task
-          // timeout: Gitea's behaviour, not the operator's, so the test avoids that moment.)
+          // timeout: Gitea's behaviour, not the operator's, so the test avoids that moment.) A job shows in_progress as
+          // soon as Gitea has assigned it in FetchTask, before the answer reaches the runner: one CI run stopped Gitea
+          // in that gap, and the runner went on asking for a task while its job stayed in progress. So the test also
+          // waits until each job's runner logs that it runs a task.
           await push(
             "acme",
             "app",
             ".gitea/workflows/outage.yaml",
             simpleJob("o1", "repo-linux", 12) + simpleJob("o2", "repo-linux", 12),
           );
-          await waitForJobs(
+          const running = await waitForJobs(
             "o1 and o2 to be running",
             (jobs) => ["o1", "o2"].every((n) => jobs.find((j) => j.name === n)?.status === "in_progress"),
             60_000,
           );
+          const runnersOf = ["o1", "o2"].map((n) => running.find((j) => j.name === n)!.runner_name);
+          await eventually("the runners of o1 and o2 to have their tasks", () =>
+            runnersOf.every((runner) => {
+              const pod = env.kubelet.started.findLast((started) => started.name.startsWith(`${runner}-`));
+              return pod !== undefined && Deno.readTextFileSync(pod.logPath).includes("running task");
+            }), { timeoutMs: 30_000, detail: logTails });
           await gitea.stop();
           const stoppedAt = Date.now();
           const down = await eventually("ForgeReachable False", async () => {
