@@ -28,7 +28,7 @@ function byteStream(bytes: Uint8Array, pieces: number[]): ReadableStream<Uint8Ar
   let turn = 0;
   return new ReadableStream({
     type: "bytes",
-    pull(controller) {
+    pull(controller): void {
       offered.push(controller.byobRequest?.view?.byteLength ?? 0);
       if (at >= bytes.length) {
         controller.close();
@@ -71,7 +71,7 @@ Deno.test("frames come out whole from a real fetch body", async () => {
     let at = 0;
     return new Response(
       new ReadableStream({
-        pull(controller) {
+        pull(controller): void {
           if (at >= bytes.length) return controller.close();
           const size = 1 + ((at * 31) % 9000);
           controller.enqueue(bytes.slice(at, at + size));
