@@ -4,6 +4,7 @@
  */
 import type { z } from "zod";
 import { classifyHttpError, ForgeError, quote } from "./errors.ts";
+import { readText } from "../kube/record_reader.ts";
 
 export type Method = "GET" | "POST" | "PATCH" | "DELETE";
 
@@ -83,7 +84,7 @@ export class ForgeHttp {
     onStatus(response.status);
     let text: string;
     try {
-      text = await response.text();
+      text = await readText(response.body);
     } catch (error) {
       throw new ForgeError("Unreachable", `${what}: the connection broke while reading the answer`, { cause: error });
     }

@@ -22,10 +22,11 @@ const minimumRead = 16 * 1024;
  */
 export type TakeRecords = (unread: Uint8Array) => number;
 
-class Buffer {
-  bytes = new Uint8Array(initialBytes);
+class RecordBuffer {
   start = 0;
   end = 0;
+
+  constructor(public bytes: Uint8Array = new Uint8Array(initialBytes)) {}
 
   /** Free space for at least `free` more bytes at the end: moves the unread bytes to the front, or grows. */
   makeRoom(free: number): void {
@@ -67,7 +68,37 @@ export async function readRecords(
   take: TakeRecords,
   limit: number,
 ): Promise<number> {
-  const buffer = new Buffer();
+  return (await readInto(new RecordBuffer(), body, onData, take, limit)).left;
+}
+
+/**
+ * A whole body as text, read through a buffer borrowed from a small pool (requests in flight each hold one), so that
+ * reading answers leaves nothing in the malloc heap either (see above).
+ */
+export async function readText(body: ReadableStream<Uint8Array> | null): Promise<string> {
+  if (body === null) return "";
+  const decoder = new TextDecoder();
+  let text = "";
+  const buffer = await readInto(new RecordBuffer(pool.pop()), body, () => {}, (unread) => {
+    text += decoder.decode(unread, { stream: true });
+    return unread.length;
+  }, Infinity);
+  if (buffer.bytes.length === initialBytes && pool.length < pooledBuffers) pool.push(buffer.bytes);
+  return text + decoder.decode();
+}
+
+/** Buffers of `initialBytes` kept for {@linkcode readText}. */
+const pool: Uint8Array[] = [];
+const pooledBuffers = 16;
+
+/** Reads `body` into `buffer`; resolves with the buffer's memory (a read may move it) and the bytes left untaken. */
+async function readInto(
+  buffer: RecordBuffer,
+  body: ReadableStream<Uint8Array> | AsyncIterable<Uint8Array>,
+  onData: () => void,
+  take: TakeRecords,
+  limit: number,
+): Promise<{ bytes: Uint8Array; left: number }> {
   const reader = byobReader(body);
   if (!reader) {
     for await (const chunk of body) {
@@ -76,7 +107,7 @@ export async function readRecords(
       buffer.bytes.set(chunk, buffer.end);
       buffer.filled(chunk.length, take, limit);
     }
-    return buffer.end - buffer.start;
+    return { bytes: buffer.bytes, left: buffer.end - buffer.start };
   }
   let finished = false;
   try {
@@ -91,7 +122,7 @@ export async function readRecords(
       buffer.filled(value.length, take, limit);
     }
     finished = true;
-    return buffer.end - buffer.start;
+    return { bytes: buffer.bytes, left: buffer.end - buffer.start };
   } finally {
     if (!finished) void reader.cancel().catch(() => {});
   }

@@ -3,7 +3,7 @@
  * through a BYOB reader of a byte stream and of a real fetch body, records longer than the buffer, and the limit.
  */
 import assert from "node:assert/strict";
-import { readRecords } from "../../src/kube/record_reader.ts";
+import { readRecords, readText } from "../../src/kube/record_reader.ts";
 import { readFrames } from "../../src/kube/watch.ts";
 
 /** Frames of the given sizes, each filled with its index, as apimachinery's framer writes them. */
@@ -108,4 +108,23 @@ Deno.test("what is left untaken at the end is counted, and too much untaken is a
   let reads = 0;
   await readRecords(byteStream(new Uint8Array(10), [3]), () => reads++, (unread) => unread.length, 100);
   assert.equal(reads, 4);
+});
+
+Deno.test("whole answers read as text, characters cut between reads included", async () => {
+  const text = `{"message":"${"héllo wörld ✓ ".repeat(20_000)}"}`;
+  const bytes = new TextEncoder().encode(text);
+  // Pieces of 7 bytes cut the two- and three-byte characters.
+  assert.equal(await readText(byteStream(bytes, [7, 4096, 65_536])), text);
+  assert.equal(await readText(null), "");
+  assert.equal(await readText(byteStream(new Uint8Array(0), [1])), "");
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, () => new Response(text));
+  try {
+    // Requests in flight at once each read through their own buffer.
+    const answers = await Promise.all(
+      Array.from({ length: 8 }, async () => readText((await fetch(`http://127.0.0.1:${server.addr.port}/`)).body)),
+    );
+    assert.ok(answers.every((answer) => answer === text));
+  } finally {
+    await server.shutdown();
+  }
 });
