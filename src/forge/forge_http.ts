@@ -4,7 +4,6 @@
  */
 import type { z } from "zod";
 import { classifyHttpError, ForgeError, quote } from "./errors.ts";
-import { readText } from "../kube/record_reader.ts";
 
 export type Method = "GET" | "POST" | "PATCH" | "DELETE";
 
@@ -84,7 +83,7 @@ export class ForgeHttp {
     onStatus(response.status);
     let text: string;
     try {
-      text = await readText(response.body);
+      text = await response.text();
     } catch (error) {
       throw new ForgeError("Unreachable", `${what}: the connection broke while reading the answer`, { cause: error });
     }

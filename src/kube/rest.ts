@@ -9,7 +9,6 @@
  * retry.
  */
 import type { KubeConfig, RequestCredentials } from "./kubeconfig.ts";
-import { readText } from "./record_reader.ts";
 
 /** An answer other than 2xx from the API server. `code` and `body` are named as in client-node's `ApiException`. */
 export class KubernetesApiError extends Error {
@@ -101,7 +100,7 @@ export class RestClient {
         client: this.#pool(credentials),
         signal: AbortSignal.timeout(this.#timeoutMs),
       });
-      text = await readText(response.body);
+      text = await response.text();
     } catch (error) {
       if (error instanceof DOMException && error.name === "TimeoutError") {
         throw new Error(`${method} ${path} got no answer from the API server in ${this.#timeoutMs} ms`, {

@@ -9,7 +9,6 @@
 import type { DecodedWatchEvent } from "./job_protobuf.ts";
 import { protobufMediaType } from "./job_protobuf.ts";
 import type { KubeConfig } from "./kubeconfig.ts";
-import { readRecords } from "./record_reader.ts";
 import { apiUrl, httpClientOptions, type QueryValue, requestHeaders } from "./rest.ts";
 
 type WatchCallback = (phase: string, apiObject: unknown, watchObject?: unknown) => void;
@@ -131,12 +130,14 @@ async function readLines(
   deliver: (event: { type: string; object: unknown }) => void,
 ): Promise<void> {
   const decoder = new TextDecoder();
-  await readRecords(body, onData, (unread) => {
-    let taken = 0;
-    for (let newline = unread.indexOf(0x0a); newline >= 0; newline = unread.indexOf(0x0a, taken)) {
-      // A newline byte never occurs inside a multi-byte UTF-8 character, so each line decodes on its own.
-      const line = decoder.decode(unread.subarray(taken, newline)).trim();
-      taken = newline + 1;
+  let buffer = "";
+  for await (const chunk of body) {
+    onData();
+    buffer += decoder.decode(chunk, { stream: true });
+    let newline: number;
+    while ((newline = buffer.indexOf("\n")) >= 0) {
+      const line = buffer.slice(0, newline).trim();
+      buffer = buffer.slice(newline + 1);
       if (line === "") continue;
       let event: { type: string; object: unknown };
       try {
@@ -146,29 +147,34 @@ async function readLines(
       }
       deliver(event);
     }
-    return taken;
-  }, maxFrameBytes);
+  }
 }
 
-/**
- * Length-delimited frames (a 4-byte big-endian length, then the frame), as apimachinery's framer writes them. Each
- * frame is valid only during its `deliver` call (see record_reader.ts).
- */
+/** Length-delimited frames (a 4-byte big-endian length, then the frame), as apimachinery's framer writes them. */
 export async function readFrames(
-  body: ReadableStream<Uint8Array> | AsyncIterable<Uint8Array>,
+  body: AsyncIterable<Uint8Array>,
   onData: () => void,
   deliver: (frame: Uint8Array) => void,
 ): Promise<void> {
-  const left = await readRecords(body, onData, (unread) => {
-    let taken = 0;
-    while (unread.length - taken >= 4) {
-      const length = new DataView(unread.buffer, unread.byteOffset + taken, 4).getUint32(0);
-      if (length > maxFrameBytes) throw new Error(`A watch frame of ${length} bytes is too long`);
-      if (unread.length - taken - 4 < length) break;
-      deliver(unread.subarray(taken + 4, taken + 4 + length));
-      taken += 4 + length;
+  let pending: Uint8Array = new Uint8Array(0);
+  for await (const chunk of body) {
+    onData();
+    if (pending.length === 0) pending = chunk;
+    else {
+      const joined = new Uint8Array(pending.length + chunk.length);
+      joined.set(pending);
+      joined.set(chunk, pending.length);
+      pending = joined;
     }
-    return taken;
-  }, maxFrameBytes + 4);
-  if (left > 0) throw new Error(`The watch ended inside a frame (${left} bytes left)`);
+    let offset = 0;
+    while (pending.length - offset >= 4) {
+      const length = new DataView(pending.buffer, pending.byteOffset + offset, 4).getUint32(0);
+      if (length > maxFrameBytes) throw new Error(`A watch frame of ${length} bytes is too long`);
+      if (pending.length - offset - 4 < length) break;
+      deliver(pending.subarray(offset + 4, offset + 4 + length));
+      offset += 4 + length;
+    }
+    pending = pending.subarray(offset);
+  }
+  if (pending.length > 0) throw new Error(`The watch ended inside a frame (${pending.length} bytes left)`);
 }
