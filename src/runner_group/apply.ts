@@ -127,7 +127,14 @@ export async function applyPlan(input: {
         input.idleSince.delete(runner);
       }
     }
-    sweepWake = await sweepOrphanRegistrations(cleanup, input.orphans, input.allRunnerJobs, now, options.idleGraceMs);
+    sweepWake = await sweepOrphanRegistrations(
+      cleanup,
+      input.orphans,
+      input.allRunnerJobs,
+      now,
+      options.idleGraceMs,
+      runs.length > 0,
+    );
   }
 
   for (const { job, failures } of plan.gaveUp) {
