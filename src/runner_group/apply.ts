@@ -127,14 +127,7 @@ export async function applyPlan(input: {
         input.idleSince.delete(runner);
       }
     }
-    sweepWake = await sweepOrphanRegistrations(
-      cleanup,
-      input.orphans,
-      input.allRunnerJobs,
-      now,
-      options.idleGraceMs,
-      runs.length > 0,
-    );
+    sweepWake = await sweepOrphanRegistrations(cleanup, input.orphans, input.allRunnerJobs, now, options.idleGraceMs);
   }
 
   for (const { job, failures } of plan.gaveUp) {

@@ -33,12 +33,7 @@ export interface RunnerCleanupOptions {
 export interface OrphanSweep {
   sweptAt: number;
   firstSeen: Map<number, number>;
-  /** Since when a due sweep has waited for the group's creates (see `creating`). */
-  deferredAt?: number;
 }
-
-/** How soon a sweep put off by creates is looked at again. */
-export const deferredSweepMs = 5_000;
 
 /** What the reconcile knows of a group whose spec and credentials are valid. */
 export interface GroupContext {
@@ -181,10 +176,6 @@ export class RunnerCleanup {
  * Deletes the group's runner registrations that are offline, ephemeral, named like the group's runners and have no
  * runner Job left, once seen so for the grace period: runners whose pod died before they got a job. Runs at most
  * once per grace period (at least 5 s, at most 5 min) per group; returns when to look again while some wait.
- *
- * A reconcile that is `creating` runner Jobs puts a due sweep off (for one interval at most, then it runs anyway): its
- * list of the forge's runners is not urgent, and in a burst it would load the forge while the other groups' creates
- * and polls run. An operator started on a backlog swept every group right after its first creates, inside the burst.
  */
 export async function sweepOrphanRegistrations(
   cleanup: RunnerCleanup,
@@ -192,15 +183,9 @@ export async function sweepOrphanRegistrations(
   allRunnerJobs: V1Job[],
   now: number,
   graceMs: number,
-  creating = false,
 ): Promise<number | undefined> {
   const interval = Math.min(300_000, Math.max(5_000, graceMs));
   if (now - state.sweptAt < interval) return state.firstSeen.size > 0 ? state.sweptAt + interval : undefined;
-  if (creating) {
-    state.deferredAt ??= now;
-    if (now - state.deferredAt < interval) return now + deferredSweepMs;
-  }
-  state.deferredAt = undefined;
   state.sweptAt = now;
   const registrations = await cleanup.registrations();
   if (!registrations) return now + interval;

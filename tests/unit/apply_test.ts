@@ -261,32 +261,3 @@ Deno.test("a Limiter bounds the tasks of all its callers together, in the order 
   assert.deepEqual(started.slice(3, 6), ["b1", "b2", "b3"]);
   assert.throws(() => new Limiter(0), /whole number from 1/);
 });
-
-Deno.test("a due orphan sweep waits while the group creates runner Jobs, for one interval at most", async () => {
-  const { sweepOrphanRegistrations, deferredSweepMs } = await import("../../src/runner_group/cleanup.ts");
-  let lists = 0;
-  const cleanup = {
-    context: { name: "ci" },
-    registrations: () => (lists++, Promise.resolve([])),
-    removeOrphanRegistration: () => Promise.resolve(true),
-  } as never;
-  const state = { sweptAt: 0, firstSeen: new Map<number, number>() };
-  const graceMs = 60_000;
-  const start = 1_000_000;
-  // Creating: the due sweep is put off and looked at again soon.
-  assert.equal(await sweepOrphanRegistrations(cleanup, state, [], start, graceMs, true), start + deferredSweepMs);
-  assert.equal(await sweepOrphanRegistrations(cleanup, state, [], start + 30_000, graceMs, true), start + 35_000);
-  assert.equal(lists, 0);
-  // Done creating: it runs.
-  assert.equal(await sweepOrphanRegistrations(cleanup, state, [], start + 40_000, graceMs), undefined);
-  assert.equal(lists, 1);
-  assert.equal(state.sweptAt, start + 40_000);
-  // Creating without a pause for a whole interval: it runs anyway.
-  const due = start + 40_000 + graceMs;
-  await sweepOrphanRegistrations(cleanup, state, [], due, graceMs, true);
-  assert.equal(lists, 1);
-  await sweepOrphanRegistrations(cleanup, state, [], due + graceMs - 1, graceMs, true);
-  assert.equal(lists, 1);
-  await sweepOrphanRegistrations(cleanup, state, [], due + graceMs, graceMs, true);
-  assert.equal(lists, 2);
-});
