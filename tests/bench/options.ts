@@ -47,7 +47,7 @@ Measures the operator against the local control plane and Gitea, prints a table 
   --burst-poll-interval D    the operator's --poll-interval during bursts (default 2s)
   --push-samples N           single pushes in push mode (default 20)
   --idle-seconds N           idle window (default 120)
-  --cached-jobs N            runner Jobs created in each of the memory part's two steps (default 1000)
+  --cached-jobs N            runner Jobs created in each of the memory part's two steps (default 3000)
   --latency-jobs N           jobs of the spawn-latency and warm-pool parts (default 20)
   --job-controller MODE      paused (default) or running: kube-controller-manager's Job controller during the raw,
                              burst and backlog parts; paused, the Jobs they create get no pods on either side of
@@ -89,7 +89,7 @@ export function parseBenchArgs(args: readonly string[]): BenchArgs {
         "burst-poll-interval": { type: "string", default: "2s" },
         "push-samples": { type: "string", default: "20" },
         "idle-seconds": { type: "string", default: "120" },
-        "cached-jobs": { type: "string", default: "1000" },
+        "cached-jobs": { type: "string", default: "3000" },
         "latency-jobs": { type: "string", default: "20" },
         "job-controller": { type: "string", default: "paused" },
       },

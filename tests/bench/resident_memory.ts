@@ -2,9 +2,12 @@
  * The operator's whole-process resident memory (VmRSS) with the idle fleet of 22 groups, and its growth per 1,000
  * cached runner Jobs: runner-labelled Jobs are created in the watched namespace (suspended, so no pods) in two equal
  * steps, the operator's Job informer caches them, and resident memory is sampled after each step has settled. Each
- * figure is the median of several samples. V8 grows and reuses its heap lazily, so one step's growth can hide in
- * headroom the heap already had: the growth is taken over both steps. (Module-load memory is measured elsewhere; this
- * is the running process.)
+ * figure is the median of several samples. The growth is the slope from idle to the last step, and each step's own
+ * slope is shown beside it: on this project's machine the resident memory of one process moves by 5-10 MiB between
+ * samples as V8 and malloc grow and hand back their heaps, so steps of 1,000 Jobs gave per-1,000 slopes anywhere
+ * from 5 to 12 MiB; steps of 3,000 (the default) gave
+ * 5.4-8.1 in five runs. (Module-load memory is
+ * measured elsewhere; this is the running process.)
  */
 import type { V1Job } from "@kubernetes/client-node";
 import type { BenchContext } from "./context.ts";
@@ -88,7 +91,19 @@ export async function measureResidentMemory(ctx: BenchContext, jobsPerStep: numb
         unit: "MiB",
         value: growthPer1000MiB,
         target: atMost(growthPer1000MiB, 10, "MiB"),
+        note: `each step: ${stepSlopes(idle.median, steps).map((slope) => slope.toFixed(2)).join(", ")} MiB per 1,000`,
       },
     ],
   };
+}
+
+/** Each step's growth per 1,000 cached runner Jobs, from the step before it (idle for the first). */
+export function stepSlopes(idleMiB: number, steps: readonly { cachedJobs: number; samplesMiB: number[] }[]): number[] {
+  let before = { cachedJobs: 0, mib: idleMiB };
+  return steps.map((step) => {
+    const mib = distribution(step.samplesMiB).median;
+    const slope = ((mib - before.mib) * 1000) / (step.cachedJobs - before.cachedJobs);
+    before = { cachedJobs: step.cachedJobs, mib };
+    return slope;
+  });
 }

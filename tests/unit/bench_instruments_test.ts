@@ -10,6 +10,7 @@ import { onePollPerInterval } from "../bench/idle_cost.ts";
 import { parseBenchArgs } from "../bench/options.ts";
 import { countAuditedRequests, metricByLabel, metricSum } from "../bench/probes.ts";
 import { distribution, formatTable, percentile, unionMs } from "../bench/report.ts";
+import { stepSlopes } from "../bench/resident_memory.ts";
 
 Deno.test("percentiles are nearest-rank, and a distribution reports median, p95 and max", () => {
   const values = Array.from({ length: 20 }, (_, index) => 20 - index);
@@ -57,6 +58,17 @@ Deno.test("burst shapes and flags are parsed, bad ones rejected with the value q
   assert.equal(args.jobController, "paused");
   assert.equal(parseBenchArgs(["--job-controller", "running"]).jobController, "running");
   assert.throws(() => parseBenchArgs(["--job-controller", "off"]), /Invalid value "off" for --job-controller/);
+});
+
+Deno.test("the memory part's step slopes are each step's growth per 1,000 Jobs from the step before it", () => {
+  const steps = [
+    { cachedJobs: 3000, samplesMiB: [98, 97, 99] },
+    { cachedJobs: 6000, samplesMiB: [116, 117, 150] },
+  ];
+  // 80 -> 98 over 3,000 Jobs, then 98 -> 117 (medians, the outlier ignored) over the next 3,000.
+  assert.deepEqual(stepSlopes(80, steps).map((slope) => Number(slope.toFixed(3))), [6, 6.333]);
+  assert.deepEqual(stepSlopes(80, []), []);
+  assert.equal(parseBenchArgs([]).cachedJobs, 3000);
 });
 
 Deno.test("the busy time of a burst is the union of the jobs' intervals, without the gaps between them", () => {
