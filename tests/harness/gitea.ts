@@ -9,7 +9,7 @@
  * Also starts the Go test runner (`tests/harness/runner`) as a child process: {@linkcode runTestRunner}.
  */
 import { Buffer } from "node:buffer";
-import { GiteaProcess } from "./gitea_process.ts";
+import { GiteaPortTakenError, GiteaProcess } from "./gitea_process.ts";
 import { freeLoopbackPort, spawnTiedToThisProcess, tail } from "./process.ts";
 import { ensureTools, selectGiteaBuild } from "./tools.ts";
 
@@ -26,6 +26,8 @@ export interface StartGiteaOptions {
   settings?: Record<string, Record<string, string>>;
   /** How long to wait for the API to answer after starting the process. Default 60 s. */
   readyTimeoutMs?: number;
+  /** The port to try first (a test's); default a free one. Gitea moves to another if it cannot bind it. */
+  port?: number;
 }
 
 /** Where a runner registration token is valid, and so which runners may pick a job. */
@@ -136,7 +138,7 @@ export async function startGitea(options: StartGiteaOptions = {}): Promise<Gitea
     ({ gitea, giteaSourceDir } = build);
   }
   const dir = await Deno.makeTempDir({ prefix: "gro-gitea-" });
-  const forge = new GiteaProcess({ ...options, gitea, giteaSourceDir }, dir, freeLoopbackPort());
+  const forge = new GiteaProcess({ ...options, gitea, giteaSourceDir }, dir, options.port ?? freeLoopbackPort());
   try {
     await Deno.writeTextFile(forge.configPath, forge.appIni());
     await forge.cli(["migrate"]);
@@ -170,7 +172,16 @@ export async function startGitea(options: StartGiteaOptions = {}): Promise<Gitea
     if (!/^[0-9a-f]{40}$/.test(adminToken)) {
       throw new Error(`"gitea admin user generate-access-token" printed no token (${tokenOutput.length} bytes)`);
     }
-    await forge.start();
+    // The port was free when picked; another process may take it before Gitea binds it. Then Gitea moves.
+    for (let attempt = 1;; attempt++) {
+      try {
+        await forge.start();
+        break;
+      } catch (error) {
+        if (!(error instanceof GiteaPortTakenError) || attempt === 3) throw error;
+        await forge.movePort(freeLoopbackPort());
+      }
+    }
     await waitForToken(forge.url, adminToken);
     const harness = new Harness(forge, adminToken);
     harness.version = (await harness.api<{ version: string }>("GET", "version")).version;

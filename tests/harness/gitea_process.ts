@@ -17,11 +17,19 @@ export interface GiteaProcessOptions {
   readyTimeoutMs?: number;
 }
 
+/**
+ * Gitea could not listen on its port: another process took it between the harness picking it (a free port then) and
+ * Gitea binding it. Gitea 1.26 and 1.27 log the bind error and go on running without a listener until stopped.
+ */
+export class GiteaPortTakenError extends Error {
+  override readonly name = "GiteaPortTakenError";
+}
+
 /** The Gitea process and its files. */
 export class GiteaProcess {
-  readonly url: string;
   readonly configPath: string;
   readonly logPath: string;
+  #port: number;
   #child: TiedProcess | undefined;
   #output: Promise<void> | undefined;
   #disposed = false;
@@ -29,11 +37,38 @@ export class GiteaProcess {
   constructor(
     readonly options: GiteaProcessOptions,
     readonly dir: string,
-    readonly port: number,
+    port: number,
   ) {
-    this.url = `http://127.0.0.1:${port}/`;
+    this.#port = port;
     this.configPath = join(dir, "app.ini");
     this.logPath = join(dir, "gitea.log");
+  }
+
+  get port(): number {
+    return this.#port;
+  }
+
+  get url(): string {
+    return `http://127.0.0.1:${this.#port}/`;
+  }
+
+  /**
+   * Moves a Gitea that is not running to another port, rewriting only the port and root URL of its app.ini (its
+   * secrets stay). For a first start whose port was taken meanwhile; a restart keeps its port, as its users expect.
+   */
+  async movePort(port: number): Promise<void> {
+    if (this.#child) throw new Error(`Cannot move Gitea at ${this.url} to port ${port} while it runs`);
+    const oldUrl = this.url;
+    const ini = await Deno.readTextFile(this.configPath);
+    this.#port = port;
+    const moved = ini.replace(/^HTTP_PORT = \d+$/m, `HTTP_PORT = ${port}`).replace(
+      `ROOT_URL = ${oldUrl}\n`,
+      `ROOT_URL = ${this.url}\n`,
+    );
+    if (!moved.includes(`HTTP_PORT = ${port}\n`) || !moved.includes(`ROOT_URL = ${this.url}\n`)) {
+      throw new Error(`Cannot move Gitea to port ${port}: ${this.configPath} has no HTTP_PORT or ROOT_URL line`);
+    }
+    await Deno.writeTextFile(this.configPath, moved);
   }
 
   appIni(): string {
@@ -126,12 +161,17 @@ export class GiteaProcess {
       env: { GITEA_WORK_DIR: this.dir, HOME: this.dir },
     });
     this.#child = child;
+    const logStart = logSize(this.logPath);
     this.#output = captureOutput(child.process, this.logPath);
     let exited = false;
     child.process.status.then(() => exited = true);
     const deadline = Date.now() + (this.options.readyTimeoutMs ?? 60_000);
     while (Date.now() < deadline) {
       if (exited) break;
+      if (logSince(this.logPath, logStart).includes(`${this.port}: bind: address already in use`)) {
+        await this.stop();
+        throw new GiteaPortTakenError(`Cannot start Gitea at ${this.url}: another process has its port`);
+      }
       try {
         const response = await fetch(`${this.url}api/v1/version`, { signal: AbortSignal.timeout(2_000) });
         await response.body?.cancel();
@@ -170,4 +210,21 @@ export class GiteaProcess {
 
 function randomSecret(): string {
   return Array.from(crypto.getRandomValues(new Uint8Array(32)), (byte) => byte.toString(16).padStart(2, "0")).join("");
+}
+
+function logSize(path: string): number {
+  try {
+    return Deno.statSync(path).size;
+  } catch {
+    return 0;
+  }
+}
+
+/** What the log got from byte `start` on (the log file is appended to by every start). */
+function logSince(path: string, start: number): string {
+  try {
+    return new TextDecoder().decode(Deno.readFileSync(path).subarray(start));
+  } catch {
+    return "";
+  }
 }
