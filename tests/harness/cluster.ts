@@ -23,7 +23,7 @@ import {
 } from "@kubernetes/client-node";
 import { request as httpsRequest } from "node:https";
 import { join } from "node:path";
-import { tail } from "./process.ts";
+import { freeLoopbackPorts, tail } from "./process.ts";
 import { ensureTools, type ToolPaths } from "./tools.ts";
 
 /** Binaries the control plane needs; a subset of {@linkcode ToolPaths}. */
@@ -144,7 +144,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
 
   try {
     const pki = await createCertificates(dir);
-    const [etcdClientPort, etcdPeerPort, apiserverPort] = freePorts(3);
+    const [etcdClientPort, etcdPeerPort, apiserverPort] = freeLoopbackPorts(3);
     const server = `https://127.0.0.1:${apiserverPort}`;
     const kubeconfigPath = join(dir, "admin.kubeconfig");
     await writeKubeconfig(kubeconfigPath, server, pki.ca, pki.admin);
@@ -514,14 +514,6 @@ async function writeKubeconfig(path: string, server: string, ca: string, user: K
     "current-context": "harness",
   };
   await Deno.writeTextFile(path, JSON.stringify(config, null, 2));
-}
-
-function freePorts(count: number): number[] {
-  // Hold every listener until all ports are picked, so the kernel does not hand out one port twice.
-  const listeners = Array.from({ length: count }, () => Deno.listen({ hostname: "127.0.0.1", port: 0 }));
-  const ports = listeners.map((listener) => (listener.addr as Deno.NetAddr).port);
-  for (const listener of listeners) listener.close();
-  return ports;
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -3,12 +3,46 @@
  * pipe from this process kills them when this process dies. Used for Gitea, the operator and runner processes.
  */
 
-/** Finds a loopback port nobody listens on right now. */
+/** Finds a loopback port nobody listens on right now (see {@linkcode freeLoopbackPorts}). */
 export function freeLoopbackPort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
+  return freeLoopbackPorts(1)[0];
+}
+
+/**
+ * Finds `count` different loopback ports nobody listens on right now, for servers started in other processes. They
+ * are picked below Linux's ephemeral range (`ip_local_port_range`), where outgoing connections take their local
+ * ports: a port found by binding port 0 comes from that range, so any connection opened before the server binds it
+ * may take it (seen once in CI: Gitea's port, taken while its database was set up). Each port is bound once to
+ * check that it is free, and all are held until every one is picked; port 0 is the fallback.
+ */
+export function freeLoopbackPorts(count: number): number[] {
+  const below = ephemeralRangeStart();
+  const lowest = Math.max(1024, below - 16_384);
+  const listeners: Deno.Listener[] = [];
+  try {
+    for (let attempt = 0; listeners.length < count && attempt < 200; attempt++) {
+      const port = lowest + Math.floor(Math.random() * (below - lowest));
+      try {
+        listeners.push(Deno.listen({ hostname: "127.0.0.1", port }));
+      } catch {
+        // In use: pick another.
+      }
+    }
+    while (listeners.length < count) listeners.push(Deno.listen({ hostname: "127.0.0.1", port: 0 }));
+    return listeners.map((listener) => (listener.addr as Deno.NetAddr).port);
+  } finally {
+    for (const listener of listeners) listener.close();
+  }
+}
+
+/** The first port of Linux's ephemeral range; 32768 (its default) when it cannot be read. */
+function ephemeralRangeStart(): number {
+  try {
+    const start = Number(Deno.readTextFileSync("/proc/sys/net/ipv4/ip_local_port_range").trim().split(/\s+/)[0]);
+    return Number.isInteger(start) && start > 2048 ? start : 32_768;
+  } catch {
+    return 32_768;
+  }
 }
 
 /**
