@@ -5,9 +5,8 @@
  * figure is the median of several samples. The growth is the slope from idle to the last step, and each step's own
  * slope is shown beside it: on this project's machine the resident memory of one process moves by 5-10 MiB between
  * samples as V8 and malloc grow and hand back their heaps, so steps of 1,000 Jobs gave per-1,000 slopes anywhere
- * from 5 to 12 MiB; steps of 3,000 (the default) gave
- * 5.4-8.1 in five runs. (Module-load memory is
- * measured elsewhere; this is the running process.)
+ * from 5 to 12 MiB; steps of 3,000 (the default) gave 5.4-8.1 in five runs. (Module-load memory is measured
+ * elsewhere; this is the running process.)
  */
 import type { V1Job } from "@kubernetes/client-node";
 import type { BenchContext } from "./context.ts";

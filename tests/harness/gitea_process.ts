@@ -19,7 +19,8 @@ export interface GiteaProcessOptions {
 
 /**
  * Gitea could not listen on its port: another process took it between the harness picking it (a free port then) and
- * Gitea binding it. Gitea 1.26 and 1.27 log the bind error and go on running without a listener until stopped.
+ * Gitea binding it. Gitea 1.26.0 and 1.27.3 log the bind error and go on running without a listener until stopped
+ * (seen in CI, and in tests/integration/gitea_harness_test.ts with either version).
  */
 export class GiteaPortTakenError extends Error {
   override readonly name = "GiteaPortTakenError";
@@ -58,17 +59,17 @@ export class GiteaProcess {
    */
   async movePort(port: number): Promise<void> {
     if (this.#child) throw new Error(`Cannot move Gitea at ${this.url} to port ${port} while it runs`);
-    const oldUrl = this.url;
+    const newUrl = `http://127.0.0.1:${port}/`;
     const ini = await Deno.readTextFile(this.configPath);
-    this.#port = port;
     const moved = ini.replace(/^HTTP_PORT = \d+$/m, `HTTP_PORT = ${port}`).replace(
-      `ROOT_URL = ${oldUrl}\n`,
       `ROOT_URL = ${this.url}\n`,
+      `ROOT_URL = ${newUrl}\n`,
     );
-    if (!moved.includes(`HTTP_PORT = ${port}\n`) || !moved.includes(`ROOT_URL = ${this.url}\n`)) {
+    if (!moved.includes(`HTTP_PORT = ${port}\n`) || !moved.includes(`ROOT_URL = ${newUrl}\n`)) {
       throw new Error(`Cannot move Gitea to port ${port}: ${this.configPath} has no HTTP_PORT or ROOT_URL line`);
     }
     await Deno.writeTextFile(this.configPath, moved);
+    this.#port = port;
   }
 
   appIni(): string {

@@ -1,7 +1,7 @@
 /**
  * The test harness's Gitea, started on a port another process holds (as when an outgoing connection takes the free
- * port the harness picked before Gitea binds it): Gitea 1.26/1.27 logs the bind error and keeps running without a
- * listener, so the harness must notice and move it to another port, not wait out its ready timeout.
+ * port the harness picked before Gitea binds it): Gitea 1.26.0 and 1.27.3 log the bind error and keep running without
+ * a listener, so the harness must notice and move it to another port, not wait out its ready timeout.
  */
 import assert from "node:assert/strict";
 import { startGitea } from "../harness/gitea.ts";
