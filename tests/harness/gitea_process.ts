@@ -221,11 +221,22 @@ function logSize(path: string): number {
   }
 }
 
-/** What the log got from byte `start` on (the log file is appended to by every start). */
+/** What the log got from byte `start` on (the log file is appended to by every start); only that part is read. */
 function logSince(path: string, start: number): string {
+  let file: Deno.FsFile | undefined;
   try {
-    return new TextDecoder().decode(Deno.readFileSync(path).subarray(start));
+    file = Deno.openSync(path);
+    file.seekSync(start, Deno.SeekMode.Start);
+    const decoder = new TextDecoder();
+    const buffer = new Uint8Array(64 * 1024);
+    let text = "";
+    for (let read = file.readSync(buffer); read !== null; read = file.readSync(buffer)) {
+      text += decoder.decode(buffer.subarray(0, read), { stream: true });
+    }
+    return text + decoder.decode();
   } catch {
     return "";
+  } finally {
+    file?.close();
   }
 }
