@@ -176,6 +176,8 @@ export class Manager {
           const index = config.namespaces.length > 0 ? config.namespaces.indexOf(job.metadata?.namespace ?? "") : 0;
           this.jobInformers[index]?.assume(job);
         },
+        // Only the informer that caches the group takes it.
+        assumeGroup: (group) => this.groupInformers.forEach((informer) => informer.assumeWritten(group)),
         secret: this.secrets.read,
       },
       pollers: this.pollers,

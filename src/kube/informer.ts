@@ -127,6 +127,24 @@ export class SupervisedInformer<T extends KubernetesObject> implements ObjectCac
     this.#objects.set(key, this.#prepare(object));
   }
 
+  /**
+   * Puts the API server's answer to a write of this process (an update or patch of a cached object: the object at
+   * its new resourceVersion) into the cache before the watch event of that write arrives, so that the next read sees
+   * what was written. A reconcile that runs before the event then does not write again from what it read before the
+   * write (for a status, a condition's transition time moved anew). The event of that resourceVersion then changes
+   * nothing and calls no handler, as for {@linkcode assume}: a process does not need telling what it wrote. Nothing
+   * happens when the object is not cached (deleted meanwhile), or when the watch or the cached object is at that
+   * resourceVersion or past it already.
+   */
+  assumeWritten(object: T): void {
+    const key = keyOf(object.metadata?.namespace, object.metadata?.name);
+    const cached = this.#objects.get(key);
+    const version = object.metadata?.resourceVersion;
+    if (!cached || versionReached(this.#resourceVersion, version)) return;
+    if (versionReached(cached.metadata?.resourceVersion ?? "", version)) return;
+    this.#objects.set(key, this.#prepare(object));
+  }
+
   list(namespace?: string): T[] {
     const all = [...this.#objects.values()];
     return namespace === undefined ? all : all.filter((object) => object.metadata?.namespace === namespace);

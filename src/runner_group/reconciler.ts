@@ -46,6 +46,8 @@ export interface ClusterCache {
   runnerJobs(): V1Job[];
   /** Shows a runner Job just created in the cache before its watch event (see informer.ts `assume`). */
   assumeRunnerJob?(job: V1Job): void;
+  /** Shows a group as this process just wrote it (its status) before the watch event (informer.ts `assumeWritten`). */
+  assumeGroup?(group: RunnerGroup): void;
   /** Reads a Secret from a cache; without one, Secrets are read from the API server. */
   secret?: SecretReader;
 }
@@ -137,8 +139,17 @@ export class RunnerGroupReconciler {
     if (group.metadata.deletionTimestamp) return await this.#tearDown(key, group, target, log, now);
     const memory = this.#memories.of(key);
     await addCleanupFinalizer(this.#options.clients.custom, group);
-    const status = (observations: Observations, counts: StatusCounts = {}): Promise<void> =>
-      writeStatus(this.#options.clients.custom, group, observations, counts, now, this.#options.resyncIntervalMs);
+    const status = async (observations: Observations, counts: StatusCounts = {}): Promise<void> => {
+      const written = await writeStatus(
+        this.#options.clients.custom,
+        group,
+        observations,
+        counts,
+        now,
+        this.#options.resyncIntervalMs,
+      );
+      if (written) this.#options.cache.assumeGroup?.(written);
+    };
 
     // 1. validate
     const valid = validateOnce(memory, group);

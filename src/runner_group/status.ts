@@ -167,7 +167,11 @@ export type StatusCounts = Pick<
   "activeRunners" | "queuedJobs" | "idleRunners" | "lastCheckTime" | "warmPool" | "recentRunners"
 >;
 
-/** Writes the group's status when it changed (see statusNeedsWrite); a group deleted meanwhile is not an error. */
+/**
+ * Writes the group's status when it changed (see statusNeedsWrite); a group deleted meanwhile is not an error.
+ * Returns the group as the API server answered the write (for the cache: see `SupervisedInformer.assumeWritten`), or
+ * undefined when nothing was written or the answer is not a RunnerGroup of that name.
+ */
 export async function writeStatus(
   custom: CustomObjectsApi,
   group: RunnerGroup,
@@ -175,7 +179,7 @@ export async function writeStatus(
   counts: StatusCounts,
   now: number,
   staleAfterMs: number,
-): Promise<void> {
+): Promise<RunnerGroup | undefined> {
   const current = group.status;
   const recentRunners = counts.recentRunners ?? current?.recentRunners ?? [];
   const next: RunnerGroupStatus = {
@@ -191,9 +195,10 @@ export async function writeStatus(
     ...(recentRunners.length > 0 || current?.recentRunners !== undefined ? { recentRunners } : {}),
     conditions: computeConditions(observations, current?.conditions, group.metadata.generation, new Date(now)),
   };
-  if (!statusNeedsWrite(current, next, staleAfterMs)) return;
+  if (!statusNeedsWrite(current, next, staleAfterMs)) return undefined;
+  let written: unknown;
   try {
-    await custom.patchNamespacedCustomObjectStatus(
+    written = await custom.patchNamespacedCustomObjectStatus(
       {
         group: apiGroup,
         version: apiVersion,
@@ -204,12 +209,20 @@ export async function writeStatus(
       },
     );
   } catch (error) {
-    if (apiStatus(error) === 404) return; // deleted meanwhile
+    if (apiStatus(error) === 404) return undefined; // deleted meanwhile
     throw new Error(
       `Cannot write the status of ${group.metadata.namespace}/${group.metadata.name}: ${apiMessage(error)}`,
       { cause: error },
     );
   }
+  return sameGroup(written, group) ? written : undefined;
+}
+
+/** Whether an answer of the API server is the object of `group` (same namespace, name and uid) with a resourceVersion. */
+function sameGroup(answer: unknown, group: RunnerGroup): answer is RunnerGroup {
+  const metadata = (answer as { metadata?: Partial<RunnerGroup["metadata"]> } | null)?.metadata;
+  return metadata?.namespace === group.metadata.namespace && metadata?.name === group.metadata.name &&
+    metadata?.uid === group.metadata.uid && typeof metadata?.resourceVersion === "string";
 }
 
 /**

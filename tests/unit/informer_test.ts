@@ -235,6 +235,38 @@ Deno.test("a created object assumed into the cache is read at once; its own watc
   }
 });
 
+Deno.test("an object this process wrote is read at once; the watch event of that write calls no handler", async () => {
+  const { informer, changes, stream } = await syncedJobInformer(job("a", "5"));
+  try {
+    // A write's answer (say a status patch): the next read sees it before the watch shows it.
+    informer.assumeWritten(job("a", "12", { status: { active: 1 } }));
+    assert.equal(informer.cache.get("a", "ci")?.metadata?.resourceVersion, "12");
+    assert.equal(informer.cache.get("a", "ci")?.metadata?.managedFields, undefined, "prepared as the watch's");
+    stream.send("MODIFIED", job("a", "12", { status: { active: 1 } }));
+    assert.deepEqual(changes.splice(0), [], "its own write's event");
+    stream.send("MODIFIED", job("a", "13", { status: { conditions: [{ type: "Complete", status: "True" }] } }));
+    assert.deepEqual(changes.splice(0), ["a@13"], "anybody's later change");
+
+    // An older answer (a write the watch or a later write has passed) changes nothing.
+    informer.assumeWritten(job("a", "12"));
+    assert.equal(informer.cache.get("a", "ci")?.metadata?.resourceVersion, "13");
+    informer.assumeWritten(job("a", "15"));
+    informer.assumeWritten(job("a", "14"));
+    assert.equal(informer.cache.get("a", "ci")?.metadata?.resourceVersion, "15", "two answers out of order");
+    stream.send("ADDED", job("b", "20"));
+    changes.splice(0);
+    informer.assumeWritten(job("a", "19"));
+    assert.equal(informer.cache.get("a", "ci")?.metadata?.resourceVersion, "15", "the watch is past 19");
+
+    // An object the cache does not hold (deleted meanwhile) is not brought back.
+    stream.send("DELETED", job("b", "21"));
+    informer.assumeWritten(job("b", "22"));
+    assert.equal(informer.cache.get("b", "ci"), undefined);
+  } finally {
+    await informer.stop();
+  }
+});
+
 Deno.test("nothing is assumed before the first list: the list is the truth then", () => {
   const watch = new FakeWatch();
   const informer = new SupervisedInformer<V1Job>({
@@ -246,5 +278,6 @@ Deno.test("nothing is assumed before the first list: the list is the truth then"
     watch,
   });
   informer.assume(job("b", "12"));
+  informer.assumeWritten(job("b", "12"));
   assert.equal(informer.cache.get("b", "ci"), undefined);
 });

@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
-import { canonicalJson, computeConditions, statusNeedsWrite } from "../../src/runner_group/status.ts";
+import type { CustomObjectsApi } from "../../src/kube/api.ts";
+import type { RunnerGroup } from "../../src/runner_group/schema.ts";
+import { canonicalJson, computeConditions, statusNeedsWrite, writeStatus } from "../../src/runner_group/status.ts";
 
 const t0 = new Date("2026-01-01T00:00:00Z");
 const t1 = new Date("2026-01-01T00:05:00Z");
@@ -77,4 +79,34 @@ Deno.test("status is written when something but the check time changed, or the c
   assert.equal(statusNeedsWrite(base, { ...base, lastCheckTime: "2026-01-01T00:01:00Z" }, 60_000), true);
   assert.equal(statusNeedsWrite(base, { ...base, activeRunners: 2 }, 60_000), true);
   assert.equal(statusNeedsWrite(undefined, base, 60_000), true);
+});
+
+Deno.test("a status write returns the API server's answer for the cache, and nothing when it wrote nothing", async () => {
+  const group: RunnerGroup = {
+    metadata: { name: "ci", namespace: "team", uid: "uid-1", resourceVersion: "7", generation: 1 },
+    spec: {} as RunnerGroup["spec"],
+  };
+  const patches: unknown[] = [];
+  let answer: unknown;
+  const custom = {
+    patchNamespacedCustomObjectStatus: (param: { body: unknown }) => {
+      patches.push(param.body);
+      return Promise.resolve(answer);
+    },
+  } as unknown as CustomObjectsApi;
+  const write = (current: RunnerGroup) =>
+    writeStatus(custom, current, { spec: { ok: true } }, { activeRunners: 3 }, t0.getTime(), 60_000);
+
+  answer = { ...group, metadata: { ...group.metadata, resourceVersion: "8" }, status: { activeRunners: 3 } };
+  const written = await write(group);
+  assert.equal(patches.length, 1);
+  assert.equal(written?.metadata.resourceVersion, "8");
+  // Read back as written, the same status needs no second write (and keeps its conditions' transition times).
+  assert.equal(await write({ ...group, status: (patches[0] as { status: RunnerGroup["status"] }).status }), undefined);
+  assert.equal(patches.length, 1);
+
+  // An answer that is not this group (another uid: deleted and created again) is not handed to the cache.
+  answer = { ...group, metadata: { ...group.metadata, uid: "uid-2", resourceVersion: "9" } };
+  assert.equal(await write(group), undefined);
+  assert.equal(patches.length, 2);
 });
