@@ -9,6 +9,7 @@ import { type KubeClients, loadKubeConfig, makeClients } from "../../src/kube/cl
 import type { BenchContext } from "./context.ts";
 import { runnerShapedJob, unschedulable } from "./context.ts";
 import { Limiter } from "../../src/runtime/concurrency.ts";
+import { GiteaClient } from "../../src/forge/gitea_client.ts";
 import { cpuSeconds } from "./probes.ts";
 import { type Distribution, distribution, type Figure, unionMs } from "./report.ts";
 
@@ -126,6 +127,45 @@ export async function rawCreateUnderPush(ctx: BenchContext, input: {
     const created = await createJobs(batch, input.namespace, bodies[index], slots);
     latencies.push(...created.latencies);
     intervals.push(...created.endedAt.map((end): [number, number] => [start, end]));
+  }));
+  const cpuMsPerJob = ((cpuSeconds(Deno.pid) - cpuBefore) * 1000) / intervals.length;
+  await ctx.deleteNamespace(input.namespace);
+  const seconds = unionMs(intervals) / 1000;
+  return { rate: intervals.length / seconds, seconds, latencies, cpuMsPerJob };
+}
+
+/**
+ * A raw round in a backlog's shape: `jobsPerRepo` jobs already queued in each of `repos`, Gitea quiet. Like an operator
+ * started on that backlog, the loop first asks the forge for each repository's open jobs, with the operator's own forge
+ * client and request (`GiteaClient.listOpenJobs`, one poll per repository, all at once, through the forge observer as
+ * the operator's polls go), and creates a repository's Jobs once its answer is in, every repository's creates sharing
+ * `concurrency` in flight. Gitea answers the later polls while the first creates run, as it does for the operator. The
+ * rate counts the union of each Job's [its job seen by the poll, created], as the backlog's rate while busy does.
+ */
+export async function rawCreateAfterPoll(ctx: BenchContext, input: {
+  owner: string;
+  repos: readonly string[];
+  jobsPerRepo: number;
+  namespace: string;
+  concurrency: number;
+}): Promise<RawRound> {
+  const { batch, job, slots } = await setUpRawRound(ctx, input.namespace, input.concurrency);
+  const forge = new GiteaClient({ baseUrl: ctx.forge.url, token: ctx.env.gitea.adminToken });
+  const intervals: [number, number][] = [];
+  const latencies: number[] = [];
+  const cpuBefore = cpuSeconds(Deno.pid);
+  await Promise.all(input.repos.map(async (repo, index) => {
+    const { queued } = await forge.listOpenJobs({ scope: "repo", owner: input.owner, repo });
+    const answered = Date.now();
+    if (queued.length < input.jobsPerRepo) {
+      throw new Error(`Gitea lists ${queued.length} queued jobs in ${input.owner}/${repo}, not ${input.jobsPerRepo}`);
+    }
+    // The observer marks every job of one poll seen at the same moment: when that poll's last page was handed over.
+    const seen = ctx.forge.seenAt(queued[0].id) ?? answered;
+    const bodies = Array.from({ length: input.jobsPerRepo }, (_, at) => job(index * input.jobsPerRepo + at + 1));
+    const created = await createJobs(batch, input.namespace, bodies, slots);
+    latencies.push(...created.latencies);
+    intervals.push(...created.endedAt.map((end): [number, number] => [seen, end]));
   }));
   const cpuMsPerJob = ((cpuSeconds(Deno.pid) - cpuBefore) * 1000) / intervals.length;
   await ctx.deleteNamespace(input.namespace);

@@ -47,7 +47,11 @@ Deno.test("burst shapes and flags are parsed, bad ones rejected with the value q
     "idle",
     "memory",
   ]);
-  assert.deepEqual(args.backlogBursts, [{ groups: 5, jobsPerGroup: 20, rounds: 3 }]);
+  assert.deepEqual(args.backlogBursts, [{ groups: 5, jobsPerGroup: 20, rounds: 5 }, {
+    groups: 5,
+    jobsPerGroup: 100,
+    rounds: 1,
+  }]);
   assert.deepEqual(parseBenchArgs(["--backlog-bursts", "1x100*2"]).backlogBursts, [
     { groups: 1, jobsPerGroup: 100, rounds: 2 },
   ]);
