@@ -97,41 +97,30 @@ async function setUpRawRound(
  * groups share its limit. The rate counts the time when some repository's Jobs were due and not all created yet (the
  * union of each Job's [due, created]), as the burst's rate while busy counts [seen, created].
  */
-export async function rawCreateUnderPush(ctx: BenchContext, input: {
-  owner: string;
-  repos: readonly string[];
-  jobsPerRepo: number;
-  push: (repo: string) => Promise<void>;
-  /** Per repository: create no earlier than this long after its push returned. */
-  startAfterPushMs?: readonly number[];
-  namespace: string;
-  concurrency: number;
-}): Promise<RawRound> {
-  const { batch, job, slots } = await setUpRawRound(ctx, input.namespace, input.concurrency);
-  const bodies = input.repos.map((_, repo) =>
-    Array.from({ length: input.jobsPerRepo }, (_, index) => job(repo * input.jobsPerRepo + index + 1))
-  );
-  const intervals: [number, number][] = [];
-  const latencies: number[] = [];
-  const pushed = await Promise.all(input.repos.map(async (repo) => {
-    await input.push(repo);
-    return Date.now();
-  }));
-  const cpuBefore = cpuSeconds(Deno.pid);
-  await Promise.all(input.repos.map(async (repo, index) => {
-    // Every 200 ms: the probes of five repositories must not load Gitea more than an operator's polls would.
-    await waitForQueued(ctx, input.owner, [repo], input.jobsPerRepo, "every", 200);
-    const due = pushed[index] + (input.startAfterPushMs?.[index] ?? 0);
-    if (due > Date.now()) await new Promise((resolve) => setTimeout(resolve, due - Date.now()));
-    const start = Date.now();
-    const created = await createJobs(batch, input.namespace, bodies[index], slots);
-    latencies.push(...created.latencies);
-    intervals.push(...created.endedAt.map((end): [number, number] => [start, end]));
-  }));
-  const cpuMsPerJob = ((cpuSeconds(Deno.pid) - cpuBefore) * 1000) / intervals.length;
-  await ctx.deleteNamespace(input.namespace);
-  const seconds = unionMs(intervals) / 1000;
-  return { rate: intervals.length / seconds, seconds, latencies, cpuMsPerJob };
+export async function rawCreateUnderPush(
+  ctx: BenchContext,
+  input: RepoRoundInput & {
+    push: (repo: string) => Promise<void>;
+    /** Per repository: create no earlier than this long after its push returned. */
+    startAfterPushMs?: readonly number[];
+  },
+): Promise<RawRound> {
+  let pushed: number[] = [];
+  return await perRepositoryRound(ctx, input, {
+    before: async () => {
+      pushed = await Promise.all(input.repos.map(async (repo) => {
+        await input.push(repo);
+        return Date.now();
+      }));
+    },
+    due: async (repo, index) => {
+      // Every 200 ms: the probes of five repositories must not load Gitea more than an operator's polls would.
+      await waitForQueued(ctx, input.owner, [repo], input.jobsPerRepo, "every", 200);
+      const due = pushed[index] + (input.startAfterPushMs?.[index] ?? 0);
+      if (due > Date.now()) await new Promise((resolve) => setTimeout(resolve, due - Date.now()));
+      return Date.now();
+    },
+  });
 }
 
 /**
@@ -142,30 +131,52 @@ export async function rawCreateUnderPush(ctx: BenchContext, input: {
  * `concurrency` in flight. Gitea answers the later polls while the first creates run, as it does for the operator. The
  * rate counts the union of each Job's [its job seen by the poll, created], as the backlog's rate while busy does.
  */
-export async function rawCreateAfterPoll(ctx: BenchContext, input: {
+export async function rawCreateAfterPoll(ctx: BenchContext, input: RepoRoundInput): Promise<RawRound> {
+  const forge = new GiteaClient({ baseUrl: ctx.forge.url, token: ctx.env.gitea.adminToken });
+  return await perRepositoryRound(ctx, input, {
+    due: async (repo) => {
+      const { queued } = await forge.listOpenJobs({ scope: "repo", owner: input.owner, repo });
+      const answered = Date.now();
+      if (queued.length < input.jobsPerRepo) {
+        throw new Error(`Gitea lists ${queued.length} queued jobs in ${input.owner}/${repo}, not ${input.jobsPerRepo}`);
+      }
+      // The observer marks every job of one poll seen at the same moment: when that poll's last page was handed over.
+      return ctx.forge.seenAt(queued[0].id) ?? answered;
+    },
+  });
+}
+
+interface RepoRoundInput {
   owner: string;
   repos: readonly string[];
   jobsPerRepo: number;
   namespace: string;
   concurrency: number;
+}
+
+/**
+ * The frame of the rounds in a burst's shape: `before` runs once the round is set up; then, for every repository at
+ * once, `due` waits until its Jobs are due and says since when (ms since epoch), and its `jobsPerRepo` Jobs are created,
+ * all repositories sharing `concurrency` creates in flight. The rate counts the union of each Job's [due, created];
+ * the CPU is this process's from `before`'s end.
+ */
+async function perRepositoryRound(ctx: BenchContext, input: RepoRoundInput, steps: {
+  before?: () => Promise<void>;
+  due: (repo: string, index: number) => Promise<number>;
 }): Promise<RawRound> {
   const { batch, job, slots } = await setUpRawRound(ctx, input.namespace, input.concurrency);
-  const forge = new GiteaClient({ baseUrl: ctx.forge.url, token: ctx.env.gitea.adminToken });
+  const bodies = input.repos.map((_, repo) =>
+    Array.from({ length: input.jobsPerRepo }, (_, index) => job(repo * input.jobsPerRepo + index + 1))
+  );
   const intervals: [number, number][] = [];
   const latencies: number[] = [];
+  await steps.before?.();
   const cpuBefore = cpuSeconds(Deno.pid);
   await Promise.all(input.repos.map(async (repo, index) => {
-    const { queued } = await forge.listOpenJobs({ scope: "repo", owner: input.owner, repo });
-    const answered = Date.now();
-    if (queued.length < input.jobsPerRepo) {
-      throw new Error(`Gitea lists ${queued.length} queued jobs in ${input.owner}/${repo}, not ${input.jobsPerRepo}`);
-    }
-    // The observer marks every job of one poll seen at the same moment: when that poll's last page was handed over.
-    const seen = ctx.forge.seenAt(queued[0].id) ?? answered;
-    const bodies = Array.from({ length: input.jobsPerRepo }, (_, at) => job(index * input.jobsPerRepo + at + 1));
-    const created = await createJobs(batch, input.namespace, bodies, slots);
+    const due = await steps.due(repo, index);
+    const created = await createJobs(batch, input.namespace, bodies[index], slots);
     latencies.push(...created.latencies);
-    intervals.push(...created.endedAt.map((end): [number, number] => [seen, end]));
+    intervals.push(...created.endedAt.map((end): [number, number] => [due, end]));
   }));
   const cpuMsPerJob = ((cpuSeconds(Deno.pid) - cpuBefore) * 1000) / intervals.length;
   await ctx.deleteNamespace(input.namespace);
