@@ -27,6 +27,7 @@ export async function settleBounded<T, R>(
 export class Limiter {
   #running = 0;
   readonly #waiting: (() => void)[] = [];
+  #idleWaiters: (() => void)[] = [];
 
   constructor(readonly limit: number) {
     if (!Number.isInteger(limit) || limit < 1) throw new RangeError(`A limit must be a whole number from 1: ${limit}`);
@@ -35,6 +36,12 @@ export class Limiter {
   /** Tasks running now. */
   get running(): number {
     return this.#running;
+  }
+
+  /** Resolves once no task runs or waits for a slot (at once when none does). */
+  whenIdle(): Promise<void> {
+    if (this.#running === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
   }
 
   async run<T>(task: () => Promise<T>): Promise<T> {
@@ -46,7 +53,11 @@ export class Limiter {
       // The slot goes straight to the next waiter, so a task that arrives meanwhile cannot take it out of turn.
       const next = this.#waiting.shift();
       if (next) next();
-      else this.#running--;
+      else if (--this.#running === 0) {
+        const idle = this.#idleWaiters;
+        this.#idleWaiters = [];
+        for (const resolve of idle) resolve();
+      }
     }
   }
 }

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { forgeFeatures, parseForgeVersion } from "../../src/forge/forge_client.ts";
 import { Limiter, settleBounded } from "../../src/runtime/concurrency.ts";
-import { warmSlots } from "../../src/runner_group/apply.ts";
+import { applyPlan, warmSlots } from "../../src/runner_group/apply.ts";
+import { logger } from "../../src/log.ts";
 import { warmRunnerJobName } from "../../src/runner_group/runner_job.ts";
 import { validateGroup } from "../../src/runner_group/validate.ts";
 
@@ -66,8 +67,6 @@ Deno.test("validateGroup reports an invalid spec and invalid labels with their r
 });
 
 Deno.test("applyPlan creates a burst concurrently within the bound, counts AlreadyExists as done, and never repeats", async () => {
-  const { applyPlan } = await import("../../src/runner_group/apply.ts");
-  const { logger } = await import("../../src/log.ts");
   let inFlight = 0;
   let peak = 0;
   const names: string[] = [];
@@ -168,8 +167,6 @@ Deno.test("applyPlan creates a burst concurrently within the bound, counts Alrea
 });
 
 Deno.test("applyPlan reports each evicted runner as a RunnerEvicted event and in the evictions counter", async () => {
-  const { applyPlan } = await import("../../src/runner_group/apply.ts");
-  const { logger } = await import("../../src/log.ts");
   const { OperatorMetrics } = await import("../../src/metrics.ts");
   const metrics = new OperatorMetrics();
   const events: { type: string; reason: string; message: string }[] = [];
@@ -260,4 +257,90 @@ Deno.test("a Limiter bounds the tasks of all its callers together, in the order 
   assert.deepEqual(started.slice(0, 3), ["a1", "a2", "a3"]);
   assert.deepEqual(started.slice(3, 6), ["b1", "b2", "b3"]);
   assert.throws(() => new Limiter(0), /whole number from 1/);
+});
+
+Deno.test("a Limiter is idle once no task runs or waits for a slot", async () => {
+  const limiter = new Limiter(1);
+  await limiter.whenIdle();
+  const ended: string[] = [];
+  const task = (name: string, ms: number) => () =>
+    new Promise<void>((resolve) => setTimeout(() => (ended.push(name), resolve()), ms));
+  const a = limiter.run(task("a", 20));
+  const b = limiter.run(task("b", 5));
+  await limiter.whenIdle().then(() => ended.push("idle"));
+  await Promise.all([a, b]);
+  assert.deepEqual(ended, ["a", "b", "idle"], "the waiting task too");
+  assert.equal(limiter.running, 0);
+});
+
+Deno.test("applyPlan's work after its creates waits until the shared creates of other groups are done", async () => {
+  const slots = new Limiter(2);
+  const order: string[] = [];
+  // Another group's create, in flight when this group's reconcile starts.
+  const other = slots.run(() => new Promise<void>((resolve) => setTimeout(() => (order.push("other"), resolve()), 30)));
+  const job = {
+    id: 1,
+    runId: 1,
+    name: "job-1",
+    runsOn: ["linux"],
+    owner: "acme",
+    repo: "app",
+    createdAt: "",
+    htmlUrl: "",
+  };
+  await applyPlan({
+    options: {
+      batch: {
+        createNamespacedJob: ({ body }: { body: { metadata: { name: string } } }) => (order.push("create"), body),
+      } as never,
+      core: {} as never,
+      events: { record: () => Promise.resolve() } as never,
+      runnerImage: "runner:1",
+      createSlots: slots,
+      idleGraceMs: 60_000,
+    },
+    plan: {
+      create: [{ job, attempt: 0 }],
+      createWarm: 0,
+      idle: [],
+      remove: [],
+      active: 0,
+      queued: 1,
+      owned: new Set([1]),
+      waitingForCapacity: 0,
+      gaveUp: [],
+    },
+    context: {
+      key: "team/ci",
+      namespace: "team",
+      name: "ci",
+      uid: "u1",
+      spec: {
+        scope: "repo",
+        org: "acme",
+        repo: "app",
+        giteaURL: "https://gitea.example.com",
+        maxActiveRunners: 2,
+      } as never,
+      labels: [{ name: "linux" }] as never,
+      registrationToken: { name: "tokens", key: "registration" },
+    },
+    forge: "https://gitea.example.com",
+    forgeClient: {
+      listRunners: () => (order.push("list runners"), Promise.resolve([])),
+      forge: parseForgeVersion("gitea", "1.26.0"),
+      features: forgeFeatures(parseForgeVersion("gitea", "1.26.0")),
+    } as never,
+    endpoint: { scope: "repo", owner: "acme", repo: "app" },
+    namesInUse: new Set(),
+    allRunnerJobs: [],
+    idleSince: new Map(),
+    // The sweep is due, so the apply lists the forge's runners after its creates.
+    orphans: { sweptAt: 0, firstSeen: new Map() },
+    target: { apiVersion: "gitea.bpg.pw/v1alpha1", kind: "RunnerGroup", name: "ci", namespace: "team", uid: "u1" },
+    log: logger("test"),
+    now: Date.now(),
+  });
+  await other;
+  assert.deepEqual(order, ["create", "other", "list runners"]);
 });
