@@ -6,6 +6,32 @@ import { logger } from "../../src/log.ts";
 import { warmRunnerJobName } from "../../src/runner_group/runner_job.ts";
 import { validateGroup } from "../../src/runner_group/validate.ts";
 
+/** The apply context of group team/ci: repo scope on acme/app, runs jobs labelled `linux`. */
+const ciContext = (maxActiveRunners: number) => ({
+  key: "team/ci",
+  namespace: "team",
+  name: "ci",
+  uid: "u1",
+  spec: {
+    scope: "repo",
+    org: "acme",
+    repo: "app",
+    giteaURL: "https://gitea.example.com",
+    maxActiveRunners,
+    authToken: { name: "tokens", key: "api" },
+  } as never,
+  labels: [{ name: "linux" }] as never,
+  registrationToken: { name: "tokens", key: "registration" },
+});
+
+/** A Gitea 1.26 client whose runner list is `listRunners`; nothing else is called by these applies. */
+const gitea126 = (listRunners: () => Promise<unknown[]>) =>
+  ({
+    listRunners,
+    forge: parseForgeVersion("gitea", "1.26.0"),
+    features: forgeFeatures(parseForgeVersion("gitea", "1.26.0")),
+  }) as never;
+
 Deno.test("settleBounded never has more than the limit in flight, and runs every item", async () => {
   let inFlight = 0;
   let peak = 0;
@@ -119,28 +145,9 @@ Deno.test("applyPlan creates a burst concurrently within the bound, counts Alrea
       waitingForCapacity: 0,
       gaveUp: [],
     },
-    context: {
-      key: "team/ci",
-      namespace: "team",
-      name: "ci",
-      uid: "u1",
-      spec: {
-        scope: "repo",
-        org: "acme",
-        repo: "app",
-        giteaURL: "https://gitea.example.com",
-        maxActiveRunners: 12,
-        authToken: { name: "tokens", key: "api" },
-      } as never,
-      labels: [{ name: "linux" }] as never,
-      registrationToken: { name: "tokens", key: "registration" },
-    },
+    context: ciContext(12),
     forge: "https://gitea.example.com",
-    forgeClient: {
-      listRunners: () => Promise.resolve([]),
-      forge: parseForgeVersion("gitea", "1.26.0"),
-      features: forgeFeatures(parseForgeVersion("gitea", "1.26.0")),
-    } as never,
+    forgeClient: gitea126(() => Promise.resolve([])),
     endpoint: { scope: "repo", owner: "acme", repo: "app" },
     namesInUse: new Set(),
     allRunnerJobs: [],
@@ -310,27 +317,9 @@ Deno.test("applyPlan's work after its creates waits until the shared creates of 
       waitingForCapacity: 0,
       gaveUp: [],
     },
-    context: {
-      key: "team/ci",
-      namespace: "team",
-      name: "ci",
-      uid: "u1",
-      spec: {
-        scope: "repo",
-        org: "acme",
-        repo: "app",
-        giteaURL: "https://gitea.example.com",
-        maxActiveRunners: 2,
-      } as never,
-      labels: [{ name: "linux" }] as never,
-      registrationToken: { name: "tokens", key: "registration" },
-    },
+    context: ciContext(2),
     forge: "https://gitea.example.com",
-    forgeClient: {
-      listRunners: () => (order.push("list runners"), Promise.resolve([])),
-      forge: parseForgeVersion("gitea", "1.26.0"),
-      features: forgeFeatures(parseForgeVersion("gitea", "1.26.0")),
-    } as never,
+    forgeClient: gitea126(() => (order.push("list runners"), Promise.resolve([]))),
     endpoint: { scope: "repo", owner: "acme", repo: "app" },
     namesInUse: new Set(),
     allRunnerJobs: [],
