@@ -22,7 +22,14 @@ import type { OperatorProcess } from "../harness/operator.ts";
 import { operatorUser, unschedulable } from "./context.ts";
 import { AuditedCreates } from "./audit_creates.ts";
 import { runnerJobsOf } from "../harness/queries.ts";
-import { rawCreateAfterPoll, rawCreateRound, rawCreateUnderPush, rawWarmUpJobs, waitForQueued } from "./raw_create.ts";
+import {
+  rawCreateAfterPoll,
+  rawCreateRound,
+  rawCreateUnderPush,
+  type RawRound,
+  rawWarmUpJobs,
+  waitForQueued,
+} from "./raw_create.ts";
 import { type AuditedRequests, auditedRequests, cpuSeconds } from "./probes.ts";
 import { atLeast, atMost, distribution, type Figure, unionMs } from "./report.ts";
 
@@ -210,37 +217,35 @@ export async function measureBurst(ctx: BenchContext, shape: BurstShape, options
       const span = (times.at(-1)! - times[0]) / 1000;
       const rate = span > 0 ? (times.length - 1) / span : Infinity;
       const busyRate = busy.length > 0 ? busy.length / (unionMs(busy) / 1000) : Number.NaN;
-      // The limit under the burst's own load: after a push, Gitea goes on working for seconds, on the same cores as
-      // the API server, and how much of that work overlaps the creates depends on when they start. So each twin's
-      // Jobs start as long after its push as the operator saw its group's jobs after that group's push (or once
-      // listed, when the observer saw none). The twins' jobs stay queued; no group serves them.
-      const seenAfterPush = groups.map((group) => {
-        const seen = windows.get(group)?.seen;
-        return seen === undefined ? 0 : pushedAt + seen - accepted.get(group)!;
-      });
+      const twinRound = {
+        owner: tag,
+        repos: twins,
+        jobsPerRepo: shape.jobsPerGroup,
+        concurrency: options.createConcurrency,
+      };
+      let loadedRaw: RawRound;
       if (backlog) {
         // The reference needs Gitea quiet again, as it was when the operator started.
         await ctx.stopOperator(operator!);
         operator = undefined;
         await new Promise((resolve) => setTimeout(resolve, 3_000));
-      }
-      const loadedRaw = backlog
-        ? await rawCreateAfterPoll(ctx, {
-          owner: tag,
-          repos: twins,
-          jobsPerRepo: shape.jobsPerGroup,
-          namespace: `${tag}-polled`,
-          concurrency: options.createConcurrency,
-        })
-        : await rawCreateUnderPush(ctx, {
-          owner: tag,
-          repos: twins,
-          jobsPerRepo: shape.jobsPerGroup,
+        loadedRaw = await rawCreateAfterPoll(ctx, { ...twinRound, namespace: `${tag}-polled` });
+      } else {
+        // The limit under the burst's own load: after a push, Gitea goes on working for seconds, on the same cores as
+        // the API server, and how much of that work overlaps the creates depends on when they start. So each twin's
+        // Jobs start as long after its push as the operator saw its group's jobs after that group's push (or once
+        // listed, when the observer saw none). The twins' jobs stay queued; no group serves them.
+        const seenAfterPush = groups.map((group) => {
+          const seen = windows.get(group)?.seen;
+          return seen === undefined ? 0 : pushedAt + seen - accepted.get(group)!;
+        });
+        loadedRaw = await rawCreateUnderPush(ctx, {
+          ...twinRound,
+          namespace: `${tag}-loaded`,
           push: (repo) => gitea.pushWorkflow(tag, repo, path, workflow),
           startAfterPushMs: seenAfterPush,
-          namespace: `${tag}-loaded`,
-          concurrency: options.createConcurrency,
         });
+      }
       const duplicates = [...perJob.values()].reduce((sum, count) => sum + count - 1, 0);
       const kubeRequests = await auditedRequests(ctx.auditLogPath, operatorUser, pushedAt, times.at(-1)! + 1);
       result.rounds.push({
