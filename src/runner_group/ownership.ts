@@ -88,9 +88,16 @@ export function coverageOf(key: string, group: Pick<RunnerGroup, "spec">): Group
   };
 }
 
-/** What the ownership rule needs of every group, parsed again only when a group changes (its resourceVersion). */
+/**
+ * What the ownership rule needs of every group, parsed again only when a group's spec changes: a new generation (or
+ * uid), or a new resourceVersion for an object without a generation. Status writes and finalizer patches change only
+ * the resourceVersion, and a burst brings a status write per group, each of which used to parse every spec again.
+ */
 export class CoverageCache {
-  readonly #entries = new Map<string, { resourceVersion?: string; coverage?: GroupCoverage }>();
+  readonly #entries = new Map<
+    string,
+    { uid: string; generation?: number; resourceVersion?: string; coverage?: GroupCoverage }
+  >();
 
   constructor(readonly keyOf: (namespace: string, name: string) => string) {}
 
@@ -98,10 +105,13 @@ export class CoverageCache {
   of(groups: readonly RunnerGroup[]): GroupCoverage[] {
     const result: GroupCoverage[] = [];
     for (const group of groups) {
-      const key = this.keyOf(group.metadata.namespace, group.metadata.name);
+      const { namespace, name, uid, generation, resourceVersion } = group.metadata;
+      const key = this.keyOf(namespace, name);
       let entry = this.#entries.get(key);
-      if (!entry || entry.resourceVersion !== group.metadata.resourceVersion) {
-        entry = { resourceVersion: group.metadata.resourceVersion, coverage: coverageOf(key, group) };
+      const current = entry !== undefined && entry.uid === uid &&
+        (generation !== undefined ? entry.generation === generation : entry.resourceVersion === resourceVersion);
+      if (!entry || !current) {
+        entry = { uid, generation, resourceVersion, coverage: coverageOf(key, group) };
         this.#entries.set(key, entry);
       }
       if (entry.coverage && !group.metadata.deletionTimestamp) result.push(entry.coverage);

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import type { QueuedJob } from "../../src/forge/gitea_client.ts";
 import { effectiveRunnerLabels } from "../../src/forge/labels.ts";
-import { chooseOwnerGroup, type GroupCoverage } from "../../src/runner_group/ownership.ts";
+import { chooseOwnerGroup, CoverageCache, type GroupCoverage } from "../../src/runner_group/ownership.ts";
+import type { RunnerGroup } from "../../src/runner_group/schema.ts";
 import { type PlanInput, planRunnerJobs, retryDelay, type RunnerJobRecord } from "../../src/runner_group/planner.ts";
 
 const now = 1_000_000;
@@ -205,6 +206,38 @@ const coverage = (key: string, overrides: Partial<GroupCoverage>): GroupCoverage
   labels: effectiveRunnerLabels(["linux:host"], false),
   paused: false,
   ...overrides,
+});
+
+Deno.test("the coverage cache parses a group's spec again only for a new generation, uid or (without one) version", () => {
+  const cache = new CoverageCache((namespace, name) => `${namespace}/${name}`);
+  const group = (
+    metadata: Partial<RunnerGroup["metadata"]>,
+    org: string,
+  ): RunnerGroup => ({
+    metadata: { namespace: "ci", name: "g", uid: "u1", generation: 1, resourceVersion: "10", ...metadata },
+    spec: {
+      scope: "org",
+      org,
+      giteaURL: "https://git.example.com",
+      labels: ["linux:host"],
+      maxActiveRunners: 2,
+      authToken: { name: "tokens", key: "api" },
+    },
+  });
+  const owners = (groups: RunnerGroup[]): (string | undefined)[] => cache.of(groups).map((entry) => entry.owner);
+  assert.deepEqual(owners([group({}, "acme")]), ["acme"]);
+  // A status write or a finalizer patch: a new resourceVersion, the same generation. The spec is not parsed again (a
+  // spec that changed without a new generation, which the API server never sends, shows it).
+  assert.deepEqual(owners([group({ resourceVersion: "11" }, "other")]), ["acme"]);
+  assert.deepEqual(owners([group({ resourceVersion: "12", generation: 2 }, "other")]), ["other"]);
+  // The group deleted and created again under the same name, edited up to the same generation: a new uid.
+  assert.deepEqual(owners([group({ uid: "u2", resourceVersion: "20", generation: 2 }, "acme")]), ["acme"]);
+  // Without a generation, the resourceVersion decides.
+  assert.deepEqual(owners([group({ uid: "u2", generation: undefined, resourceVersion: "21" }, "third")]), ["third"]);
+  assert.deepEqual(owners([group({ uid: "u2", generation: undefined, resourceVersion: "21" }, "fourth")]), ["third"]);
+  // Groups being deleted are left out, and invalid specs give no coverage.
+  assert.deepEqual(owners([group({ uid: "u2", generation: 3, deletionTimestamp: new Date() }, "acme")]), []);
+  assert.deepEqual(owners([group({ uid: "u2", generation: 4 }, "")]), []);
 });
 
 Deno.test("a job several groups can run goes to the most specific scope, ties to the first namespace/name", () => {
