@@ -75,17 +75,24 @@ export class StreamingWatch {
       // Aborted by the owner (the informer stopping or restarting): it expects no callback.
       if (!controller.signal.aborted) done(error);
     };
-    const resetTimer = (): void => {
-      clearTimeout(timer);
+    // Data only moves the deadline; one timer checks it when due. Re-arming a timer per chunk cost about 60 us a chunk
+    // (a CPU profile through a burst of 400 runner Jobs, each its own watch event).
+    let lastDataAt = performance.now();
+    const noteData = (): void => {
+      lastDataAt = performance.now();
+    };
+    const armIdleTimer = (delayMs: number): void => {
       timer = setTimeout(() => {
+        const silentMs = performance.now() - lastDataAt;
+        if (silentMs < this.#idleTimeoutMs) return armIdleTimer(this.#idleTimeoutMs - silentMs);
         finish(new DOMException(`No data on the watch for ${this.#idleTimeoutMs} ms`, "TimeoutError"));
-      }, this.#idleTimeoutMs);
+      }, delayMs);
     };
     controller.signal.addEventListener("abort", () => finish(controller.signal.reason));
 
     void (async () => {
       try {
-        resetTimer();
+        armIdleTimer(this.#idleTimeoutMs);
         const response = await fetch(url, { headers, client, signal: internal.signal });
         if (response.status !== 200) {
           if (response.status === 401) this.kubeConfig.unauthorized(startedAt);
@@ -100,7 +107,7 @@ export class StreamingWatch {
         const deliver = (event: { type: string; object: unknown }): void => callback(event.type, event.object, event);
         const contentType = response.headers.get("content-type") ?? "";
         if (decodeProtobuf && contentType.startsWith(protobufMediaType)) {
-          await readFrames(body, resetTimer, (frame) => {
+          await readFrames(body, noteData, (frame) => {
             let event: DecodedWatchEvent;
             try {
               event = decodeProtobuf(frame);
@@ -112,7 +119,7 @@ export class StreamingWatch {
             deliver(event);
           });
         } else {
-          await readLines(body, resetTimer, deliver);
+          await readLines(body, noteData, deliver);
         }
         finish(null);
       } catch (error) {
