@@ -5,6 +5,7 @@ import { applyPlan, warmSlots } from "../../src/runner_group/apply.ts";
 import { logger } from "../../src/log.ts";
 import { warmRunnerJobName } from "../../src/runner_group/runner_job.ts";
 import { validateGroup } from "../../src/runner_group/validate.ts";
+import { queuedJob } from "./fixtures.ts";
 
 /** The apply context of group team/ci: repo scope on acme/app, runs jobs labelled `linux`. */
 const ciContext = (maxActiveRunners: number) => ({
@@ -108,16 +109,7 @@ Deno.test("applyPlan creates a burst concurrently within the bound, counts Alrea
       return body;
     },
   };
-  const job = (id: number) => ({
-    id,
-    runId: 1,
-    name: `job-${id}`,
-    runsOn: ["linux"],
-    owner: "acme",
-    repo: "app",
-    createdAt: new Date().toISOString(),
-    htmlUrl: "",
-  });
+  const job = (id: number) => queuedJob(id, { createdAt: new Date().toISOString() });
   const events: { reason: string; message: string }[] = [];
   const assumed: string[] = [];
   const applied = await applyPlan({

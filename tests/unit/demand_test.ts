@@ -4,11 +4,11 @@
  */
 import assert from "node:assert/strict";
 import type { V1Job } from "@kubernetes/client-node";
-import type { QueuedJob } from "../../src/forge/gitea_client.ts";
 import type { DemandPollers } from "../../src/forge/demand_poller.ts";
 import { gatherDemand } from "../../src/runner_group/demand.ts";
 import { buildRunnerJob, pruneRunnerJob } from "../../src/runner_group/runner_job.ts";
 import type { RunnerGroupSpec } from "../../src/runner_group/schema.ts";
+import { queuedJob } from "./fixtures.ts";
 
 const spec = (giteaURL: string): RunnerGroupSpec => ({
   scope: "repo",
@@ -20,24 +20,13 @@ const spec = (giteaURL: string): RunnerGroupSpec => ({
   authToken: { name: "tokens", key: "api" },
 });
 
-const queued = (id: number): QueuedJob => ({
-  id,
-  runId: 1,
-  name: `job-${id}`,
-  runsOn: ["linux"],
-  owner: "acme",
-  repo: "app",
-  createdAt: "2026-01-01T00:00:00Z",
-  htmlUrl: "",
-});
-
 /** A cached runner Job of group `group` for forge job `id`, running or finished. */
 function runnerJob(group: string, forge: string, id: number, state: "active" | "succeeded"): V1Job {
   const job = buildRunnerJob({
     group: { name: group, namespace: "ci", uid: `uid-${group}`, spec: spec(forge) },
     forge,
     labels: [],
-    for: { job: queued(id), attempt: 0 },
+    for: { job: queuedJob(id), attempt: 0 },
     defaultImage: "runner:test",
     registrationToken: { name: "token", key: "token" },
   });

@@ -3,19 +3,11 @@ import type { QueuedJob } from "../../src/forge/gitea_client.ts";
 import { effectiveRunnerLabels } from "../../src/forge/labels.ts";
 import { chooseOwnerGroup, CoverageCache, type GroupCoverage } from "../../src/runner_group/ownership.ts";
 import type { RunnerGroup } from "../../src/runner_group/schema.ts";
+import { queuedJob } from "./fixtures.ts";
 import { type PlanInput, planRunnerJobs, retryDelay, type RunnerJobRecord } from "../../src/runner_group/planner.ts";
 
 const now = 1_000_000;
-const job = (id: number, runsOn: string[] = ["linux"], repo = "app"): QueuedJob => ({
-  id,
-  runId: 1,
-  name: `job-${id}`,
-  runsOn,
-  owner: "acme",
-  repo,
-  createdAt: "2026-01-01T00:00:00Z",
-  htmlUrl: "",
-});
+const job = (id: number, runsOn: string[] = ["linux"], repo = "app"): QueuedJob => queuedJob(id, { runsOn, repo });
 const record = (forgeJobId: number, state: RunnerJobRecord["state"], attempt = 0, finishedAt?: number) => ({
   name: `g-${forgeJobId}${attempt ? `-${attempt}` : ""}`,
   forgeJobId,

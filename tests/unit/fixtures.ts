@@ -1,0 +1,15 @@
+/** Fixtures shared by the unit tests (not a test file itself). */
+import type { QueuedJob } from "../../src/forge/gitea_client.ts";
+
+/** Queued job `id` of acme/app, runs-on `linux`, queued on 2026-01-01; `overrides` changes any field. */
+export const queuedJob = (id: number, overrides: Partial<QueuedJob> = {}): QueuedJob => ({
+  id,
+  runId: 1,
+  name: `job-${id}`,
+  runsOn: ["linux"],
+  owner: "acme",
+  repo: "app",
+  createdAt: "2026-01-01T00:00:00Z",
+  htmlUrl: "",
+  ...overrides,
+});
