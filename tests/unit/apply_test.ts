@@ -277,16 +277,7 @@ Deno.test("applyPlan's work after its creates waits until the shared creates of 
   const order: string[] = [];
   // Another group's create, in flight when this group's reconcile starts.
   const other = slots.run(() => new Promise<void>((resolve) => setTimeout(() => (order.push("other"), resolve()), 30)));
-  const job = {
-    id: 1,
-    runId: 1,
-    name: "job-1",
-    runsOn: ["linux"],
-    owner: "acme",
-    repo: "app",
-    createdAt: "",
-    htmlUrl: "",
-  };
+  const job = queuedJob(1, { createdAt: "" });
   await applyPlan({
     options: {
       batch: {
