@@ -90,11 +90,11 @@ export async function applyPlan(input: {
   const warmPoolSize = input.warmPoolSize ?? context.spec.minIdleRunners ?? 0;
   for (const evicted of input.evictions ?? []) reportEviction(options, context, evicted, target, log);
   const runs: RunFor[] = [...plan.create, ...warmSlots(context.name, plan.createWarm, input.namesInUse)];
+  // Twice the slots: while `createSlots.limit` creates are in flight, as many bodies wait built for the next free slot.
   const outcomes = await settleBounded(
     runs,
-    options.createSlots.limit,
-    (runFor) =>
-      options.createSlots.run(() => createRunnerJob(options, { ...context, warmPoolSize }, input, runFor, target, log)),
+    2 * options.createSlots.limit,
+    (runFor) => createRunnerJob(options, { ...context, warmPoolSize }, input, runFor, target, log),
   );
   const created = outcomes.filter((outcome) => outcome.status === "fulfilled").length;
   const failed = outcomes.find((outcome) => outcome.status === "rejected");
@@ -216,7 +216,10 @@ function recordCreated(
 
 /**
  * Creates one runner Job; resolves with its name when it was created now, undefined when it existed already (both
- * count as a runner that exists).
+ * count as a runner that exists). A create slot is held for the API requests only: the body is built before the slot
+ * is taken, and the cache, metrics, log and events are written after it is given back, so the next create starts as
+ * soon as an answer arrives (a trace of a 5 x 20 backlog put 0.24-0.41 ms of such work between one answer and the
+ * next request, median per round, against 0.01 ms for a loop with ready bodies).
  */
 async function createRunnerJob(
   options: ApplyOptions,
@@ -243,30 +246,21 @@ async function createRunnerJob(
     runner: client?.forge.kind ?? "gitea",
     ...(ownRegistration ? { runnerCredentials: { secretName: runnerCredentialsSecretName(jobName) } } : {}),
   });
-  let created: V1Job | undefined;
-  if (ownRegistration) {
-    created = await createRegisteredRunnerJob({
-      batch: options.batch,
-      core: options.core,
-      client: client!,
-      endpoint: input.endpoint,
-      group: { name, uid: context.uid },
-      job,
-      purpose: "job" in runFor ? `job ${runFor.job.id} of ${runFor.job.owner}/${runFor.job.repo}` : "the warm pool",
-      log,
-    });
-    if (!created) return undefined;
-  } else {
-    try {
-      created = await options.batch.createNamespacedJob({ namespace, body: job });
-    } catch (error) {
-      if (apiStatus(error) === 409) {
-        log.debug("Runner Job {jobName} exists already", { jobName });
-        return undefined;
-      }
-      throw new Error(`Cannot create runner Job ${namespace}/${jobName}: ${apiMessage(error)}`, { cause: error });
-    }
-  }
+  const created = await options.createSlots.run(() =>
+    ownRegistration
+      ? createRegisteredRunnerJob({
+        batch: options.batch,
+        core: options.core,
+        client: client!,
+        endpoint: input.endpoint,
+        group: { name, uid: context.uid },
+        job,
+        purpose: "job" in runFor ? `job ${runFor.job.id} of ${runFor.job.owner}/${runFor.job.repo}` : "the warm pool",
+        log,
+      })
+      : createJob(options.batch, job, log)
+  );
+  if (!created) return undefined;
   options.assume?.(created);
   const metrics = options.metrics;
   metrics?.runnerJobsCreated.inc({ namespace, runnergroup: name });
@@ -301,6 +295,20 @@ async function createRunnerJob(
     );
   }
   return jobName;
+}
+
+/** Creates a runner Job; undefined when a Job of its name exists already (an earlier attempt's). */
+async function createJob(batch: BatchV1Api, job: V1Job, log: ReturnType<typeof logger>): Promise<V1Job | undefined> {
+  const { namespace, name } = job.metadata!;
+  try {
+    return await batch.createNamespacedJob({ namespace: namespace!, body: job });
+  } catch (error) {
+    if (apiStatus(error) === 409) {
+      log.debug("Runner Job {jobName} exists already", { jobName: name });
+      return undefined;
+    }
+    throw new Error(`Cannot create runner Job ${namespace}/${name}: ${apiMessage(error)}`, { cause: error });
+  }
 }
 
 /**

@@ -316,3 +316,57 @@ Deno.test("applyPlan's work after its creates waits until the shared creates of 
   await other;
   assert.deepEqual(order, ["create", "other", "list runners"]);
 });
+
+Deno.test("applyPlan holds a create slot for the request only: the next create is sent before the last one is recorded", async () => {
+  const order: string[] = [];
+  let inFlight = 0;
+  let peak = 0;
+  const batch = {
+    createNamespacedJob: async ({ body }: { body: { metadata: { name: string } } }) => {
+      order.push(`create ${body.metadata.name}`);
+      peak = Math.max(peak, ++inFlight);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      inFlight--;
+      return body;
+    },
+  };
+  await applyPlan({
+    options: {
+      batch: batch as never,
+      core: {} as never,
+      events: { record: () => Promise.resolve() } as never,
+      assume: (created) => order.push(`assume ${created.metadata!.name}`),
+      runnerImage: "runner:1",
+      createSlots: new Limiter(1),
+      idleGraceMs: 60_000,
+    },
+    plan: {
+      create: [1, 2, 3].map((id) => ({ job: queuedJob(id, { createdAt: "" }), attempt: 0 })),
+      createWarm: 0,
+      idle: [],
+      remove: [],
+      active: 0,
+      queued: 3,
+      owned: new Set([1, 2, 3]),
+      waitingForCapacity: 0,
+      gaveUp: [],
+    },
+    context: ciContext(3),
+    forge: "https://gitea.example.com",
+    forgeClient: gitea126(() => Promise.resolve([])),
+    endpoint: { scope: "repo", owner: "acme", repo: "app" },
+    namesInUse: new Set(),
+    allRunnerJobs: [],
+    idleSince: new Map(),
+    orphans: { sweptAt: Date.now(), firstSeen: new Map() },
+    target: { apiVersion: "gitea.bpg.pw/v1alpha1", kind: "RunnerGroup", name: "ci", namespace: "team", uid: "u1" },
+    log: logger("test"),
+    now: Date.now(),
+  });
+  assert.equal(peak, 1, "one create in flight with one slot");
+  assert.equal(order.length, 6);
+  // The slot passes to the next create (its body built while it waited) as soon as an answer arrives; the answer is
+  // put in the cache after that.
+  assert.ok(order.indexOf("create ci-2") < order.indexOf("assume ci-1"), order.join(", "));
+  assert.ok(order.indexOf("create ci-3") < order.indexOf("assume ci-2"), order.join(", "));
+});
