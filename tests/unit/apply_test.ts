@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { forgeFeatures, parseForgeVersion } from "../../src/forge/forge_client.ts";
 import { Limiter, settleBounded } from "../../src/runtime/concurrency.ts";
-import { applyPlan, warmSlots } from "../../src/runner_group/apply.ts";
+import { type ApplyOptions, applyPlan, warmSlots } from "../../src/runner_group/apply.ts";
+import type { Plan, PlannedRunner } from "../../src/runner_group/planner.ts";
 import { logger } from "../../src/log.ts";
 import { warmRunnerJobName } from "../../src/runner_group/runner_job.ts";
 import { validateGroup } from "../../src/runner_group/validate.ts";
@@ -32,6 +33,37 @@ const gitea126 = (listRunners: () => Promise<unknown[]>) =>
     forge: parseForgeVersion("gitea", "1.26.0"),
     features: forgeFeatures(parseForgeVersion("gitea", "1.26.0")),
   }) as never;
+
+/** A plan that creates runner Jobs for `create` (and `createWarm` warm-pool runners) and removes nothing. */
+const createPlan = (create: PlannedRunner[], createWarm = 0): Plan => ({
+  create,
+  createWarm,
+  idle: [],
+  remove: [],
+  active: 0,
+  queued: create.length,
+  owned: new Set(create.map(({ job }) => job.id)),
+  waitingForCapacity: 0,
+  gaveUp: [],
+});
+
+/** Applies `plan` for group team/ci on Gitea 1.26, a group with no runner Jobs yet and no orphan sweep due. */
+const applyForCi = (options: ApplyOptions, plan: Plan, maxActiveRunners: number) =>
+  applyPlan({
+    options,
+    plan,
+    context: ciContext(maxActiveRunners),
+    forge: "https://gitea.example.com",
+    forgeClient: gitea126(() => Promise.resolve([])),
+    endpoint: { scope: "repo", owner: "acme", repo: "app" },
+    namesInUse: new Set(),
+    allRunnerJobs: [],
+    idleSince: new Map(),
+    orphans: { sweptAt: Date.now(), firstSeen: new Map() },
+    target: { apiVersion: "gitea.bpg.pw/v1alpha1", kind: "RunnerGroup", name: "ci", namespace: "team", uid: "u1" },
+    log: logger("test"),
+    now: Date.now(),
+  });
 
 Deno.test("settleBounded never has more than the limit in flight, and runs every item", async () => {
   let inFlight = 0;
@@ -112,8 +144,8 @@ Deno.test("applyPlan creates a burst concurrently within the bound, counts Alrea
   const job = (id: number) => queuedJob(id, { createdAt: new Date().toISOString() });
   const events: { reason: string; message: string }[] = [];
   const assumed: string[] = [];
-  const applied = await applyPlan({
-    options: {
+  const applied = await applyForCi(
+    {
       batch: batch as never,
       core: {} as never,
       events: {
@@ -126,29 +158,9 @@ Deno.test("applyPlan creates a burst concurrently within the bound, counts Alrea
       createSlots: new Limiter(3),
       idleGraceMs: 60_000,
     },
-    plan: {
-      create: Array.from({ length: 10 }, (_, i) => ({ job: job(i + 1), attempt: 0 })),
-      createWarm: 2,
-      idle: [],
-      remove: [],
-      active: 0,
-      queued: 10,
-      owned: new Set(Array.from({ length: 10 }, (_, i) => i + 1)),
-      waitingForCapacity: 0,
-      gaveUp: [],
-    },
-    context: ciContext(12),
-    forge: "https://gitea.example.com",
-    forgeClient: gitea126(() => Promise.resolve([])),
-    endpoint: { scope: "repo", owner: "acme", repo: "app" },
-    namesInUse: new Set(),
-    allRunnerJobs: [],
-    idleSince: new Map(),
-    orphans: { sweptAt: Date.now(), firstSeen: new Map() },
-    target: { apiVersion: "gitea.bpg.pw/v1alpha1", kind: "RunnerGroup", name: "ci", namespace: "team", uid: "u1" },
-    log: logger("test"),
-    now: Date.now(),
-  });
+    createPlan(Array.from({ length: 10 }, (_, i) => ({ job: job(i + 1), attempt: 0 })), 2),
+    12,
+  );
   assert.equal(peak, 3, "at most the limiter's creates in flight");
   assert.equal(names.length, 12, "one create per planned runner, none repeated");
   assert.equal(new Set(names).size, 12);
@@ -330,8 +342,8 @@ Deno.test("applyPlan holds a create slot for the request only: the next create i
       return body;
     },
   };
-  await applyPlan({
-    options: {
+  await applyForCi(
+    {
       batch: batch as never,
       core: {} as never,
       events: { record: () => Promise.resolve() } as never,
@@ -340,29 +352,9 @@ Deno.test("applyPlan holds a create slot for the request only: the next create i
       createSlots: new Limiter(1),
       idleGraceMs: 60_000,
     },
-    plan: {
-      create: [1, 2, 3].map((id) => ({ job: queuedJob(id, { createdAt: "" }), attempt: 0 })),
-      createWarm: 0,
-      idle: [],
-      remove: [],
-      active: 0,
-      queued: 3,
-      owned: new Set([1, 2, 3]),
-      waitingForCapacity: 0,
-      gaveUp: [],
-    },
-    context: ciContext(3),
-    forge: "https://gitea.example.com",
-    forgeClient: gitea126(() => Promise.resolve([])),
-    endpoint: { scope: "repo", owner: "acme", repo: "app" },
-    namesInUse: new Set(),
-    allRunnerJobs: [],
-    idleSince: new Map(),
-    orphans: { sweptAt: Date.now(), firstSeen: new Map() },
-    target: { apiVersion: "gitea.bpg.pw/v1alpha1", kind: "RunnerGroup", name: "ci", namespace: "team", uid: "u1" },
-    log: logger("test"),
-    now: Date.now(),
-  });
+    createPlan([1, 2, 3].map((id) => ({ job: queuedJob(id, { createdAt: "" }), attempt: 0 }))),
+    3,
+  );
   assert.equal(peak, 1, "one create in flight with one slot");
   assert.equal(order.length, 6);
   // The slot passes to the next create (its body built while it waited) as soon as an answer arrives; the answer is
