@@ -7,7 +7,6 @@ import type { V1Job } from "@kubernetes/client-node";
 import type { BatchV1Api, CoreV1Api } from "../kube/api.ts";
 import type { ForgeClient, JobsEndpoint } from "../forge/forge_client.ts";
 import type { EventRecorder, EventTarget } from "../kube/events.ts";
-import { apiMessage, apiStatus } from "../kube/client.ts";
 import type { logger } from "../log.ts";
 import type { OperatorMetrics } from "../metrics.ts";
 import { type Limiter, settleBounded } from "../runtime/concurrency.ts";
@@ -17,7 +16,7 @@ import { runnerCredentialsSecretName } from "./forgejo_runner.ts";
 import type { JobEvent } from "./job_tracker.ts";
 import type { Plan, PlannedRunner } from "./planner.ts";
 import { buildRunnerJob, runnerJobName, warmRunnerJobName } from "./runner_job.ts";
-import { createRegisteredRunnerJob } from "./runner_registration.ts";
+import { createJobOnce, createRegisteredRunnerJob } from "./runner_registration.ts";
 
 export interface ApplyOptions {
   batch: BatchV1Api;
@@ -258,7 +257,7 @@ async function createRunnerJob(
         purpose: "job" in runFor ? `job ${runFor.job.id} of ${runFor.job.owner}/${runFor.job.repo}` : "the warm pool",
         log,
       })
-      : createJob(options.batch, job, log)
+      : createJobOnce(options.batch, job, log)
   );
   if (!created) return undefined;
   options.assume?.(created);
@@ -295,20 +294,6 @@ async function createRunnerJob(
     );
   }
   return jobName;
-}
-
-/** Creates a runner Job; undefined when a Job of its name exists already (an earlier attempt's). */
-async function createJob(batch: BatchV1Api, job: V1Job, log: ReturnType<typeof logger>): Promise<V1Job | undefined> {
-  const { namespace, name } = job.metadata!;
-  try {
-    return await batch.createNamespacedJob({ namespace: namespace!, body: job });
-  } catch (error) {
-    if (apiStatus(error) === 409) {
-      log.debug("Runner Job {jobName} exists already", { jobName: name });
-      return undefined;
-    }
-    throw new Error(`Cannot create runner Job ${namespace}/${name}: ${apiMessage(error)}`, { cause: error });
-  }
 }
 
 /**

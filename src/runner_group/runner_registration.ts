@@ -72,17 +72,14 @@ export async function createRegisteredRunnerJob(input: RegisteredRunnerInput): P
     await forget();
     throw error;
   }
-  let created: V1Job;
+  let created: V1Job | undefined;
   try {
-    created = await batch.createNamespacedJob({ namespace, body: job });
+    created = await createJobOnce(batch, job, log);
   } catch (error) {
-    if (apiStatus(error) === 409) {
-      log.debug("Runner Job {jobName} exists already", { jobName });
-      return undefined;
-    }
     await forget();
-    throw new Error(`Cannot create runner Job ${namespace}/${jobName}: ${apiMessage(error)}`, { cause: error });
+    throw error;
   }
+  if (!created) return undefined;
   try {
     const owned: V1Secret = {
       ...secret,
@@ -101,6 +98,27 @@ export async function createRegisteredRunnerJob(input: RegisteredRunnerInput): P
     });
   }
   return created;
+}
+
+/**
+ * Creates a runner Job (both apply paths, with or without a registration of its own); undefined when a Job of its name
+ * exists already, created by an earlier attempt.
+ */
+export async function createJobOnce(
+  batch: BatchV1Api,
+  job: V1Job,
+  log: ReturnType<typeof logger>,
+): Promise<V1Job | undefined> {
+  const { namespace, name } = job.metadata as { namespace: string; name: string };
+  try {
+    return await batch.createNamespacedJob({ namespace, body: job });
+  } catch (error) {
+    if (apiStatus(error) === 409) {
+      log.debug("Runner Job {jobName} exists already", { jobName: name });
+      return undefined;
+    }
+    throw new Error(`Cannot create runner Job ${namespace}/${name}: ${apiMessage(error)}`, { cause: error });
+  }
 }
 
 /** Creates the credentials Secret, or replaces one left by an interrupted earlier attempt (its Job does not exist). */
