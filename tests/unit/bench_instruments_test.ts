@@ -47,7 +47,7 @@ Deno.test("burst shapes and flags are parsed, bad ones rejected with the value q
     "idle",
     "memory",
   ]);
-  assert.deepEqual(args.backlogBursts, [{ groups: 5, jobsPerGroup: 20, rounds: 5 }, {
+  assert.deepEqual(args.backlogBursts, [{ groups: 5, jobsPerGroup: 20, rounds: 9 }, {
     groups: 5,
     jobsPerGroup: 100,
     rounds: 1,
