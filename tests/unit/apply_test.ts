@@ -309,7 +309,7 @@ Deno.test("applyPlan's work after its creates waits until the shared creates of 
   assert.deepEqual(order, ["create", "other", "list runners"]);
 });
 
-Deno.test("applyPlan holds a create slot for the request only: the next create is sent before the last one is recorded", async () => {
+Deno.test("applyPlan holds a create slot for the request only: the next create starts before the last one is recorded", async () => {
   const order: string[] = [];
   let inFlight = 0;
   let peak = 0;
@@ -338,7 +338,9 @@ Deno.test("applyPlan holds a create slot for the request only: the next create i
   assert.equal(peak, 1, "one create in flight with one slot");
   assert.equal(order.length, 6);
   // The slot passes to the next create (its body built while it waited) as soon as an answer arrives; the answer is
-  // put in the cache after that.
+  // put in the cache after that. This is the order of calls: the real client writes the request when the event loop
+  // next turns, after the bookkeeping of every answer read in this turn (see the README, "What the live rate answers
+  // to").
   assert.ok(order.indexOf("create ci-2") < order.indexOf("assume ci-1"), order.join(", "));
   assert.ok(order.indexOf("create ci-3") < order.indexOf("assume ci-2"), order.join(", "));
 });
