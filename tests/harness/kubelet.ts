@@ -257,8 +257,9 @@ export async function startRunnerKubelet(options: RunnerKubeletOptions): Promise
     const process = current.process;
 
     if (deleting) {
-      if (process && !process.exited) {
-        markKilled(current);
+      if (process) {
+        if (!process.exited) markKilled(current);
+        // Also waits for the exit code of a runner that has just exited (see below).
         await process.stop(graceMs);
       }
       if (!current.terminalReported && pod.status?.phase !== "Succeeded" && pod.status?.phase !== "Failed") {
@@ -307,7 +308,9 @@ export async function startRunnerKubelet(options: RunnerKubeletOptions): Promise
       startRunner(pod, current, env, launch);
     }
 
-    if (current.process?.exited) {
+    // The exit code, not `exited`: a process is `exited` as soon as it ends, but its code is recorded only once its
+    // output is drained, and a pod event in between would otherwise report a runner that exited 1 as killed (137).
+    if (current.observation?.exitCode !== undefined) {
       if (!current.terminalReported) {
         await writeStatus(current, terminalStatus(pod, current));
         current.terminalReported = true;
