@@ -82,6 +82,10 @@ export class BatchV1Api {
     });
   }
 
+  readNamespacedJob(param: { name: string; namespace: string }): Promise<V1Job> {
+    return this.rest.request("GET", `${namespaced("/apis/batch/v1", param.namespace, "jobs")}/${segment(param.name)}`);
+  }
+
   deleteNamespacedJob(param: {
     name: string;
     namespace: string;

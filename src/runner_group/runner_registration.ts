@@ -10,8 +10,10 @@
  * Forgejo deletes an ephemeral runner once its task is final (routers/api/actions/runner/runner.go UpdateTask,
  * v15.0.0). A registration whose runner never ran a task (its job was cancelled, its pod failed) is offline and named
  * like the group's runners: the orphan sweep (cleanup.ts) deletes it once its runner Job is gone. A create that fails
- * midway removes what it made; one that meets an existing Job (a repeated create) leaves its registration to that
- * sweep, as the pod may already use either.
+ * midway removes what it made. One that meets an existing runner Job of the group (a repeated create) leaves its
+ * registration to that sweep, as the pod may already use either, and hands the Secret (which step 2 rewrote and gave
+ * back to the group) to that Job, so that it still goes with the Job; a Job of that name that is not the group's is
+ * not touched, and the registration and Secret are removed.
  */
 import type { V1Job, V1Secret } from "@kubernetes/client-node";
 import type { BatchV1Api, CoreV1Api } from "../kube/api.ts";
@@ -79,25 +81,36 @@ export async function createRegisteredRunnerJob(input: RegisteredRunnerInput): P
     await forget();
     throw error;
   }
-  if (!created) return undefined;
-  try {
-    const owned: V1Secret = {
-      ...secret,
-      metadata: {
-        ...secret.metadata,
-        ownerReferences: [jobOwnerReference({ name: jobName, uid: created.metadata!.uid! })],
-      },
-    };
-    await core.replaceNamespacedSecret({ namespace, name: secretName, body: owned });
-  } catch (error) {
-    // The Job runs either way; the Secret then stays until the group goes.
-    log.warn("Cannot hand Secret {secret} to runner Job {jobName}: {error}", {
-      secret: secretName,
-      jobName,
-      error: apiMessage(error),
-    });
+  const handSecretTo = async (owner: V1Job): Promise<void> => {
+    try {
+      const owned: V1Secret = {
+        ...secret,
+        metadata: {
+          ...secret.metadata,
+          ownerReferences: [jobOwnerReference({ name: jobName, uid: owner.metadata!.uid! })],
+        },
+      };
+      await core.replaceNamespacedSecret({ namespace, name: secretName, body: owned });
+    } catch (error) {
+      // The Job runs either way; the Secret then stays until the group goes.
+      log.warn("Cannot hand Secret {secret} to runner Job {jobName}: {error}", {
+        secret: secretName,
+        jobName,
+        error: apiMessage(error),
+      });
+    }
+  };
+  if (created) {
+    await handSecretTo(created);
+    return created;
   }
-  return created;
+  const existing = await batch.readNamespacedJob({ namespace, name: jobName }).catch((error) => {
+    log.warn("Cannot read runner Job {jobName}, which exists already: {error}", { jobName, error: apiMessage(error) });
+    return undefined;
+  });
+  if (existing?.metadata?.labels?.[labelKeys.groupUid] === input.group.uid) await handSecretTo(existing);
+  else if (existing) await forget();
+  return undefined;
 }
 
 /**

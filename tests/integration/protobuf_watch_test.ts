@@ -127,6 +127,9 @@ Deno.test({
         assert.equal(a.metadata?.ownerReferences?.[0].controller, true);
         assert.equal(a.metadata?.ownerReferences?.[0].blockOwnerDeletion, false);
         assert.ok(frames >= 2, `the protobuf informer decoded ${frames} frames`);
+        // The light client's GET of one Job (a repeated create on the Forgejo 15 path reads the Job it met).
+        const read = await batch.readNamespacedJob({ namespace, name: "runner-a" });
+        assert.equal(read.metadata?.uid, a.metadata?.uid);
       });
 
       await t.step("status conditions, with and without reason and message", async () => {

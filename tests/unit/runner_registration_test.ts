@@ -16,6 +16,8 @@ const job: V1Job = { metadata: { name: "fj-42", namespace: "ci" }, spec: { templ
 
 interface FakeOptions {
   jobCreate?: "ok" | "conflict" | "fail";
+  /** The group uid label of the Job that exists already (jobCreate "conflict"). */
+  existingJobGroupUid?: string;
   secretExists?: boolean;
   registrations?: RunnerRegistration[];
 }
@@ -70,6 +72,11 @@ function fakes(options: FakeOptions = {}): Fakes {
       return Promise.resolve({ ...body, metadata: { ...body.metadata, uid: "job-uid" } });
     },
     deleteNamespacedJob: ({ name }: { name: string }) => (calls.push(`delete-job ${name}`), Promise.resolve({})),
+    readNamespacedJob: ({ name }: { name: string }) => {
+      calls.push(`read-job ${name}`);
+      const labels = { "gitea.bpg.pw/runnergroup-uid": options.existingJobGroupUid ?? "group-uid" };
+      return Promise.resolve({ metadata: { name, namespace: "ci", uid: "existing-job-uid", labels } });
+    },
   };
   return { calls, secrets, client, core, batch };
 }
@@ -115,6 +122,21 @@ Deno.test("a Job that exists already is not created twice; a Secret left by an i
   const conflict = fakes({ jobCreate: "conflict" });
   assert.equal(await create(conflict), undefined);
   assert.ok(!conflict.calls.some((call) => call.startsWith("delete-")), "its registration is left to the sweep");
+  // The rewritten Secret goes back to the existing Job, not left to the group until it is deleted.
+  assert.deepEqual(conflict.calls.slice(2), [
+    "create-job fj-42",
+    "read-job fj-42",
+    "replace-secret fj-42-runner owner=Job",
+  ]);
+  assert.deepEqual(conflict.secrets.get("fj-42-runner")!.metadata!.ownerReferences!.map((o) => [o.kind, o.uid]), [[
+    "Job",
+    "existing-job-uid",
+  ]]);
+  // A Job of that name that is not the group's is not touched; what this attempt made is removed.
+  const foreign = fakes({ jobCreate: "conflict", existingJobGroupUid: "another-group" });
+  assert.equal(await create(foreign), undefined);
+  assert.deepEqual(foreign.calls.slice(3), ["read-job fj-42", "delete-registration 7", "delete-secret fj-42-runner"]);
+  assert.equal(foreign.secrets.size, 0);
   const leftover = fakes({ secretExists: true });
   assert.equal(await create(leftover), "job-uid");
   assert.deepEqual(leftover.calls.slice(1, 3), [
