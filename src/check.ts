@@ -7,7 +7,7 @@ import type { Config } from "./config.ts";
 import { ForgeError } from "./forge/errors.ts";
 import { connectForge } from "./forge/connect.ts";
 import { describeForge, type ForgeClient } from "./forge/forge_client.ts";
-import { effectiveRunnerLabels, InvalidLabelError, missingLabels } from "./forge/labels.ts";
+import { effectiveRunnerLabels, InvalidLabelError, missingLabels, type RunnerLabel } from "./forge/labels.ts";
 import { apiMessage, apiStatus, decodeSecretData, type KubeClients } from "./kube/client.ts";
 import { forgeTargetOf } from "./runner_group/demand.ts";
 import { registrationTokenSource } from "./runner_group/token_selector.ts";
@@ -18,14 +18,20 @@ import {
   kind,
   parseRunnerGroupSpec,
   plural,
+  type RunnerGroupSpec,
   type SecretKeySelector,
 } from "./runner_group/schema.ts";
+import { dryRunCreate, templateCheckJob } from "./runner_group/template_check.ts";
+import { forgeKey } from "./runner_group/ownership.ts";
+import { runnerCredentialsSecretName } from "./runner_group/forgejo_runner.ts";
+import { runnerJobName } from "./runner_group/runner_job.ts";
 import { describeScheduleIssues } from "./runner_group/validate.ts";
+import { describeError } from "./log.ts";
 import { effectiveWarmPool } from "./runner_group/warm_schedule.ts";
 
 type Manifest = {
   kind?: string;
-  metadata?: { name?: string; namespace?: string };
+  metadata?: { name?: string; namespace?: string; uid?: string };
   spec?: unknown;
   data?: Record<string, string>;
   stringData?: Record<string, string>;
@@ -42,7 +48,8 @@ const ok = (text: string): string => `ok    ${text}`;
 const bad = (text: string): string => `FAIL  ${text}`;
 const note = (text: string): string => `note  ${text}`;
 
-export async function runCheck({ config, print, kube }: CheckOptions): Promise<number> {
+export async function runCheck(options: CheckOptions): Promise<number> {
+  const { config, print, kube } = options;
   const secretsInFile = new Map<string, Record<string, string>>();
   let group: Manifest;
   if (config.file !== "") {
@@ -233,10 +240,56 @@ export async function runCheck({ config, print, kube }: CheckOptions): Promise<n
         return 1;
       }
     }
+    if (!await checkRunnerJob({ ...options, group, spec, labels, client, registrationToken: source.secret })) return 1;
   } catch (error) {
     if (!(error instanceof ForgeError)) throw error;
     print(bad(`${error.kind}: ${error.message}`));
     return 1;
   }
   return 0;
+}
+
+/**
+ * The group's runner Job as the operator would build it for this forge, created in a server-side dry run (admission
+ * and validation run, nothing is stored), as the operator does before a group's first runner (template_check.ts).
+ * False when the API server rejects it; without a cluster to ask, or when it cannot answer, a note.
+ */
+async function checkRunnerJob(
+  input: CheckOptions & {
+    group: Manifest;
+    spec: RunnerGroupSpec;
+    labels: RunnerLabel[];
+    client: ForgeClient;
+    registrationToken: SecretKeySelector;
+  },
+): Promise<boolean> {
+  const { print, group, client } = input;
+  const name = group.metadata?.name ?? "";
+  const namespace = group.metadata?.namespace ?? "default";
+  const ownRegistration = client.features.runnerRegistration;
+  const job = templateCheckJob({
+    // A group read from a file has no uid yet; the owner reference only needs one.
+    group: { name, namespace, uid: group.metadata?.uid ?? "00000000-0000-0000-0000-000000000000", spec: input.spec },
+    forge: forgeKey(input.spec.giteaURL),
+    labels: input.labels,
+    defaultImage: input.config.runnerImage,
+    registrationToken: { name: input.registrationToken.name, key: input.registrationToken.key },
+    runner: client.forge.kind,
+    ...(ownRegistration
+      ? { runnerCredentials: { secretName: runnerCredentialsSecretName(runnerJobName(name, 0, 0)) } }
+      : {}),
+  });
+  let result;
+  try {
+    result = await dryRunCreate((await input.kube()).batch, job);
+  } catch (error) {
+    print(note(`Cannot ask the API server whether it accepts the group's runner Jobs: ${describeError(error)}`));
+    return true;
+  }
+  if (!result.ok) {
+    print(bad(result.message));
+    return false;
+  }
+  print(ok(`The API server accepts the group's runner Jobs in namespace ${namespace} (a dry run)`));
+  return true;
 }

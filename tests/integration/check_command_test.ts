@@ -3,15 +3,19 @@ import assert from "node:assert/strict";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import YAML from "yaml";
+import { BatchV1Api, CoreV1Api } from "@kubernetes/client-node";
+import { startCluster } from "../harness/cluster.ts";
 import { startGitea } from "../harness/gitea.ts";
 import { runTaskFlags } from "../harness/operator.ts";
 import { eventually } from "../harness/wait.ts";
 
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 
-async function check(file: string): Promise<{ code: number; output: string }> {
+/** Runs `check -f file`; with `kubeconfig` undefined there is no cluster to ask (a kubeconfig that does not exist). */
+async function check(file: string, kubeconfig?: string): Promise<{ code: number; output: string }> {
   const result = await new Deno.Command(Deno.execPath(), {
     args: ["run", ...await runTaskFlags(), join(repoRoot, "main.ts"), "check", "-f", file],
+    env: { KUBECONFIG: kubeconfig ?? join(repoRoot, "no-such-kubeconfig") },
     stdout: "piped",
     stderr: "piped",
   }).output();
@@ -25,8 +29,10 @@ Deno.test({
   sanitizeResources: false,
   async fn(t): Promise<void> {
     const gitea = await startGitea();
+    const cluster = await startCluster();
     const dir = await Deno.makeTempDir({ prefix: "gro-check-" });
     try {
+      await cluster.kubeConfig.makeApiClient(CoreV1Api).createNamespace({ body: { metadata: { name: "ci" } } });
       await gitea.createOrg("acme");
       await gitea.createRepo("acme", "app");
       await gitea.pushWorkflow(
@@ -82,7 +88,29 @@ Deno.test({
           /job \d+ "train" of acme\/app \(runs-on: linux-test, gpu\): not this group, it lacks the label gpu/,
         );
         assert.ok(!output.includes(gitea.adminToken) && !output.includes(registration), "no token is printed");
+        assert.match(output, /^note {2}Cannot ask the API server whether it accepts the group's runner Jobs: /m);
       });
+
+      await t.step(
+        "with a cluster: the runner Job in a dry run, and the API server's reason when it is refused",
+        async () => {
+          let { code, output } = await check(await write("good", gitea.adminToken), cluster.kubeconfigPath);
+          assert.equal(code, 0, output);
+          assert.match(output, /^ok {4}The API server accepts the group's runner Jobs in namespace ci \(a dry run\)$/m);
+          const noImage = { spec: { containers: [{ name: "log-shipper" }] } };
+          ({ code, output } = await check(
+            await write("no-image", gitea.adminToken, { template: noImage }),
+            cluster.kubeconfigPath,
+          ));
+          assert.equal(code, 1, output);
+          assert.match(
+            output,
+            /^FAIL {2}The API server rejects runner Jobs built from spec\.template: .*containers\[1\]\.image: Required value/m,
+          );
+          const jobs = await cluster.kubeConfig.makeApiClient(BatchV1Api).listNamespacedJob({ namespace: "ci" });
+          assert.deepEqual(jobs.items, [], "a dry run stores nothing");
+        },
+      );
 
       await t.step(
         "a token that reads jobs but cannot manage runners: a note, and FAIL without registrationToken",
@@ -158,6 +186,7 @@ Deno.test({
         );
       });
     } finally {
+      await cluster.dispose();
       await gitea.dispose();
       await Deno.remove(dir, { recursive: true });
     }
