@@ -21,10 +21,8 @@ import {
   type RunnerGroupSpec,
   type SecretKeySelector,
 } from "./runner_group/schema.ts";
-import { dryRunCreate, templateCheckJob } from "./runner_group/template_check.ts";
+import { dryRunCreate, groupCheckJob } from "./runner_group/template_check.ts";
 import { forgeKey } from "./runner_group/ownership.ts";
-import { runnerCredentialsSecretName } from "./runner_group/forgejo_runner.ts";
-import { runnerJobName } from "./runner_group/runner_job.ts";
 import { describeScheduleIssues } from "./runner_group/validate.ts";
 import { describeError } from "./log.ts";
 import { effectiveWarmPool } from "./runner_group/warm_schedule.ts";
@@ -264,20 +262,23 @@ async function checkRunnerJob(
   },
 ): Promise<boolean> {
   const { print, group, client } = input;
-  const name = group.metadata?.name ?? "";
   const namespace = group.metadata?.namespace ?? "default";
-  const ownRegistration = client.features.runnerRegistration;
-  const job = templateCheckJob({
-    // A group read from a file has no uid yet; the owner reference only needs one.
-    group: { name, namespace, uid: group.metadata?.uid ?? "00000000-0000-0000-0000-000000000000", spec: input.spec },
-    forge: forgeKey(input.spec.giteaURL),
+  const job = groupCheckJob({
+    group: {
+      metadata: {
+        name: group.metadata?.name ?? "",
+        namespace,
+        // A group read from a file has no uid yet; the owner reference only needs one.
+        uid: group.metadata?.uid ?? "00000000-0000-0000-0000-000000000000",
+      },
+    },
+    spec: input.spec,
     labels: input.labels,
-    defaultImage: input.config.runnerImage,
-    registrationToken: { name: input.registrationToken.name, key: input.registrationToken.key },
-    runner: client.forge.kind,
-    ...(ownRegistration
-      ? { runnerCredentials: { secretName: runnerCredentialsSecretName(runnerJobName(name, 0, 0)) } }
-      : {}),
+    forge: forgeKey(input.spec.giteaURL),
+    runnerKind: client.forge.kind,
+    ownRegistration: client.features.runnerRegistration,
+    runnerImage: input.config.runnerImage,
+    registrationToken: input.registrationToken,
   });
   let result;
   try {

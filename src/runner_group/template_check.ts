@@ -42,37 +42,48 @@ export class TemplateCheck {
    * The answer for a group's runner Jobs as `spec` builds them, for the forge's runner (a Gitea runner's Job until the
    * forge is known); asked again when the group's generation or the runner kind changes.
    */
-  checkGroup(input: {
-    key: string;
-    group: Pick<RunnerGroup, "metadata">;
-    spec: RunnerGroupSpec;
-    labels: readonly RunnerLabel[];
-    forge: string;
-    runnerKind?: ForgeKind;
-    /** Whether each runner registers on its own (Forgejo >= 15). */
-    ownRegistration: boolean;
-    runnerImage: string;
-    registrationToken: { name: string; key: string };
-  }): Promise<TemplateCheckResult> {
+  checkGroup(input: GroupCheckInput & { key: string }): Promise<TemplateCheckResult> {
     const { metadata } = input.group;
     const runner = input.runnerKind ?? "gitea";
-    const job = templateCheckJob({
-      group: { name: metadata.name, namespace: metadata.namespace, uid: metadata.uid, spec: input.spec },
-      forge: input.forge,
-      labels: input.labels,
-      defaultImage: input.runnerImage,
-      registrationToken: input.registrationToken,
-      runner,
-      ...(input.ownRegistration
-        ? { runnerCredentials: { secretName: runnerCredentialsSecretName(runnerJobName(metadata.name, 0, 0)) } }
-        : {}),
-    });
-    return this.check(input.key, `${metadata.uid}/${metadata.generation}/${runner}/${input.ownRegistration}`, job);
+    return this.check(
+      input.key,
+      `${metadata.uid}/${metadata.generation}/${runner}/${input.ownRegistration}`,
+      groupCheckJob(input),
+    );
   }
 
   forget(groupKey: string): void {
     this.#answers.delete(groupKey);
   }
+}
+
+/** What a group's dry-run Job is built from. */
+export interface GroupCheckInput {
+  group: Pick<RunnerGroup, "metadata">;
+  spec: RunnerGroupSpec;
+  labels: readonly RunnerLabel[];
+  forge: string;
+  runnerKind?: ForgeKind;
+  /** Whether each runner registers on its own (Forgejo >= 15). */
+  ownRegistration: boolean;
+  runnerImage: string;
+  registrationToken: { name: string; key: string };
+}
+
+/** The runner Job a group's spec builds for its forge's runner (a Gitea runner's when the forge is not known yet). */
+export function groupCheckJob(input: GroupCheckInput): V1Job {
+  const { metadata } = input.group;
+  return templateCheckJob({
+    group: { name: metadata.name, namespace: metadata.namespace, uid: metadata.uid, spec: input.spec },
+    forge: input.forge,
+    labels: input.labels,
+    defaultImage: input.runnerImage,
+    registrationToken: input.registrationToken,
+    runner: input.runnerKind ?? "gitea",
+    ...(input.ownRegistration
+      ? { runnerCredentials: { secretName: runnerCredentialsSecretName(runnerJobName(metadata.name, 0, 0)) } }
+      : {}),
+  });
 }
 
 /**
