@@ -21,6 +21,8 @@ export interface GroupMemory {
   warmPool?: { size: number; shrunkAt?: number };
   /** Uids of the evicted runner Jobs already reported (those still in the cache). */
   reportedEvictions: Set<string>;
+  /** When each active runner Job was last seen running a job in a forge answer. */
+  readonly lastBusy: Map<string, number>;
 }
 
 export class GroupMemories {
@@ -30,7 +32,12 @@ export class GroupMemories {
   of(key: string): GroupMemory {
     let memory = this.#groups.get(key);
     if (!memory) {
-      memory = { idleSince: new Map(), orphans: { sweptAt: 0, firstSeen: new Map() }, reportedEvictions: new Set() };
+      memory = {
+        idleSince: new Map(),
+        orphans: { sweptAt: 0, firstSeen: new Map() },
+        reportedEvictions: new Set(),
+        lastBusy: new Map(),
+      };
       this.#groups.set(key, memory);
     }
     return memory;
@@ -65,6 +72,31 @@ export function noteIdleRunners(memory: GroupMemory, idle: readonly string[], no
   const idleNow = new Set(idle);
   for (const runner of [...memory.idleSince.keys()]) if (!idleNow.has(runner)) memory.idleSince.delete(runner);
   for (const runner of idle) if (!memory.idleSince.has(runner)) memory.idleSince.set(runner, now);
+}
+
+/**
+ * The runners that ran a job and have not exited yet: active runner Jobs seen running a job in an earlier forge answer
+ * and not in this one. Each runner takes one job and exits (Gitea's ephemeral runner, Forgejo's `one-job`), so the
+ * planner must not count one as idle: a job queued while it winds down would otherwise wait for it to exit. One that
+ * has not exited `holdMs` after it was last seen busy counts as idle again, so a runner that hangs after its job is
+ * still removed as an idle one. A runner whose job began and ended between two answers is never seen busy, and after
+ * a restart none is known: those count as idle, as before. Only fresh forge answers may be passed in.
+ */
+export function noteFinishingRunners(
+  memory: GroupMemory,
+  active: readonly string[],
+  busy: ReadonlySet<string>,
+  now: number,
+  holdMs: number,
+): Set<string> {
+  const activeNow = new Set(active);
+  for (const runner of [...memory.lastBusy.keys()]) if (!activeNow.has(runner)) memory.lastBusy.delete(runner);
+  const finishing = new Set<string>();
+  for (const runner of active) {
+    if (busy.has(runner)) memory.lastBusy.set(runner, now);
+    else if (now - (memory.lastBusy.get(runner) ?? -Infinity) < holdMs) finishing.add(runner);
+  }
+  return finishing;
 }
 
 /** The evictions not reported yet by this process; a Job that left the cache is forgotten. */

@@ -68,6 +68,12 @@ export interface PlanInput {
    * handle): an idle runner then covers no other job, so every job without a runner gets one.
    */
   idleRunnersTakeAnyJob?: boolean;
+  /**
+   * Runners that ran a job and have not exited yet (see `group_memory.ts` `noteFinishingRunners`). Every runner takes
+   * one job and exits, so such a runner takes no queued job: it is not idle, and a job queued meanwhile gets a runner
+   * of its own at once instead of waiting for this one to exit.
+   */
+  finishing?: ReadonlySet<string>;
 }
 
 export interface PlannedRunner {
@@ -81,7 +87,10 @@ export interface Plan {
   create: PlannedRunner[];
   /** Warm-pool runner Jobs to create, after `create`. */
   createWarm: number;
-  /** Active runner Jobs without a job to run: not running one, and their own job (if any) no longer queued. */
+  /**
+   * Active runner Jobs without a job to run: not running one, not finishing one, and their own job (if any) no longer
+   * queued.
+   */
   idle: string[];
   /** Idle runner Jobs to remove (with their registrations): beyond the warm pool and idle past the grace period. */
   remove: string[];
@@ -198,10 +207,12 @@ export function planRunnerJobs(input: PlanInput): Plan {
     });
   }
 
-  // Idle runners: not running a job, and their own job (if any) no longer queued. A Gitea runner takes whichever
-  // matching job it is handed, so each idle runner will take one of the uncovered jobs; those get no runner of their own.
+  // Idle runners: not running a job, not finishing one, and their own job (if any) no longer queued. A Gitea runner
+  // takes whichever matching job it is handed, so each idle runner will take one of the uncovered jobs; those get no
+  // runner of their own.
   const idle = activeRecords.filter((record) =>
-    !demand.busyRunners.has(record.name) && (record.forgeJobId === undefined || !queuedIds.has(record.forgeJobId))
+    !demand.busyRunners.has(record.name) && !input.finishing?.has(record.name) &&
+    (record.forgeJobId === undefined || !queuedIds.has(record.forgeJobId))
   );
   plan.idle = idle.map((record) => record.name);
   const spare = input.idleRunnersTakeAnyJob === false ? 0 : idle.length;

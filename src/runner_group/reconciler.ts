@@ -27,7 +27,14 @@ import {
   secretReaderOf,
 } from "./credentials.ts";
 import { forgeTargetOf, gatherDemand } from "./demand.ts";
-import { GroupMemories, newEvictions, noteIdleRunners, noteWarmPool, validateOnce } from "./group_memory.ts";
+import {
+  GroupMemories,
+  newEvictions,
+  noteFinishingRunners,
+  noteIdleRunners,
+  noteWarmPool,
+  validateOnce,
+} from "./group_memory.ts";
 import { JobOutcomes } from "./job_outcomes.ts";
 import { chooseOwnerGroup, CoverageCache } from "./ownership.ts";
 import { planRunnerJobs, type RetryPolicy } from "./planner.ts";
@@ -264,6 +271,15 @@ export class RunnerGroupReconciler {
     const paused = spec.maxActiveRunners === 0;
     const idleGraceMs = this.#options.idleGraceMs ?? 120_000;
     const { idleSince } = memory;
+    const finishing = usable
+      ? noteFinishingRunners(
+        memory,
+        demand.records.filter((record) => record.state === "active").map((record) => record.name),
+        demand.busyRunners,
+        now,
+        idleGraceMs,
+      )
+      : undefined;
     const plan = planRunnerJobs({
       groupKey: key,
       maxActiveRunners: spec.maxActiveRunners,
@@ -272,6 +288,7 @@ export class RunnerGroupReconciler {
       warmPoolShrunkAt: noteWarmPool(memory, warmPool.size, now),
       // Forgejo 15 runners are started with their job's handle and can take no other job.
       idleRunnersTakeAnyJob: !(forgejo && forgeClient?.features.jobHandles),
+      ...(finishing ? { finishing } : {}),
       idleSince: (runner) => idleSince.get(runner),
       idleGraceMs,
       labels,

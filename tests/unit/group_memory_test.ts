@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   GroupMemories,
   newEvictions,
+  noteFinishingRunners,
   noteIdleRunners,
   noteWarmPool,
   validateOnce,
@@ -80,4 +81,24 @@ Deno.test("the spec is validated once per generation of the same group", () => {
   assert.equal(invalid.ok, false);
   // A group deleted and created again under the same name has a new uid: validated afresh.
   assert.equal(validateOnce(memory, group(2, "uid-2")).ok, true);
+});
+
+Deno.test("a runner seen running a job and then not is finishing, until it exits or holdMs has passed", () => {
+  const memory = new GroupMemories().of("ns/a");
+  const hold = 60_000;
+  const note = (active: string[], busy: string[], at: number) =>
+    [...noteFinishingRunners(memory, active, new Set(busy), at, hold)].sort();
+  // Never seen busy (a fresh runner, or one whose job was taken by another runner): not finishing.
+  assert.deepEqual(note(["a-1", "a-2"], [], 1_000), []);
+  // a-1 runs its job: busy, not finishing.
+  assert.deepEqual(note(["a-1", "a-2"], ["a-1"], 2_000), []);
+  // Its job ended and it has not exited yet: finishing; a-2 was never busy.
+  assert.deepEqual(note(["a-1", "a-2"], [], 3_000), ["a-1"]);
+  assert.deepEqual(note(["a-1", "a-2"], [], 2_000 + hold - 1), ["a-1"]);
+  // Still there holdMs after it was last seen busy: counted idle again, so that a hung runner is still removed.
+  assert.deepEqual(note(["a-1", "a-2"], [], 2_000 + hold), []);
+  // A runner that left the cache is forgotten: its name seen again (a new Job) starts afresh.
+  note(["a-2"], [], 70_000);
+  assert.equal(memory.lastBusy.has("a-1"), false);
+  assert.deepEqual(note(["a-1", "a-2"], [], 71_000), []);
 });

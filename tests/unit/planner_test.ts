@@ -342,6 +342,34 @@ Deno.test("an idle runner that will take an uncovered job is kept, and that job 
   assert.deepEqual(createdIds(plan), []);
 });
 
+Deno.test("a runner finishing its job is not idle: a job queued meanwhile gets a runner at once", () => {
+  // g-4 ran job 4 and has not exited yet; job 8 was queued meanwhile. g-4 takes no other job (each runner takes one),
+  // so job 8 gets its own runner now, not once g-4 has exited.
+  const finishing = new Set(["g-4"]);
+  let plan = planRunnerJobs(input({
+    runnerJobs: [record(4, "active")],
+    demand: demandOf([job(8)]),
+    finishing,
+    idleGraceMs: 0,
+    idleSince: () => now - 1_000_000,
+  }));
+  assert.deepEqual(plan.idle, []);
+  assert.deepEqual(createdIds(plan), [8]);
+  assert.deepEqual(plan.remove, [], "a finishing runner exits by itself: it is not removed as an idle one");
+  assert.equal(plan.active, 1);
+  // It still holds its slot until it exits.
+  plan = planRunnerJobs(
+    input({ maxActiveRunners: 1, runnerJobs: [record(4, "active")], demand: demandOf([job(8)]), finishing }),
+  );
+  assert.deepEqual(createdIds(plan), []);
+  assert.equal(plan.waitingForCapacity, 1);
+  // A warm runner that ran a job does not fill the pool while it winds down.
+  plan = planRunnerJobs(
+    input({ minIdleRunners: 1, runnerJobs: [warm(0)], demand: demandOf([]), finishing: new Set(["g-warm-0"]) }),
+  );
+  assert.equal(plan.createWarm, 1);
+});
+
 Deno.test("the warm pool is filled up to minIdleRunners, within maxActiveRunners, after the queued jobs", () => {
   let plan = planRunnerJobs(input({ minIdleRunners: 2, demand: demandOf([]) }));
   assert.equal(plan.createWarm, 2);
