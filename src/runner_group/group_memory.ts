@@ -5,6 +5,7 @@
  */
 import type { OrphanSweep } from "./cleanup.ts";
 import type { EvictedRunner } from "./demand.ts";
+import type { RunnerJobRecord } from "./planner.ts";
 import type { RunnerGroup } from "./schema.ts";
 import { type ValidatedGroup, validateGroup } from "./validate.ts";
 
@@ -84,11 +85,12 @@ export function noteIdleRunners(memory: GroupMemory, idle: readonly string[], no
  */
 export function noteFinishingRunners(
   memory: GroupMemory,
-  active: readonly string[],
+  runnerJobs: readonly RunnerJobRecord[],
   busy: ReadonlySet<string>,
   now: number,
   holdMs: number,
 ): Set<string> {
+  const active = runnerJobs.filter((record) => record.state === "active").map((record) => record.name);
   const activeNow = new Set(active);
   for (const runner of [...memory.lastBusy.keys()]) if (!activeNow.has(runner)) memory.lastBusy.delete(runner);
   const finishing = new Set<string>();

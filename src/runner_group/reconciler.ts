@@ -271,14 +271,9 @@ export class RunnerGroupReconciler {
     const paused = spec.maxActiveRunners === 0;
     const idleGraceMs = this.#options.idleGraceMs ?? 120_000;
     const { idleSince } = memory;
-    const finishing = usable
-      ? noteFinishingRunners(
-        memory,
-        demand.records.filter((record) => record.state === "active").map((record) => record.name),
-        demand.busyRunners,
-        now,
-        idleGraceMs,
-      )
+    // Which runner ran a job: Gitea names it, a Forgejo 15 runner is bound to its own; before 15 nothing tells.
+    const finishing = usable && (!forgejo || forgeClient?.features.jobHandles === true)
+      ? noteFinishingRunners(memory, demand.records, demand.busyRunners, now, idleGraceMs)
       : undefined;
     const plan = planRunnerJobs({
       groupKey: key,

@@ -7,6 +7,7 @@ import {
   noteWarmPool,
   validateOnce,
 } from "../../src/runner_group/group_memory.ts";
+import type { RunnerJobRecord } from "../../src/runner_group/planner.ts";
 import type { RunnerGroup } from "../../src/runner_group/schema.ts";
 
 const evicted = (uid: string) => ({ name: `job-${uid}`, uid, message: "The node was low on memory" });
@@ -86,8 +87,13 @@ Deno.test("the spec is validated once per generation of the same group", () => {
 Deno.test("a runner seen running a job and then not is finishing, until it exits or holdMs has passed", () => {
   const memory = new GroupMemories().of("ns/a");
   const hold = 60_000;
+  // The active runner Jobs, and one that finished (its pod ended): that one is never finishing.
+  const runnerJobs = (active: string[]): RunnerJobRecord[] => [
+    ...active.map((name) => ({ name, attempt: 0, state: "active" as const })),
+    { name: "a-0", attempt: 0, state: "succeeded", finishedAt: 500 },
+  ];
   const note = (active: string[], busy: string[], at: number) =>
-    [...noteFinishingRunners(memory, active, new Set(busy), at, hold)].sort();
+    [...noteFinishingRunners(memory, runnerJobs(active), new Set(busy), at, hold)].sort();
   // Never seen busy (a fresh runner, or one whose job was taken by another runner): not finishing.
   assert.deepEqual(note(["a-1", "a-2"], [], 1_000), []);
   // a-1 runs its job: busy, not finishing.
@@ -101,4 +107,7 @@ Deno.test("a runner seen running a job and then not is finishing, until it exits
   note(["a-2"], [], 70_000);
   assert.equal(memory.lastBusy.has("a-1"), false);
   assert.deepEqual(note(["a-1", "a-2"], [], 71_000), []);
+  // A runner whose Job has ended is not remembered, even while a stale answer still shows it running.
+  assert.deepEqual(note(["a-1"], ["a-0"], 72_000), []);
+  assert.equal(memory.lastBusy.has("a-0"), false);
 });
