@@ -32,6 +32,11 @@ export const runnerContainerName = "runner";
 
 /** Pod annotation: seconds the stand-in kubelet keeps the pod Pending before it starts the runner. */
 export const startDelayAnnotation = "test.gitea-runner-operator/start-delay-seconds";
+/**
+ * Pod annotation: seconds the stand-in kubelet keeps the pod Running after its runner exited, like a pod whose end takes
+ * time (a sidecar, a slow shutdown or volume unmount), before it reports the pod Succeeded or Failed.
+ */
+export const endDelayAnnotation = "test.gitea-runner-operator/end-delay-seconds";
 
 export interface RunnerKubeletOptions {
   kubeConfig: KubeConfig;
@@ -311,6 +316,16 @@ export async function startRunnerKubelet(options: RunnerKubeletOptions): Promise
     // The exit code, not `exited`: a process is `exited` as soon as it ends, but its code is recorded only once its
     // output is drained, and a pod event in between would otherwise report a runner that exited 1 as killed (137).
     if (current.observation?.exitCode !== undefined) {
+      const endDelaySeconds = Number(pod.metadata?.annotations?.[endDelayAnnotation] ?? "0");
+      const endAt = (current.observation.finishedAt?.getTime() ?? 0) + endDelaySeconds * 1000;
+      if (!current.terminalReported && endDelaySeconds > 0 && Date.now() < endAt) {
+        if (!current.runningReported) {
+          await writeStatus(current, runningStatus(pod, current));
+          current.runningReported = true;
+        }
+        later(endAt - Date.now(), () => enqueue(uid));
+        return;
+      }
       if (!current.terminalReported) {
         await writeStatus(current, terminalStatus(pod, current));
         current.terminalReported = true;
