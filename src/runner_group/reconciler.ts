@@ -2,7 +2,7 @@
  * The RunnerGroup reconcile, level-triggered: it reads the group, its runner Jobs and the latest demand from the
  * caches and brings the cluster in line, as a straight line of stages, each in a module named for it:
  *
- *   validate (pure) → credentials (Secrets) → demand (caches) → plan (pure) → apply (side effects) → status
+ *   validate (pure) → credentials (Secrets) → demand (caches) → plan (plan_stage.ts) → apply (side effects) → status
  *
  * This file wires them and keeps what a group's reconciles share across runs (idle times, the orphan sweep).
  */
@@ -27,17 +27,11 @@ import {
   secretReaderOf,
 } from "./credentials.ts";
 import { forgeTargetOf, gatherDemand } from "./demand.ts";
-import {
-  GroupMemories,
-  newEvictions,
-  noteFinishingRunners,
-  noteIdleRunners,
-  noteWarmPool,
-  validateOnce,
-} from "./group_memory.ts";
+import { GroupMemories, newEvictions, validateOnce } from "./group_memory.ts";
 import { JobOutcomes } from "./job_outcomes.ts";
-import { chooseOwnerGroup, CoverageCache } from "./ownership.ts";
-import { planRunnerJobs, type RetryPolicy } from "./planner.ts";
+import { CoverageCache } from "./ownership.ts";
+import { planGroup } from "./plan_stage.ts";
+import type { RetryPolicy } from "./planner.ts";
 import { apiGroup, apiVersion, kind, type RunnerGroup } from "./schema.ts";
 import { forgeObservation, type Observations, reportReconciled, type StatusCounts, writeStatus } from "./status.ts";
 import { addCleanupFinalizer, hasCleanupFinalizer, teardownForgeOf, tearDownGroup } from "./teardown.ts";
@@ -267,39 +261,24 @@ export class RunnerGroupReconciler {
 
     // 4. plan
     const warmPool = effectiveWarmPool(spec, now);
-    const coverages = this.#coverage.of(this.#options.cache.groups());
     const paused = spec.maxActiveRunners === 0;
     const idleGraceMs = this.#options.idleGraceMs ?? 120_000;
-    const { idleSince } = memory;
-    // Which runner ran a job: Gitea names it, a Forgejo 15 runner is bound to its own; before 15 nothing tells.
-    const finishing = usable && (!forgejo || forgeClient?.features.jobHandles === true)
-      ? noteFinishingRunners(memory, demand.records, demand.busyRunners, now, idleGraceMs)
-      : undefined;
-    const plan = planRunnerJobs({
+    const plan = planGroup({
       groupKey: key,
-      maxActiveRunners: spec.maxActiveRunners,
-      // Forgejo has no warm pool (see apply.ts: WarmPoolUnsupported).
-      minIdleRunners: forgejo ? 0 : warmPool.size,
-      warmPoolShrunkAt: noteWarmPool(memory, warmPool.size, now),
-      // Forgejo 15 runners are started with their job's handle and can take no other job.
-      idleRunnersTakeAnyJob: !(forgejo && forgeClient?.features.jobHandles),
-      ...(finishing ? { finishing } : {}),
-      idleSince: (runner) => idleSince.get(runner),
-      idleGraceMs,
+      spec,
       labels,
-      demand: usable
-        ? { jobs: snapshot!.jobs, busyRunners: demand.busyRunners, fetchedAt: snapshot!.fetchedAt }
-        : undefined,
-      ownerOf: (job) => chooseOwnerGroup(demand.forge, job, coverages),
-      ...(paused ? { queuedFor: (job) => chooseOwnerGroup(demand.forge, job, coverages, key) } : {}),
-      runnerJobs: demand.records,
-      activeElsewhere: demand.activeElsewhere,
-      now,
+      memory,
+      demand,
+      warmPool,
+      coverages: this.#coverage.of(this.#options.cache.groups()),
+      forgejo,
+      jobHandles: forgeClient?.features.jobHandles === true,
+      idleGraceMs,
       retry: this.#options.retry,
       settleMs: this.#options.settleMs ?? 3000,
+      now,
     });
     if (plan.answerAfter !== undefined) this.#options.pollers.answerAfter(demand.targetKey, plan.answerAfter);
-    noteIdleRunners(memory, plan.idle, now);
 
     // 5. apply
     const context: GroupContext = {
@@ -330,7 +309,7 @@ export class RunnerGroupReconciler {
       endpoint: forgeTargetOf(spec, credentials.apiToken).endpoint,
       namesInUse: demand.namesInUse,
       allRunnerJobs,
-      idleSince,
+      idleSince: memory.idleSince,
       orphans: memory.orphans,
       // Each eviction is reported once per process.
       evictions: newEvictions(memory, demand.evictions),
