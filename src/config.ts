@@ -219,8 +219,8 @@ const settings = {
     env: "GRO_IDLE_RUNNER_GRACE",
     default: "2m",
     description: "How long a runner Job may stay idle beyond the warm pool (counted from when the pool shrank, if " +
-      "later) before it is removed, and how long an offline registration of a gone runner Job stays before it is " +
-      "deleted.",
+      "later) before it is removed, how long an offline registration of a gone runner Job stays before it is " +
+      "deleted, and how long a runner that ran its job may take to exit before it counts as idle.",
     schema: duration(1000, 3_600_000),
   },
   deletionTimeout: {
