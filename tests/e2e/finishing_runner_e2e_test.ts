@@ -13,15 +13,13 @@ import { endDelayAnnotation } from "../harness/kubelet.ts";
 import { type OperatorProcess, startOperator } from "../harness/operator.ts";
 import { operatorKubeconfig } from "../harness/operator_identity.ts";
 import { runnerJobsOf } from "../harness/queries.ts";
+import { runnerJobEnd } from "../../src/runner_group/job_history.ts";
+import { labelKeys } from "../../src/runner_group/runner_job.ts";
 import { eventually } from "../harness/wait.ts";
 
 const namespace = "finishing";
 const endDelaySeconds = 25;
 
-const completedAt = (job: V1Job): number | undefined => {
-  const complete = job.status?.conditions?.find((c) => c.type === "Complete" && c.status === "True");
-  return complete?.lastTransitionTime ? new Date(complete.lastTransitionTime).getTime() : undefined;
-};
 const createdAt = (job: V1Job): number => new Date(job.metadata!.creationTimestamp!).getTime();
 
 Deno.test({
@@ -75,14 +73,14 @@ Deno.test({
 
       const runnerJobs = await runnerJobsOf(env, namespace, "chain");
       const forJob = (job: GiteaJob): V1Job[] =>
-        runnerJobs.filter((runner) => runner.metadata!.labels!["gitea.bpg.pw/job-id"] === String(job.id));
+        runnerJobs.filter((runner) => runner.metadata!.labels![labelKeys.jobId] === String(job.id));
       assert.equal(forJob(jobs.build).length, 1, "one runner Job for build");
       assert.equal(forJob(jobs.report).length, 1, "one runner Job for report");
       const [buildRunner] = forJob(jobs.build);
       const [reportRunner] = forJob(jobs.report);
       assert.equal(jobs.report.runner_name, reportRunner.metadata!.name, "report ran on its own runner");
       // The build runner's pod ends endDelaySeconds after its runner exited; report's runner came before that.
-      const buildEnded = completedAt(buildRunner);
+      const buildEnded = runnerJobEnd(buildRunner, Date.now())?.at;
       assert.ok(
         buildEnded === undefined || createdAt(reportRunner) < buildEnded,
         `report's runner Job should come while build's pod winds down: created ${
