@@ -5,7 +5,7 @@
  *
  *   deno task sandbox
  */
-import { leaveSignalsToCaller } from "./harness/cluster.ts";
+import { leaveSignalsToCaller } from "./harness/logged_process.ts";
 import { createRunnerGroup, setUpRepository, startEnvironment } from "./harness/environment.ts";
 import { startOperator } from "./harness/operator.ts";
 

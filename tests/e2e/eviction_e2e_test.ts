@@ -13,7 +13,7 @@
  */
 import assert from "node:assert/strict";
 import type { V1Job } from "@kubernetes/client-node";
-import { createFakeNode } from "../harness/cluster.ts";
+import { createFakeNode } from "../harness/fake_node.ts";
 import { type GiteaJob, ownPathWorkflow, simpleJob } from "../harness/gitea.ts";
 import {
   createRunnerGroup,

@@ -9,26 +9,25 @@
  * The sync is level-triggered: watch events only record the pod's latest state and enqueue its uid; `syncPod` reads
  * that state and the local process and does the one next thing (start, report, kill, confirm deletion).
  */
-import {
-  ApiException,
-  CoreV1Api,
-  type KubeConfig,
-  PatchStrategy,
-  setHeaderOptions,
-  type V1Container,
-  type V1Pod,
-} from "@kubernetes/client-node";
-import { request as httpsRequest, type RequestOptions } from "node:https";
+import { CoreV1Api, type KubeConfig, PatchStrategy, setHeaderOptions, type V1Pod } from "@kubernetes/client-node";
 import { dirname, join } from "node:path";
-import { type LoggedProcess, startLoggedProcess } from "./cluster.ts";
+import { type LoggedProcess, startLoggedProcess } from "./logged_process.ts";
 import { tail } from "./process.ts";
 import { resolveRunnerLaunch, type RunnerLaunch } from "./pod_launch.ts";
+import {
+  ContainerConfigError,
+  isConflict,
+  isNotFound,
+  readOrUndefined,
+  resolveRunnerEnv,
+  runnerContainerName,
+} from "./pod_env.ts";
+import { pendingStatus, runningStatus, terminalStatus, unstartedTerminalStatus } from "./pod_status.ts";
+import { watchPods } from "./pod_watch.ts";
 
 /** The label the operator puts on every runner pod; pods without it are not ours to run. */
 export const managedByLabel = "app.kubernetes.io/managed-by";
 export const managedByValue = "gitea-runner-operator";
-/** The container in a runner pod whose environment configures the runner. */
-export const runnerContainerName = "runner";
 
 /** Pod annotation: seconds the stand-in kubelet keeps the pod Pending before it starts the runner. */
 export const startDelayAnnotation = "test.gitea-runner-operator/start-delay-seconds";
@@ -111,11 +110,6 @@ export function recentRunnerLogs(kubelet: Pick<RunnerKubelet, "started">, count 
     .join("\n");
 }
 
-/** A container configuration the stand-in cannot build, reported as the kubelet's CreateContainerConfigError. */
-export class ContainerConfigError extends Error {
-  override name = "ContainerConfigError";
-}
-
 /** Maps runner labels to the host schema: `ubuntu-latest:docker://node:20` -> `ubuntu-latest:host`. */
 export function toHostLabels(labels: string): string {
   return labels.split(",").map((label) => label.trim()).filter((label) => label !== "").map((label) => {
@@ -158,19 +152,7 @@ export async function startRunnerKubelet(options: RunnerKubeletOptions): Promise
   const dirty = new Set<string>();
   const inFlight = new Set<Promise<void>>();
   let stopped = false;
-  let watchRestarts = 0;
   let lastSyncError: unknown;
-  const wakeSleepers = new Set<() => void>();
-  const sleep = (delayMs: number): Promise<void> =>
-    new Promise<void>((resolve) => {
-      const wake = (): void => {
-        wakeSleepers.delete(wake);
-        resolve();
-      };
-      wakeSleepers.add(wake);
-      later(delayMs, wake);
-    });
-  let endWatch: (() => void) | undefined;
 
   const later = (delayMs: number, action: () => void): void => {
     const timer = setTimeout(() => {
@@ -397,106 +379,43 @@ export async function startRunnerKubelet(options: RunnerKubeletOptions): Promise
     });
   };
 
-  const relist = async (): Promise<string> => {
-    const list = await core.listPodForAllNamespaces({ fieldSelector });
-    const seen = new Set<string>();
-    for (const pod of list.items) {
-      const uid = pod.metadata?.uid;
-      if (!uid) continue;
-      seen.add(uid);
-      latest.set(uid, pod);
-    }
-    // Deletions that happened while no watch was open.
-    for (const uid of [...latest.keys(), ...records.keys()]) if (!seen.has(uid)) latest.set(uid, undefined);
-    for (const uid of new Set([...latest.keys(), ...records.keys()])) enqueue(uid);
-    return list.metadata?.resourceVersion ?? "";
-  };
-
-  /**
-   * One watch from `resourceVersion` until the server ends it, it fails, it goes silent or `stop()` is called.
-   */
-  const watchOnce = (resourceVersion: string): Promise<void> =>
-    new Promise<void>((resolve, reject) => {
-      let cancel: (() => void) | undefined;
-      let settled = false;
-      let watchdog: ReturnType<typeof setTimeout> | undefined;
-      const end = (error?: unknown): void => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(watchdog);
-        endWatch = undefined;
-        cancel?.();
-        if (error) reject(error);
-        else resolve();
-      };
-      const feedWatchdog = (): void => {
-        clearTimeout(watchdog);
-        watchdog = setTimeout(() => end(new Error("The pod watch went silent")), watchIdleMs);
-      };
-      endWatch = (): void => end();
-      feedWatchdog();
-      const onEvent = ({ type, object }: WatchEvent): void => {
-        feedWatchdog();
-        if (type === "ERROR") {
-          end(new Error(`The pod watch failed: ${object.message ?? "unknown error"} (code ${object.code})`));
-          return;
-        }
-        const uid = object.metadata?.uid;
-        if (type === "BOOKMARK" || !uid) return;
-        latest.set(uid, type === "DELETED" ? undefined : object);
-        enqueue(uid);
-      };
-      // The server ends the watch after timeoutSeconds; the loop then relists, which doubles as a periodic resync.
-      const query = new URLSearchParams({
-        watch: "true",
-        fieldSelector,
-        resourceVersion,
-        allowWatchBookmarks: "true",
-        timeoutSeconds: String(watchTimeoutSeconds),
-      });
-      streamWatch(options.kubeConfig, `/api/v1/pods?${query}`, onEvent).then((watch) => {
-        cancel = watch.cancel;
-        if (settled) watch.cancel();
-        return watch.ended;
-      }).then(() => end(), end);
-    });
-
-  // The client's Watch stops for good on any error; this loop restarts it (relist, then watch) with backoff.
-  let firstList: (() => void) | undefined;
-  const firstListDone = new Promise<void>((resolve) => firstList = resolve);
-  const watchLoop = (async (): Promise<void> => {
-    let failures = 0;
-    while (!stopped) {
-      try {
-        const resourceVersion = await relist();
-        firstList?.();
-        failures = 0;
-        await watchOnce(resourceVersion);
-      } catch {
-        if (stopped) break;
-        failures++;
-        watchRestarts++;
-        const delayMs = Math.min(200 * 2 ** failures, 5_000) * (0.5 + Math.random());
-        await sleep(delayMs);
+  const podWatch = watchPods({
+    kubeConfig: options.kubeConfig,
+    core,
+    fieldSelector,
+    timeoutSeconds: watchTimeoutSeconds,
+    idleMs: watchIdleMs,
+    listed: (pods) => {
+      const seen = new Set<string>();
+      for (const pod of pods) {
+        const uid = pod.metadata?.uid;
+        if (!uid) continue;
+        seen.add(uid);
+        latest.set(uid, pod);
       }
-    }
-  })();
+      // Deletions that happened while no watch was open.
+      for (const uid of [...latest.keys(), ...records.keys()]) if (!seen.has(uid)) latest.set(uid, undefined);
+      for (const uid of new Set([...latest.keys(), ...records.keys()])) enqueue(uid);
+    },
+    changed: (uid, pod) => {
+      latest.set(uid, pod);
+      enqueue(uid);
+    },
+  });
 
   const stop = async (): Promise<void> => {
     if (stopped) return;
     stopped = true;
-    firstList?.();
-    endWatch?.();
+    const watchStopped = podWatch.stop();
     for (const timer of timers) clearTimeout(timer);
     timers.clear();
-    for (const wake of [...wakeSleepers]) wake();
     await Promise.allSettled([...records.values()].map((pod) => pod.process?.stop(graceMs)));
-    await watchLoop;
+    await watchStopped;
     await Promise.allSettled([...inFlight]);
     if (ownsDir) await Deno.remove(dir, { recursive: true }).catch(() => {});
   };
 
-  await firstListDone;
+  await podWatch.firstList;
   return {
     dir,
     started,
@@ -504,338 +423,11 @@ export async function startRunnerKubelet(options: RunnerKubeletOptions): Promise
     ignoredPods,
     configErrors,
     get watchRestarts(): number {
-      return watchRestarts;
+      return podWatch.restarts;
     },
     get lastSyncError(): unknown {
       return lastSyncError;
     },
     stop,
-  };
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Watch
-
-interface WatchEvent {
-  type: string;
-  object: V1Pod & { code?: number; message?: string };
-}
-
-/**
- * Opens a watch stream over node:https (HTTP/1.1, no pooling). Not the client's `Watch`: under Deno 2.9.6 its undici
- * stream never reports a connection that kube-apiserver dropped (nor its own abort), so a watch would hang silently
- * across an apiserver restart. Resolves once the response has started; `ended` settles when the stream does.
- */
-async function streamWatch(
-  kubeConfig: KubeConfig,
-  path: string,
-  onEvent: (event: WatchEvent) => void,
-): Promise<{ cancel: () => void; ended: Promise<void> }> {
-  const server = kubeConfig.getCurrentCluster()?.server;
-  if (!server) throw new Error("Cannot watch pods: the kubeconfig has no current cluster");
-  const requestOptions: RequestOptions = { agent: false, headers: { Accept: "application/json" } };
-  await kubeConfig.applyToHTTPSOptions(requestOptions);
-  return await new Promise((resolveStarted, rejectStarted) => {
-    const request = httpsRequest(`${server}${path}`, requestOptions, (response) => {
-      if (response.statusCode !== 200) {
-        response.resume();
-        rejectStarted(new Error(`Cannot watch pods: HTTP ${response.statusCode} for ${path}`));
-        return;
-      }
-      response.setEncoding("utf8");
-      const ended = new Promise<void>((resolve, reject) => {
-        let buffered = "";
-        response.on("data", (chunk: string) => {
-          buffered += chunk;
-          let newline: number;
-          while ((newline = buffered.indexOf("\n")) >= 0) {
-            const line = buffered.slice(0, newline).trim();
-            buffered = buffered.slice(newline + 1);
-            if (line === "") continue;
-            try {
-              onEvent(JSON.parse(line) as WatchEvent);
-            } catch (error) {
-              reject(error);
-              request.destroy();
-            }
-          }
-        });
-        response.on("error", reject);
-        response.on("end", () => resolve());
-        response.on("close", () => reject(new Error("The pod watch connection closed")));
-      });
-      resolveStarted({ cancel: () => request.destroy(), ended });
-    });
-    request.on("error", rejectStarted);
-    request.end();
-  });
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Environment
-
-/**
- * Resolves the `runner` container's environment as a kubelet would: literal values, Secret and ConfigMap keys,
- * a few downward-API fields, and `envFrom`. Missing references fail like the kubelet's CreateContainerConfigError.
- */
-export async function resolveRunnerEnv(core: CoreV1Api, pod: V1Pod): Promise<Record<string, string>> {
-  const namespace = pod.metadata?.namespace ?? "default";
-  const container = pod.spec?.containers.find((candidate) => candidate.name === runnerContainerName);
-  if (!container) throw new ContainerConfigError(`The pod has no container named "${runnerContainerName}"`);
-  const secrets = new Map<string, Record<string, string> | undefined>();
-  const configMaps = new Map<string, Record<string, string> | undefined>();
-
-  const secret = async (name: string): Promise<Record<string, string> | undefined> => {
-    if (!secrets.has(name)) {
-      const found = await readOrUndefined(() => core.readNamespacedSecret({ name, namespace }));
-      const decoded = found && Object.fromEntries(
-        Object.entries(found.data ?? {}).map(([key, value]) => [key, decodeBase64(value)]),
-      );
-      secrets.set(name, decoded && { ...decoded, ...found?.stringData });
-    }
-    return secrets.get(name);
-  };
-  const configMap = async (name: string): Promise<Record<string, string> | undefined> => {
-    if (!configMaps.has(name)) {
-      const found = await readOrUndefined(() => core.readNamespacedConfigMap({ name, namespace }));
-      configMaps.set(name, found && (found.data ?? {}));
-    }
-    return configMaps.get(name);
-  };
-
-  const env: Record<string, string> = {};
-  for (const source of container.envFrom ?? []) {
-    const prefix = source.prefix ?? "";
-    const ref = source.secretRef ?? source.configMapRef;
-    if (!ref) continue;
-    const kind = source.secretRef ? "secret" : "configmap";
-    const data = source.secretRef ? await secret(ref.name ?? "") : await configMap(ref.name ?? "");
-    if (data === undefined) {
-      if (ref.optional) continue;
-      throw new ContainerConfigError(`${kind} "${ref.name}" not found`);
-    }
-    for (const [key, value] of Object.entries(data)) env[prefix + key] = value;
-  }
-  for (const variable of container.env ?? []) {
-    const from = variable.valueFrom;
-    if (!from) {
-      env[variable.name] = variable.value ?? "";
-      continue;
-    }
-    const keyRef = from.secretKeyRef ?? from.configMapKeyRef;
-    if (keyRef) {
-      const kind = from.secretKeyRef ? "Secret" : "ConfigMap";
-      const data = from.secretKeyRef ? await secret(keyRef.name ?? "") : await configMap(keyRef.name ?? "");
-      const value = data?.[keyRef.key];
-      if (value !== undefined) env[variable.name] = value;
-      else if (!keyRef.optional) {
-        throw new ContainerConfigError(
-          data === undefined
-            ? `${kind.toLowerCase()} "${keyRef.name}" not found`
-            : `couldn't find key ${keyRef.key} in ${kind} ${namespace}/${keyRef.name}`,
-        );
-      }
-      continue;
-    }
-    if (from.fieldRef) {
-      env[variable.name] = podField(pod, from.fieldRef.fieldPath);
-      continue;
-    }
-    throw new ContainerConfigError(
-      `Cannot resolve variable "${variable.name}": only value, secretKeyRef, ` +
-        "configMapKeyRef and fieldRef are supported by the test kubelet",
-    );
-  }
-  return env;
-}
-
-function podField(pod: V1Pod, path: string): string {
-  const labelMatch = /^metadata\.(labels|annotations)\['(.+)'\]$/.exec(path);
-  if (labelMatch) return pod.metadata?.[labelMatch[1] as "labels" | "annotations"]?.[labelMatch[2]] ?? "";
-  const fields: Record<string, string | undefined> = {
-    "metadata.name": pod.metadata?.name,
-    "metadata.namespace": pod.metadata?.namespace,
-    "metadata.uid": pod.metadata?.uid,
-    "spec.nodeName": pod.spec?.nodeName,
-    "spec.serviceAccountName": pod.spec?.serviceAccountName,
-    "status.podIP": hostIp,
-    "status.hostIP": hostIp,
-  };
-  if (!(path in fields)) throw new ContainerConfigError(`Unsupported fieldRef "${path}" in the test kubelet`);
-  return fields[path] ?? "";
-}
-
-async function readOrUndefined<T>(read: () => Promise<T>): Promise<T | undefined> {
-  try {
-    return await read();
-  } catch (error) {
-    if (isNotFound(error)) return undefined;
-    throw error;
-  }
-}
-
-function decodeBase64(value: string): string {
-  return new TextDecoder().decode(Uint8Array.from(atob(value), (char) => char.charCodeAt(0)));
-}
-
-function isNotFound(error: unknown): boolean {
-  return error instanceof ApiException && error.code === 404;
-}
-
-function isConflict(error: unknown): boolean {
-  return error instanceof ApiException && error.code === 409;
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Pod status, as a kubelet reports it
-
-const hostIp = "127.0.0.1";
-
-function condition(type: string, status: boolean, reason?: string): Record<string, unknown> {
-  return { type, status: status ? "True" : "False", lastTransitionTime: new Date().toISOString(), reason };
-}
-
-/** The pod conditions a kubelet owns (Kubernetes v1.35 pkg/kubelet/types/pod_status.go PodConditionsByKubelet). */
-const kubeletConditions = new Set([
-  "PodScheduled",
-  "Ready",
-  "Initialized",
-  "ContainersReady",
-  "PodResizeInProgress",
-  "PodResizePending",
-  "PodReadyToStartContainers",
-]);
-
-/**
- * The kubelet's conditions followed by those others set, such as `DisruptionTarget` (the Eviction API, the pod
- * garbage collector): a kubelet keeps them (generateAPIPodStatus in v1.35 pkg/kubelet/kubelet_pods.go), and the
- * status is written with a merge patch, which replaces the whole list.
- */
-function withOthersConditions(pod: V1Pod, own: Record<string, unknown>[]): unknown[] {
-  return [...own, ...(pod.status?.conditions ?? []).filter((c) => !kubeletConditions.has(c.type))];
-}
-
-function addresses(pod: V1Pod): Record<string, unknown> {
-  return {
-    hostIP: hostIp,
-    hostIPs: [{ ip: hostIp }],
-    podIP: hostIp,
-    podIPs: [{ ip: hostIp }],
-    startTime: pod.status?.startTime ?? new Date().toISOString(),
-  };
-}
-
-function containers(pod: V1Pod): V1Container[] {
-  return pod.spec?.containers ?? [];
-}
-
-function containerId(record: PodRecord, container: V1Container): string {
-  return `harness://${record.uid}/${container.name}`;
-}
-
-function pendingStatus(pod: V1Pod, message: string): Record<string, unknown> {
-  return {
-    phase: "Pending",
-    ...addresses(pod),
-    conditions: withOthersConditions(pod, [
-      condition("PodScheduled", true),
-      condition("PodReadyToStartContainers", true),
-      condition("Initialized", true),
-      condition("ContainersReady", false, "ContainersNotReady"),
-      condition("Ready", false, "ContainersNotReady"),
-    ]),
-    containerStatuses: containers(pod).map((container) => ({
-      name: container.name,
-      image: container.image ?? "",
-      imageID: "",
-      ready: false,
-      started: false,
-      restartCount: 0,
-      state: {
-        waiting: container.name === runnerContainerName
-          ? { reason: "CreateContainerConfigError", message }
-          : { reason: "ContainerCreating" },
-      },
-    })),
-  };
-}
-
-function runningStatus(pod: V1Pod, record: PodRecord): Record<string, unknown> {
-  const startedAt = (record.observation?.startedAt ?? new Date()).toISOString();
-  return {
-    phase: "Running",
-    ...addresses(pod),
-    conditions: withOthersConditions(pod, [
-      condition("PodScheduled", true),
-      condition("PodReadyToStartContainers", true),
-      condition("Initialized", true),
-      condition("ContainersReady", true),
-      condition("Ready", true),
-    ]),
-    containerStatuses: containers(pod).map((container) => ({
-      name: container.name,
-      image: container.image ?? "",
-      imageID: "",
-      containerID: containerId(record, container),
-      ready: true,
-      started: true,
-      restartCount: 0,
-      state: { running: { startedAt } },
-    })),
-  };
-}
-
-function terminalStatus(pod: V1Pod, record: PodRecord): Record<string, unknown> {
-  const observation = record.observation;
-  const exitCode = observation?.exitCode ?? 137;
-  const startedAt = (observation?.startedAt ?? new Date()).toISOString();
-  const finishedAt = (observation?.finishedAt ?? new Date()).toISOString();
-  return {
-    phase: exitCode === 0 ? "Succeeded" : "Failed",
-    ...addresses(pod),
-    conditions: withOthersConditions(pod, [
-      condition("PodScheduled", true),
-      condition("PodReadyToStartContainers", false),
-      condition("Initialized", true, "PodCompleted"),
-      condition("ContainersReady", false, "PodCompleted"),
-      condition("Ready", false, "PodCompleted"),
-    ]),
-    containerStatuses: containers(pod).map((container) => {
-      // Only the runner really ran; the other containers are reported as having finished cleanly with it.
-      const code = container.name === runnerContainerName ? exitCode : 0;
-      return {
-        name: container.name,
-        image: container.image ?? "",
-        imageID: "",
-        containerID: containerId(record, container),
-        ready: false,
-        started: false,
-        restartCount: 0,
-        state: {
-          terminated: {
-            exitCode: code,
-            reason: code === 0 ? "Completed" : "Error",
-            startedAt,
-            finishedAt,
-            containerID: containerId(record, container),
-          },
-        },
-      };
-    }),
-  };
-}
-
-/** A deleted pod whose runner never started: Failed, its containers as they were (never initialized). */
-function unstartedTerminalStatus(pod: V1Pod): Record<string, unknown> {
-  return {
-    phase: "Failed",
-    ...addresses(pod),
-    conditions: withOthersConditions(pod, [
-      condition("PodScheduled", true),
-      condition("PodReadyToStartContainers", false),
-      condition("Initialized", true),
-      condition("ContainersReady", false, "PodCompleted"),
-      condition("Ready", false, "PodCompleted"),
-    ]),
   };
 }

@@ -4,7 +4,7 @@
  * under a root folder that the test runner reads `file:` paths from (TEST_RUNNER_ROOT), as if they were mounted.
  */
 import type { CoreV1Api, V1Container, V1Pod } from "@kubernetes/client-node";
-import { ContainerConfigError } from "./kubelet.ts";
+import { ContainerConfigError } from "./pod_env.ts";
 
 export interface RunnerLaunch {
   /** Arguments for the runner binary; undefined keeps the stand-in's default. */
