@@ -15,6 +15,7 @@ import {
   apiGroup,
   apiVersion,
   describeSpecIssues,
+  isPaused,
   kind,
   parseRunnerGroupSpec,
   plural,
@@ -108,7 +109,7 @@ export async function runCheck(options: CheckOptions): Promise<number> {
       : `${pool.nextSize} from ${new Date(pool.nextChangeAt).toISOString()}`;
     print(ok(`Warm pool: ${pool.size} idle runners now; ${next}`));
   }
-  if (spec.maxActiveRunners === 0) print(note("maxActiveRunners is 0: the group is paused and starts no runner"));
+  if (isPaused(spec)) print(note("maxActiveRunners is 0: the group is paused and starts no runner"));
   let labels;
   try {
     labels = effectiveRunnerLabels(spec.labels ?? [], spec.defaultLabels ?? true);

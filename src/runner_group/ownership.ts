@@ -8,7 +8,7 @@
  */
 import type { QueuedJob } from "../forge/gitea_client.ts";
 import { canRunJob, type RunnerLabel } from "../forge/labels.ts";
-import type { RunnerGroup, RunnerGroupScope } from "./schema.ts";
+import { isPaused, type RunnerGroup, type RunnerGroupScope } from "./schema.ts";
 import { validateGroup } from "./validate.ts";
 
 /** What the rule needs to know of a group. */
@@ -84,7 +84,7 @@ export function coverageOf(key: string, group: Pick<RunnerGroup, "spec">): Group
     owner: spec.scope === "org" ? spec.org : spec.scope === "user" ? spec.user : spec.org ?? spec.user,
     repo: spec.repo,
     labels,
-    paused: spec.maxActiveRunners === 0,
+    paused: isPaused(spec),
   };
 }
 

@@ -8,7 +8,7 @@ import type { GroupDemand } from "./demand.ts";
 import { type GroupMemory, noteFinishingRunners, noteIdleRunners, noteWarmPool } from "./group_memory.ts";
 import { chooseOwnerGroup, type GroupCoverage } from "./ownership.ts";
 import { type Plan, planRunnerJobs, type RetryPolicy } from "./planner.ts";
-import type { RunnerGroupSpec } from "./schema.ts";
+import { isPaused, type RunnerGroupSpec } from "./schema.ts";
 import type { WarmPool } from "./warm_schedule.ts";
 
 export interface PlanStageInput {
@@ -37,7 +37,6 @@ export function planGroup(input: PlanStageInput): Plan {
   const finishing = usable && (!input.forgejo || input.jobHandles)
     ? noteFinishingRunners(memory, demand.records, demand.busyRunners, now, input.idleGraceMs)
     : undefined;
-  const paused = spec.maxActiveRunners === 0;
   const plan = planRunnerJobs({
     groupKey,
     maxActiveRunners: spec.maxActiveRunners,
@@ -54,7 +53,7 @@ export function planGroup(input: PlanStageInput): Plan {
       ? { jobs: snapshot!.jobs, busyRunners: demand.busyRunners, fetchedAt: snapshot!.fetchedAt }
       : undefined,
     ownerOf: (job) => chooseOwnerGroup(demand.forge, job, input.coverages),
-    ...(paused ? { queuedFor: (job) => chooseOwnerGroup(demand.forge, job, input.coverages, groupKey) } : {}),
+    ...(isPaused(spec) ? { queuedFor: (job) => chooseOwnerGroup(demand.forge, job, input.coverages, groupKey) } : {}),
     runnerJobs: demand.records,
     activeElsewhere: demand.activeElsewhere,
     now,

@@ -32,7 +32,7 @@ import { JobOutcomes } from "./job_outcomes.ts";
 import { CoverageCache } from "./ownership.ts";
 import { planGroup } from "./plan_stage.ts";
 import type { RetryPolicy } from "./planner.ts";
-import { apiGroup, apiVersion, kind, type RunnerGroup } from "./schema.ts";
+import { apiGroup, apiVersion, isPaused, kind, type RunnerGroup } from "./schema.ts";
 import { forgeObservation, type Observations, reportReconciled, type StatusCounts, writeStatus } from "./status.ts";
 import { addCleanupFinalizer, hasCleanupFinalizer, teardownForgeOf, tearDownGroup } from "./teardown.ts";
 import { TemplateCheck } from "./template_check.ts";
@@ -261,7 +261,6 @@ export class RunnerGroupReconciler {
 
     // 4. plan
     const warmPool = effectiveWarmPool(spec, now);
-    const paused = spec.maxActiveRunners === 0;
     const idleGraceMs = this.#options.idleGraceMs ?? 120_000;
     const plan = planGroup({
       groupKey: key,
@@ -343,7 +342,7 @@ export class RunnerGroupReconciler {
       group: { namespace, name },
       snapshot,
       usable,
-      paused,
+      paused: isPaused(spec),
       plan,
       applied: { created, removed },
       ...(tokenCheck.state === "refused" ? { tokenRefused: tokenCheck.message } : {}),

@@ -247,6 +247,11 @@ export type RunnerTemplate = z.infer<typeof runnerTemplateSchema>;
 export type SecretKeySelector = z.infer<typeof secretKeySelectorSchema>;
 export type WarmPoolSchedule = z.infer<typeof warmPoolScheduleSchema>;
 
+/** A group with `maxActiveRunners: 0` is paused: it starts no runner, and the ownership rule passes it over. */
+export function isPaused(spec: Pick<RunnerGroupSpec, "maxActiveRunners">): boolean {
+  return spec.maxActiveRunners === 0;
+}
+
 export const conditionSchema = z.object({
   type: z.string().describe("Condition type."),
   status: z.enum(["True", "False", "Unknown"]),

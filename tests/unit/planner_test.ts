@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import type { QueuedJob } from "../../src/forge/gitea_client.ts";
 import { effectiveRunnerLabels } from "../../src/forge/labels.ts";
-import { chooseOwnerGroup, CoverageCache, type GroupCoverage } from "../../src/runner_group/ownership.ts";
+import { chooseOwnerGroup, CoverageCache, coverageOf, type GroupCoverage } from "../../src/runner_group/ownership.ts";
 import type { RunnerGroup } from "../../src/runner_group/schema.ts";
 import { queuedJob } from "./fixtures.ts";
 import { type PlanInput, planRunnerJobs, retryDelay, type RunnerJobRecord } from "../../src/runner_group/planner.ts";
@@ -230,6 +230,21 @@ Deno.test("the coverage cache parses a group's spec again only for a new generat
   // Groups being deleted are left out, and invalid specs give no coverage.
   assert.deepEqual(owners([group({ uid: "u2", generation: 3, deletionTimestamp: new Date() }, "acme")]), []);
   assert.deepEqual(owners([group({ uid: "u2", generation: 4 }, "")]), []);
+});
+
+Deno.test("a group's coverage is paused exactly when its maxActiveRunners is 0", () => {
+  const spec = (maxActiveRunners: number): Pick<RunnerGroup, "spec"> => ({
+    spec: {
+      scope: "org",
+      org: "acme",
+      giteaURL: "https://git.example.com",
+      labels: ["linux:host"],
+      maxActiveRunners,
+      authToken: { name: "tokens", key: "api" },
+    },
+  });
+  assert.equal(coverageOf("ci/g", spec(0))?.paused, true);
+  assert.equal(coverageOf("ci/g", spec(1))?.paused, false);
 });
 
 Deno.test("a job several groups can run goes to the most specific scope, ties to the first namespace/name", () => {
