@@ -339,8 +339,8 @@ Deno.test("applyPlan holds a create slot for the request only: the next create s
   assert.equal(order.length, 6);
   // The slot passes to the next create (its body built while it waited) as soon as an answer arrives; the answer is
   // put in the cache after that. This is the order of calls: the real client writes the request when the event loop
-  // next turns, after the bookkeeping of every answer read in this turn (see the README, "What the live rate answers
-  // to").
+  // next turns, after the bookkeeping of every answer read in this turn (see tests/bench/NOTES.md, "What the live rate
+  // answers to").
   assert.ok(order.indexOf("create ci-2") < order.indexOf("assume ci-1"), order.join(", "));
   assert.ok(order.indexOf("create ci-3") < order.indexOf("assume ci-2"), order.join(", "));
 });
