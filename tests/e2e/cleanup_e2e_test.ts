@@ -19,6 +19,7 @@ import {
   createRunnerGroup,
   type Environment,
   getRunnerGroup,
+  repoGroupSpec,
   setUpRepository,
   startEnvironment,
   waitForFirstPoll,
@@ -76,16 +77,7 @@ Deno.test({
     try {
       const { gitea, custom } = env;
       await setUpRepository(env, { org: "acme", repo: "app", namespace });
-      const base = {
-        scope: "repo",
-        org: "acme",
-        repo: "app",
-        giteaURL: gitea.url.replace(/\/$/, ""),
-        defaultLabels: false,
-        maxActiveRunners: 2,
-        authToken: { name: "tokens", key: "api" },
-        registrationToken: { name: "tokens", key: "registration" },
-      };
+      const base = repoGroupSpec(env, { org: "acme", repo: "app" });
       const ci = { tier: "ci" };
       // Runner pods of "starting" stay Pending for 10 minutes, like pods whose image is being pulled.
       await createRunnerGroup(custom, namespace, "starting", {

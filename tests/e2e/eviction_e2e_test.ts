@@ -18,6 +18,7 @@ import { type GiteaJob, ownPathWorkflow, simpleJob } from "../harness/gitea.ts";
 import {
   createRunnerGroup,
   type Environment,
+  repoGroupSpec,
   setUpRepository,
   startEnvironment,
   waitForFirstPoll,
@@ -72,16 +73,7 @@ Deno.test({
           `.gitea/workflows/${file}`,
           ownPathWorkflow(`.gitea/workflows/${file}`, simpleJob(name, label, seconds)),
         );
-      const base = {
-        scope: "repo",
-        org: "acme",
-        repo: "evict",
-        giteaURL: gitea.url.replace(/\/$/, ""),
-        defaultLabels: false,
-        maxActiveRunners: 2,
-        registrationToken: { name: "tokens", key: "registration" },
-        authToken: { name: "tokens", key: "api" },
-      };
+      const base = repoGroupSpec(env, { org: "acme", repo: "evict" });
       operator = await startOperator({
         kubeconfigPath: await operatorKubeconfig(env),
         dir: env.dir,

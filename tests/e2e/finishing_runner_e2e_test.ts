@@ -8,7 +8,13 @@
 import assert from "node:assert/strict";
 import type { V1Job } from "@kubernetes/client-node";
 import { type GiteaJob, ownPathWorkflow } from "../harness/gitea.ts";
-import { createRunnerGroup, setUpRepository, startEnvironment, waitForFirstPoll } from "../harness/environment.ts";
+import {
+  createRunnerGroup,
+  repoGroupSpec,
+  setUpRepository,
+  startEnvironment,
+  waitForFirstPoll,
+} from "../harness/environment.ts";
 import { endDelayAnnotation } from "../harness/kubelet.ts";
 import { type OperatorProcess, startOperator } from "../harness/operator.ts";
 import { operatorKubeconfig } from "../harness/operator_identity.ts";
@@ -33,18 +39,15 @@ Deno.test({
     try {
       const { gitea, custom } = env;
       await setUpRepository(env, { org: "acme", repo: "chain", namespace });
-      await createRunnerGroup(custom, namespace, "chain", {
-        scope: "repo",
-        org: "acme",
-        repo: "chain",
-        giteaURL: gitea.url.replace(/\/$/, ""),
-        labels: ["chain"],
-        defaultLabels: false,
-        maxActiveRunners: 2,
-        registrationToken: { name: "tokens", key: "registration" },
-        authToken: { name: "tokens", key: "api" },
-        template: { podAnnotations: { [endDelayAnnotation]: String(endDelaySeconds) } },
-      });
+      await createRunnerGroup(
+        custom,
+        namespace,
+        "chain",
+        repoGroupSpec(env, { org: "acme", repo: "chain" }, {
+          labels: ["chain"],
+          template: { podAnnotations: { [endDelayAnnotation]: String(endDelaySeconds) } },
+        }),
+      );
       operator = await startOperator({
         kubeconfigPath: await operatorKubeconfig(env),
         dir: env.dir,

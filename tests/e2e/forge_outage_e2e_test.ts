@@ -11,6 +11,7 @@ import type { V1Job } from "@kubernetes/client-node";
 import {
   createRunnerGroup,
   getRunnerGroup,
+  repoGroupSpec,
   setUpRepository,
   startEnvironment,
   waitForFirstPoll,
@@ -44,17 +45,12 @@ Deno.test({
       const { gitea, custom, batch } = env;
       proxy = startFaultProxy(gitea.url);
       await setUpRepository(env, { org: "acme", repo: "app", namespace });
-      await createRunnerGroup(custom, namespace, "app", {
-        scope: "repo",
-        org: "acme",
-        repo: "app",
-        giteaURL: proxy.url.replace(/\/$/, ""),
-        labels: [label],
-        defaultLabels: false,
-        maxActiveRunners: 2,
-        registrationToken: { name: "tokens", key: "registration" },
-        authToken: { name: "tokens", key: "api" },
-      });
+      await createRunnerGroup(
+        custom,
+        namespace,
+        "app",
+        repoGroupSpec(env, { org: "acme", repo: "app" }, { giteaURL: proxy.url.replace(/\/$/, ""), labels: [label] }),
+      );
       // Default poll interval and resync: the recovery bound is a claim about the defaults.
       operator = await startOperator({
         kubeconfigPath: env.cluster.kubeconfigPath,

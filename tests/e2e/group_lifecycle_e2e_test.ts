@@ -16,6 +16,7 @@ import {
   createRunnerGroup,
   type Environment,
   getRunnerGroup,
+  repoGroupSpec,
   setUpRepository,
   startEnvironment,
   waitForFirstPoll,
@@ -67,15 +68,8 @@ Deno.test({
             Object.entries(jobs).map(([name, [label, seconds]]) => simpleJob(name, label, seconds)).join(""),
           ),
         );
-      const base = {
-        scope: "repo",
-        org: "acme",
-        repo: "life",
-        giteaURL: gitea.url.replace(/\/$/, ""),
-        defaultLabels: false,
-        maxActiveRunners: 2,
-        authToken: { name: "tokens", key: "api" },
-      };
+      // No registration token in the Secret: the operator asks the forge for one.
+      const base = repoGroupSpec(env, { org: "acme", repo: "life" }, { registrationToken: undefined });
 
       operator = await startOperator({
         // The operator's own ServiceAccount with the base ClusterRole: every call below must be granted by it.

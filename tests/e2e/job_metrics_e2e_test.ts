@@ -16,6 +16,7 @@ import {
   createRunnerGroup,
   type Environment,
   getRunnerGroup,
+  repoGroupSpec,
   setUpRepository,
   startEnvironment,
   waitForFirstPoll,
@@ -83,15 +84,7 @@ Deno.test({
     try {
       const { gitea, custom } = env;
       await setUpRepository(env, { org: "acme", repo: "metrics", namespace });
-      const base = {
-        scope: "repo",
-        org: "acme",
-        repo: "metrics",
-        giteaURL: gitea.url.replace(/\/$/, ""),
-        defaultLabels: false,
-        authToken: { name: "tokens", key: "api" },
-        registrationToken: { name: "tokens", key: "registration" },
-      };
+      const base = repoGroupSpec(env, { org: "acme", repo: "metrics" });
       await createRunnerGroup(custom, namespace, "jobs", {
         ...base,
         labels: ["jm"],

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import type { V1Job } from "@kubernetes/client-node";
-import { createRunnerGroup, setUpRepository, startEnvironment } from "../harness/environment.ts";
+import { createRunnerGroup, repoGroupSpec, setUpRepository, startEnvironment } from "../harness/environment.ts";
 import { type OperatorProcess, startOperator } from "../harness/operator.ts";
 import { eventually } from "../harness/wait.ts";
 
@@ -24,17 +24,12 @@ Deno.test({
     try {
       const { gitea, custom } = env;
       await setUpRepository(env, { org: "acme", repo: "app", namespace });
-      await createRunnerGroup(custom, namespace, "app", {
-        scope: "repo",
-        org: "acme",
-        repo: "app",
-        giteaURL: gitea.url.replace(/\/$/, ""),
-        labels: ["ha-linux"],
-        defaultLabels: false,
-        maxActiveRunners: 4,
-        registrationToken: { name: "tokens", key: "registration" },
-        authToken: { name: "tokens", key: "api" },
-      });
+      await createRunnerGroup(
+        custom,
+        namespace,
+        "app",
+        repoGroupSpec(env, { org: "acme", repo: "app" }, { labels: ["ha-linux"], maxActiveRunners: 4 }),
+      );
       watcher = (async () => {
         while (watching) {
           for (const job of (await env.batch.listNamespacedJob({ namespace }).catch(() => ({ items: [] }))).items) {

@@ -16,6 +16,7 @@ import {
   createRunnerGroup,
   type Environment,
   getRunnerGroup,
+  repoGroupSpec,
   setUpRepository,
   startEnvironment,
   waitForFirstPoll,
@@ -54,16 +55,7 @@ Deno.test({
           `.gitea/workflows/${file}`,
           ownPathWorkflow(`.gitea/workflows/${file}`, simpleJob(name, label, 0)),
         );
-      const base = {
-        scope: "repo",
-        org: "acme",
-        repo: "tmpl",
-        giteaURL: gitea.url.replace(/\/$/, ""),
-        defaultLabels: false,
-        maxActiveRunners: 2,
-        registrationToken: { name: "tokens", key: "registration" },
-        authToken: { name: "tokens", key: "api" },
-      };
+      const base = repoGroupSpec(env, { org: "acme", repo: "tmpl" });
       operator = await startOperator({
         kubeconfigPath: await operatorKubeconfig(env),
         dir: env.dir,

@@ -15,6 +15,7 @@ import {
   createRunnerGroup,
   type Environment,
   getRunnerGroup,
+  repoGroupSpec,
   setUpRepository,
   startEnvironment,
   waitForFirstPoll,
@@ -62,17 +63,7 @@ Deno.test({
       }`;
     try {
       await setUpRepository(env, { org: "acme", repo: "app", namespace });
-      const base = {
-        scope: "repo",
-        org: "acme",
-        repo: "app",
-        giteaURL: env.gitea.url.replace(/\/$/, ""),
-        labels: ["office"],
-        defaultLabels: false,
-        maxActiveRunners: 3,
-        authToken: { name: "tokens", key: "api" },
-        registrationToken: { name: "tokens", key: "registration" },
-      };
+      const base = repoGroupSpec(env, { org: "acme", repo: "app" }, { labels: ["office"], maxActiveRunners: 3 });
       const schedule = { cron: "0 8 * * 1-5", duration: "10h", minIdleRunners: 2, timeZone: "Europe/Berlin" };
 
       await t.step("schedules the schema can judge are rejected at admission, naming the field", async () => {

@@ -4,7 +4,13 @@
  * the operator obtains one from Gitea and keeps it in a Secret the group owns.
  */
 import assert from "node:assert/strict";
-import { createRunnerGroup, setUpRepository, startEnvironment, waitForFirstPoll } from "../harness/environment.ts";
+import {
+  createRunnerGroup,
+  repoGroupSpec,
+  setUpRepository,
+  startEnvironment,
+  waitForFirstPoll,
+} from "../harness/environment.ts";
 import { startOperator } from "../harness/operator.ts";
 import { eventually } from "../harness/wait.ts";
 
@@ -28,16 +34,13 @@ Deno.test({
         registrationToken: false,
         extraSecretData: { webhook: webhookSecret },
       });
-      await createRunnerGroup(custom, namespace, "app", {
-        scope: "repo",
-        org: "acme",
-        repo: "app",
-        giteaURL: gitea.url.replace(/\/$/, ""),
-        labels: ["push-linux"],
-        defaultLabels: false,
-        maxActiveRunners: 2,
-        authToken: { name: "tokens", key: "api" },
-      });
+      // The Secret holds no registration token (see above): the operator asks the forge for one.
+      await createRunnerGroup(
+        custom,
+        namespace,
+        "app",
+        repoGroupSpec(env, { org: "acme", repo: "app" }, { labels: ["push-linux"], registrationToken: undefined }),
+      );
       // A 10-minute poll: within this test, only a webhook can make the operator look again.
       operator = await startOperator({
         kubeconfigPath: env.cluster.kubeconfigPath,

@@ -186,3 +186,28 @@ export async function setUpRepository(env: Environment, setup: RepositorySetup):
     },
   });
 }
+
+/**
+ * The RunnerGroup spec most scenarios start from, for a repository that {@linkcode setUpRepository} set up: repo scope,
+ * the local Gitea, no default labels, at most 2 active runners, and both tokens from the `tokens` Secret. `overrides`
+ * replaces or adds fields; an override of `undefined` leaves the field out (e.g. `registrationToken: undefined` for a
+ * group whose registration token the operator asks the forge for).
+ */
+export function repoGroupSpec(
+  env: Pick<Environment, "gitea">,
+  repository: { org: string; repo: string },
+  overrides: Record<string, unknown> = {},
+): Record<string, unknown> {
+  const spec: Record<string, unknown> = {
+    scope: "repo",
+    org: repository.org,
+    repo: repository.repo,
+    giteaURL: env.gitea.url.replace(/\/$/, ""),
+    defaultLabels: false,
+    maxActiveRunners: 2,
+    authToken: { name: "tokens", key: "api" },
+    registrationToken: { name: "tokens", key: "registration" },
+    ...overrides,
+  };
+  return Object.fromEntries(Object.entries(spec).filter(([, value]) => value !== undefined));
+}
