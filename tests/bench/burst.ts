@@ -7,7 +7,7 @@
  * round (the API server alone before the burst, and right after it under the same Gitea load, in the burst's shape and
  * at the moment the operator saw its jobs; with a backlog, after polling the same backlog in twin repositories),
  * duplicates, and the operator's Kubernetes API requests (audit log). Before a live burst, the operator creates as many
- * runner Jobs as the raw loop's warm-up.
+ * runner Jobs as the raw loop's warm-up. A live burst's rounds share one operator process; a backlog's each start one.
  *
  * Runner pods are never scheduled (see `unschedulable`), so a 500-job burst costs no runner processes. Gitea 1.26 has
  * no limit on a matrix's size or on queued jobs per repository (`modules/actions/jobparser` and act's `GetMatrixes`
@@ -168,8 +168,8 @@ export async function measureBurst(ctx: BenchContext, shape: BurstShape, options
     try {
       if (operator) {
         await Promise.all(groups.map((group) => waitForFirstPoll(custom, tag, group)));
-        // The raw round warms its client up with a few creates first; a running operator is warm too (connections
-        // open, code compiled), so it creates as many runner Jobs before it is measured. Their jobs stay queued (no
+        // The raw round warms its client up with a few creates first; a running operator's connections are open too,
+        // so it creates as many runner Jobs before it is measured. Their jobs stay queued (no
         // runner pod is ever scheduled), and so do their runner Jobs, created before the measured push.
         const perGroup = Math.ceil(rawWarmUpJobs / shape.groups);
         const warmUpPath = ".gitea/workflows/warm-up.yaml";
