@@ -166,8 +166,9 @@ export class BenchContext {
 
   /** Deletes a namespace and waits until it is gone, so that the next part starts on a quiet control plane. */
   async deleteNamespace(namespace: string): Promise<void> {
-    // The operator is stopped by now, so its finalizer would hold the groups, and the namespace, for ever: drop it, as
-    // the README says to do when the operator is gone.
+    // The namespace's operator is mostly stopped by now, so its finalizer would hold the groups, and the namespace, for
+    // ever: drop it, as the README says to do when the operator is gone. (The live burst part's operator still runs;
+    // it finds the groups gone before it finalizes them, as when a finalizer is removed by hand.)
     const groups = await this.env.custom.listNamespacedCustomObject({
       group: "gitea.bpg.pw",
       version: "v1alpha1",
