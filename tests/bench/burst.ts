@@ -169,8 +169,8 @@ export async function measureBurst(ctx: BenchContext, shape: BurstShape, options
       if (operator) {
         await Promise.all(groups.map((group) => waitForFirstPoll(custom, tag, group)));
         // The raw round warms its client up with a few creates first; a running operator's connections are open too,
-        // so it creates as many runner Jobs before it is measured. Their jobs stay queued (no
-        // runner pod is ever scheduled), and so do their runner Jobs, created before the measured push.
+        // so it creates as many runner Jobs before it is measured. Their jobs stay queued (no runner pod is ever
+        // scheduled), and so do their runner Jobs, created before the measured push.
         const perGroup = Math.ceil(rawWarmUpJobs / shape.groups);
         const warmUpPath = ".gitea/workflows/warm-up.yaml";
         const warmUp = ownPathWorkflow(warmUpPath, matrixJob("warm-up", perGroup));
