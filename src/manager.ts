@@ -8,13 +8,14 @@ import type { KubernetesListObject, V1Job } from "@kubernetes/client-node";
 import type { Config } from "./config.ts";
 import { DemandPollers, targetCovers } from "./forge/demand_poller.ts";
 import { createApp } from "./http/app.ts";
-import { decodeSecretData, type KubeClients } from "./kube/client.ts";
+import { WebhookSecret } from "./http/webhook_secret.ts";
+import type { KubeClients } from "./kube/client.ts";
 import { EventRecorder } from "./kube/events.ts";
 import { decodeJobWatchEvent } from "./kube/job_protobuf.ts";
 import { LeaderElector } from "./kube/leader_election.ts";
 import { SupervisedInformer } from "./kube/informer.ts";
 import { SecretCache, secretKeys } from "./kube/secret_cache.ts";
-import { describeError, logger, registerSecret } from "./log.ts";
+import { logger } from "./log.ts";
 import { OperatorMetrics } from "./metrics.ts";
 import { Controller } from "./runtime/controller.ts";
 import { secretsOf } from "./runner_group/credentials.ts";
@@ -80,7 +81,7 @@ export class Manager {
   /** Uids of failed runner Jobs already counted. */
   readonly #countedFailures = new Set<string>();
   #resyncTimer?: ReturnType<typeof setInterval>;
-  #webhookSecret?: string;
+  readonly #webhookSecret: WebhookSecret;
   #server?: Deno.HttpServer;
   #started = false;
   #synced = false;
@@ -94,6 +95,7 @@ export class Manager {
 
   constructor(readonly config: Config, readonly clients: KubeClients) {
     this.metrics = new OperatorMetrics({ jobWorkflowLabel: config.jobMetricsWorkflowLabel });
+    this.#webhookSecret = new WebhookSecret(config.webhookSecret, clients.core);
     const namespaces = config.namespaces.length > 0 ? config.namespaces : [undefined];
     const observeForge = (endpoint: string, code: string, seconds: number): void => {
       this.metrics.forgeRequests.inc({ endpoint, code });
@@ -225,7 +227,7 @@ export class Manager {
           return { text: await this.metrics.render(), contentType: this.metrics.contentType };
         },
       }, {
-        secret: () => this.#webhookSecret,
+        secret: () => this.#webhookSecret.value,
         onJobEvent: ({ owner, repo }) => this.pollers.poke((target) => targetCovers(target, owner, repo)),
       }).fetch,
     );
@@ -260,11 +262,11 @@ export class Manager {
     this.metrics.leader.set(1);
     this.#started = true;
     this.#enqueueAll();
-    await this.#loadWebhookSecret();
+    await this.#webhookSecret.load();
     this.#resyncTimer = setInterval(() => {
       this.#enqueueAll();
       void this.#retainSecrets();
-      void this.#loadWebhookSecret();
+      void this.#webhookSecret.load();
     }, this.config.resyncInterval);
     this.#log.info("Started {workers} workers", { workers: this.config.workers });
   }
@@ -348,27 +350,6 @@ export class Manager {
     if (namespace && owner) this.controller.queue.add(groupKey(namespace, owner.name));
     else if (namespace && job.metadata?.labels?.[labelKeys.groupName]) {
       this.controller.queue.add(groupKey(namespace, job.metadata.labels[labelKeys.groupName]));
-    }
-  }
-
-  /** Reads the webhook secret named by --webhook-secret (again at each resync, so a rotation is picked up). */
-  async #loadWebhookSecret(): Promise<void> {
-    if (this.config.webhookSecret === "") return;
-    const [namespace, rest] = this.config.webhookSecret.split("/");
-    const [name, key] = rest.split(":");
-    try {
-      const secret = await this.clients.core.readNamespacedSecret({ namespace, name });
-      const encoded = secret.data?.[key];
-      if (encoded === undefined) throw new Error(`Secret ${namespace}/${name} has no key "${key}"`);
-      const value = decodeSecretData(encoded).trim();
-      registerSecret(value);
-      this.#webhookSecret = value;
-    } catch (error) {
-      this.#log.warn("Cannot read the webhook secret {secret}; webhooks are refused: {error}", {
-        secret: this.config.webhookSecret,
-        error: describeError(error),
-      });
-      this.#webhookSecret = undefined;
     }
   }
 

@@ -2,7 +2,8 @@
  * The RunnerGroup reconcile, level-triggered: it reads the group, its runner Jobs and the latest demand from the
  * caches and brings the cluster in line, as a straight line of stages, each in a module named for it:
  *
- *   validate (pure) → credentials (Secrets) → demand (caches) → plan (plan_stage.ts) → apply (side effects) → status
+ *   validate (pure) → credentials (Secrets) → demand (caches) → check (check_stage.ts) → plan (plan_stage.ts)
+ *   → apply (side effects) → status
  *
  * This file wires them and keeps what a group's reconciles share across runs (idle times, the orphan sweep).
  */
@@ -19,13 +20,8 @@ import { Limiter } from "../runtime/concurrency.ts";
 import type { ReconcileResult } from "../runtime/controller.ts";
 import { applyPlan, recordJobMetrics } from "./apply.ts";
 import type { GroupContext } from "./cleanup.ts";
-import {
-  type CredentialsOptions,
-  RegistrationTokenCheck,
-  resolveCredentials,
-  type SecretReader,
-  secretReaderOf,
-} from "./credentials.ts";
+import { type CredentialsOptions, resolveCredentials, type SecretReader, secretReaderOf } from "./credentials.ts";
+import { GroupChecks } from "./check_stage.ts";
 import { forgeTargetOf, gatherDemand } from "./demand.ts";
 import { GroupMemories, newEvictions, validateOnce } from "./group_memory.ts";
 import { JobOutcomes } from "./job_outcomes.ts";
@@ -35,7 +31,6 @@ import type { RetryPolicy } from "./planner.ts";
 import { apiGroup, apiVersion, isPaused, kind, type RunnerGroup } from "./schema.ts";
 import { forgeObservation, type Observations, reportReconciled, type StatusCounts, writeStatus } from "./status.ts";
 import { addCleanupFinalizer, hasCleanupFinalizer, teardownForgeOf, tearDownGroup } from "./teardown.ts";
-import { TemplateCheck } from "./template_check.ts";
 import { effectiveWarmPool } from "./warm_schedule.ts";
 
 export { forgeTargetOf } from "./demand.ts";
@@ -89,11 +84,10 @@ export class RunnerGroupReconciler {
   /** Per group: what its reconciles share (validated spec, idle times, orphan sweep, warm pool, evictions). */
   readonly #memories = new GroupMemories();
   readonly #readSecret: SecretReader;
-  readonly #tokenCheck: RegistrationTokenCheck;
+  /** The check stage: template dry runs and registration token checks (check_stage.ts). */
+  readonly #checks: GroupChecks;
   /** Per group: what its runners ran (metrics) and how they ended (status.recentRunners). */
   readonly #jobOutcomes: JobOutcomes;
-  /** The API server's verdict on each group's runner Jobs, from a dry run per spec generation. */
-  readonly #templateCheck: TemplateCheck;
   /** Runner Job creates in flight, shared by the workers' reconciles. */
   readonly #createSlots: Limiter;
   /**
@@ -111,12 +105,11 @@ export class RunnerGroupReconciler {
       options.pollers.detector,
     );
     this.#readSecret = options.cache.secret ?? secretReaderOf(options.clients.core);
-    this.#tokenCheck = new RegistrationTokenCheck(this.#credentialsOptions());
+    this.#checks = new GroupChecks(options.clients.batch, this.#credentialsOptions(), options.events);
     this.#jobOutcomes = new JobOutcomes({
       workflowLabel: options.metrics?.jobWorkflowLabel ?? false,
       settleMs: options.settleMs ?? 3000,
     });
-    this.#templateCheck = new TemplateCheck(options.clients.batch);
   }
 
   readonly reconcile = async (key: string): Promise<ReconcileResult> => {
@@ -213,53 +206,27 @@ export class RunnerGroupReconciler {
       : undefined;
     const forgejo = snapshot?.forge?.kind === "forgejo";
 
-    // The API server's verdict on the runner Jobs this spec builds, before any is created (see template_check.ts).
-    const template = await this.#templateCheck.checkGroup({
+    // 4. check: the API server's verdict on the runner Jobs this spec builds, the registration token
+    const checked = await this.#checks.check({
       key,
       group,
       spec,
       labels,
-      forge: demand.forge,
+      credentials,
+      demand,
       runnerKind: snapshot?.forge?.kind,
       ownRegistration: forgeClient?.features.runnerRegistration === true,
       runnerImage: this.#options.runnerImage,
-      registrationToken: credentials.registrationSecret,
+      target,
+      now,
     });
-    if (!template.ok) {
-      void this.#options.events.record(target, "Warning", template.reason, template.message);
-      await status({ spec: template, credentials: { ok: true }, forge: forgeObservation(snapshot) });
+    if (!checked.ok) {
+      await status({ spec: checked, credentials: { ok: true }, forge: forgeObservation(snapshot) });
       // A spec change (a new generation) wakes the group; nothing else can make the template valid.
       return {};
     }
 
-    if (forgejo && (spec.minIdleRunners ?? 0) > 0) {
-      void this.#options.events.record(
-        target,
-        "Warning",
-        "WarmPoolUnsupported",
-        `minIdleRunners ${spec.minIdleRunners} is ignored: the warm pool needs Gitea (a Forgejo runner started for ` +
-          "no job cannot be told idle from busy)",
-      );
-    }
-    // A reset of the registration token in the forge shows as failing runners, or in a periodic check.
-    // An evicted runner says nothing about the token.
-    const lastFailureAt = Math.max(
-      ...demand.records.filter((record) => record.state === "failed" && !record.evicted)
-        .map((record) => record.finishedAt ?? now),
-      -Infinity,
-    );
-    const tokenCheck = await this.#tokenCheck.check({
-      groupKey: key,
-      group,
-      spec,
-      credentials,
-      targetKey: demand.targetKey,
-      lastFailureAt,
-      target,
-      now,
-    });
-
-    // 4. plan
+    // 5. plan
     const warmPool = effectiveWarmPool(spec, now);
     const idleGraceMs = this.#options.idleGraceMs ?? 120_000;
     const plan = planGroup({
@@ -279,7 +246,7 @@ export class RunnerGroupReconciler {
     });
     if (plan.answerAfter !== undefined) this.#options.pollers.answerAfter(demand.targetKey, plan.answerAfter);
 
-    // 5. apply
+    // 6. apply
     const context: GroupContext = {
       key,
       namespace,
@@ -332,7 +299,7 @@ export class RunnerGroupReconciler {
     });
     recordJobMetrics(this.#options.metrics, { namespace, name }, outcomes.events, outcomes.workflowOf);
 
-    // 6. status
+    // 7. status
     await reportReconciled({
       write: status,
       events: this.#options.events,
@@ -345,7 +312,7 @@ export class RunnerGroupReconciler {
       paused: isPaused(spec),
       plan,
       applied: { created, removed },
-      ...(tokenCheck.state === "refused" ? { tokenRefused: tokenCheck.message } : {}),
+      ...(checked.tokenCheck.state === "refused" ? { tokenRefused: checked.tokenCheck.message } : {}),
       recentRunners: outcomes.recentRunners,
       warmPool,
       runnerJobs: demand.records.length,
@@ -400,8 +367,7 @@ export class RunnerGroupReconciler {
   /** Drops what the reconciler keeps of a group that is gone. */
   #forget(key: string, namespace: string, name: string): void {
     this.#memories.forget(key);
-    this.#tokenCheck.forget(key);
-    this.#templateCheck.forget(key);
+    this.#checks.forget(key);
     this.#options.pollers.unsubscribe(key);
     this.#coverage.forget(key);
     this.#jobOutcomes.forget(key);
