@@ -6,7 +6,7 @@ import type { Plan, PlannedRunner } from "../../src/runner_group/planner.ts";
 import { logger } from "../../src/log.ts";
 import { warmRunnerJobName } from "../../src/runner_group/runner_job.ts";
 import { validateGroup } from "../../src/runner_group/validate.ts";
-import { queuedJob } from "./fixtures.ts";
+import { queuedJob, repoSpec } from "./fixtures.ts";
 
 /** The apply context of group team/ci: repo scope on acme/app, runs jobs labelled `linux`. */
 const ciContext = (maxActiveRunners: number) => ({
@@ -105,14 +105,7 @@ Deno.test("warmSlots takes the lowest slots whose names no Job holds", () => {
 });
 
 Deno.test("validateGroup reports an invalid spec and invalid labels with their reasons", () => {
-  const base = {
-    scope: "repo",
-    org: "acme",
-    repo: "app",
-    giteaURL: "https://gitea.example.com",
-    maxActiveRunners: 2,
-    authToken: { name: "tokens", key: "api" },
-  };
+  const base = repoSpec;
   const ok = validateGroup({ spec: { ...base, labels: ["linux"] } } as never);
   assert.equal(ok.ok, true);
   const badSpec = validateGroup({ spec: { ...base, scope: "repo", repo: undefined } } as never);

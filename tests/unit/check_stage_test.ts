@@ -8,16 +8,9 @@ import type { CredentialsOptions } from "../../src/runner_group/credentials.ts";
 import type { GroupDemand } from "../../src/runner_group/demand.ts";
 import type { RunnerJobRecord } from "../../src/runner_group/planner.ts";
 import type { RunnerGroup, RunnerGroupSpec } from "../../src/runner_group/schema.ts";
+import { repoSpec } from "./fixtures.ts";
 
-const spec = {
-  scope: "repo",
-  org: "acme",
-  repo: "app",
-  giteaURL: "https://gitea.example.com",
-  maxActiveRunners: 2,
-  authToken: { name: "tokens", key: "api" },
-  registrationToken: { name: "tokens", key: "registration" },
-} as RunnerGroupSpec;
+const spec = { ...repoSpec, registrationToken: { name: "tokens", key: "registration" } };
 const group = { metadata: { name: "ci", namespace: "team", uid: "u1", generation: 1 }, spec } as RunnerGroup;
 const target = { apiVersion: "gitea.bpg.pw/v1alpha1", kind: "RunnerGroup", name: "ci", namespace: "team", uid: "u1" };
 // The group's own registration token: checked against the forge only after a runner failed.

@@ -1,5 +1,6 @@
 /** Fixtures shared by the unit tests (not a test file itself). */
 import type { QueuedJob } from "../../src/forge/gitea_client.ts";
+import type { RunnerGroupSpec } from "../../src/runner_group/schema.ts";
 
 /** Queued job `id` of acme/app, runs-on `linux`, queued on 2026-01-01; `overrides` changes any field. */
 export const queuedJob = (id: number, overrides: Partial<QueuedJob> = {}): QueuedJob => ({
@@ -13,3 +14,13 @@ export const queuedJob = (id: number, overrides: Partial<QueuedJob> = {}): Queue
   htmlUrl: "",
   ...overrides,
 });
+
+/** A repo-scope spec for acme/app on gitea.example.com, at most 2 runners, its API token in Secret `tokens`. */
+export const repoSpec: RunnerGroupSpec = {
+  scope: "repo",
+  org: "acme",
+  repo: "app",
+  giteaURL: "https://gitea.example.com",
+  maxActiveRunners: 2,
+  authToken: { name: "tokens", key: "api" },
+} as RunnerGroupSpec;

@@ -7,16 +7,10 @@ import {
   RegistrationTokenCheck,
   tokenCheckIntervalMs,
 } from "../../src/runner_group/credentials.ts";
-import type { RunnerGroup, RunnerGroupSpec } from "../../src/runner_group/schema.ts";
+import type { RunnerGroup } from "../../src/runner_group/schema.ts";
+import { repoSpec } from "./fixtures.ts";
 
-const spec = {
-  scope: "repo",
-  org: "acme",
-  repo: "app",
-  giteaURL: "https://gitea.example.com",
-  maxActiveRunners: 2,
-  authToken: { name: "tokens", key: "api" },
-} as RunnerGroupSpec;
+const spec = repoSpec;
 const group = { metadata: { name: "ci", namespace: "team", uid: "u1" }, spec } as RunnerGroup;
 const target = { apiVersion: "gitea.bpg.pw/v1alpha1", kind: "RunnerGroup", name: "ci", namespace: "team", uid: "u1" };
 
