@@ -60,7 +60,8 @@ export class OperatorMetrics {
   readonly eventsDropped = new Counter({
     name: `${prefix}events_dropped_total`,
     help: "Occurrences of Kubernetes Events the operator did not write, by reason: queue_full (the event queue was " +
-      "full), write_failed (the API server refused or failed the write), shutdown (still queued at stop).",
+      "full), write_failed (the API server refused or failed the write), namespace_terminating (the Event's " +
+      "namespace is being deleted), shutdown (still queued at stop).",
     labelNames: ["reason"] as const,
     registers: [this.registry],
   });

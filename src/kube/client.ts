@@ -47,3 +47,30 @@ export function apiMessage(error: unknown): string {
   }
   return error instanceof Error ? error.message : String(error);
 }
+
+/**
+ * Whether `error`, or an error it was caused by, is the API server refusing to create an object in a namespace that
+ * is being deleted: a 403 whose `Status` has a `NamespaceTerminating` cause, as the NamespaceLifecycle admission plugin
+ * answers (k8s.io/apiserver v0.35.4 `pkg/admission/plugin/namespace/lifecycle/admission.go`; the cause type is
+ * `NamespaceTerminatingCause` in k8s.io/api `core/v1`). Nothing can be created there any more and the namespace's
+ * deletion reaches every object in it, so Kubernetes' own controllers stop at it without retrying or reporting it,
+ * and client-go's event sink drops such an Event.
+ */
+export function isNamespaceTerminating(error: unknown): boolean {
+  let current = error;
+  for (let depth = 0; depth < 8 && current instanceof Error; depth++, current = current.cause) {
+    if (apiStatus(current) !== 403) continue;
+    let status = (current as { body?: unknown }).body;
+    if (typeof status === "string") {
+      try {
+        status = JSON.parse(status);
+      } catch {
+        continue;
+      }
+    }
+    // A cause's type is its `reason` in JSON (`StatusCause.Type`, k8s.io/apimachinery v0.35.4 `meta/v1/types.go`).
+    const causes = (status as { details?: { causes?: unknown } } | undefined)?.details?.causes;
+    if (Array.isArray(causes) && causes.some((cause) => cause?.reason === "NamespaceTerminating")) return true;
+  }
+  return false;
+}

@@ -18,7 +18,7 @@
 import type { CoreV1Event } from "@kubernetes/client-node";
 import type { CoreV1Api } from "./api.ts";
 import { describeError, logger, redact } from "../log.ts";
-import { apiStatus } from "./client.ts";
+import { apiStatus, isNamespaceTerminating } from "./client.ts";
 
 export interface EventTarget {
   apiVersion: string;
@@ -45,8 +45,11 @@ export interface EventRecorderOptions {
   now?: () => number;
 }
 
-/** Why occurrences were not written: the queue was full, the API server refused or failed the write, or at stop. */
-export type DropReason = "queue_full" | "write_failed" | "shutdown";
+/**
+ * Why occurrences were not written: the queue was full, the API server refused or failed the write, the Event's
+ * namespace is being deleted (see {@linkcode isNamespaceTerminating}; not a failure, so not logged as one), or at stop.
+ */
+export type DropReason = "queue_full" | "write_failed" | "namespace_terminating" | "shutdown";
 
 type EventType = "Normal" | "Warning";
 
@@ -279,6 +282,15 @@ export class EventRecorder {
       series.name = created.metadata?.name;
       series.count += occurrences;
     } catch (error) {
+      if (isNamespaceTerminating(error)) {
+        this.#onDropped("namespace_terminating", occurrences);
+        this.#log.debug("Not recording event {reason} on {namespace}/{name}: its namespace is being deleted", {
+          reason: series.reason,
+          namespace: target.namespace,
+          name: target.name,
+        });
+        return;
+      }
       this.#onDropped("write_failed", occurrences);
       this.#log.warn("Cannot record event {reason} on {namespace}/{name}: {error}", {
         reason: series.reason,

@@ -13,7 +13,7 @@ import { ForgeConnector } from "../forge/connect.ts";
 import { ForgeError } from "../forge/errors.ts";
 import { GiteaClient } from "../forge/gitea_client.ts";
 import type { EventRecorder, EventTarget } from "../kube/events.ts";
-import type { KubeClients } from "../kube/client.ts";
+import { isNamespaceTerminating, type KubeClients } from "../kube/client.ts";
 import { logger } from "../log.ts";
 import type { OperatorMetrics } from "../metrics.ts";
 import { Limiter } from "../runtime/concurrency.ts";
@@ -113,6 +113,20 @@ export class RunnerGroupReconciler {
   }
 
   readonly reconcile = async (key: string): Promise<ReconcileResult> => {
+    try {
+      return await this.#reconcileGroup(key);
+    } catch (error) {
+      if (!isNamespaceTerminating(error)) throw error;
+      // Nothing can be created in the namespace any more, and its deletion reaches the group (deletionTimestamp),
+      // which wakes it for its teardown: no retry, as Kubernetes' own controllers do.
+      this.#log.info("Namespace of {group} is being deleted: no runner Job is created there; its teardown follows", {
+        group: key,
+      });
+      return {};
+    }
+  };
+
+  readonly #reconcileGroup = async (key: string): Promise<ReconcileResult> => {
     const [namespace, name] = key.split("/");
     const group = this.#options.cache.group(namespace, name);
     if (!group || (group.metadata.deletionTimestamp && !hasCleanupFinalizer(group))) {

@@ -1,10 +1,11 @@
 /**
  * The event recorder against a real kube-apiserver (v1.35): the JSON patch that counts a repeated event is accepted
- * as client-node sends it, the timestamps round-trip, and a burst of similar events ends in one combined Event.
+ * as client-node sends it, the timestamps round-trip, and a burst of similar events ends in one combined Event. In a
+ * namespace being deleted, the API server's refusal carries the cause `isNamespaceTerminating` looks for.
  */
 import assert from "node:assert/strict";
 import { CoreV1Api as FullCoreV1Api, type CoreV1Event } from "@kubernetes/client-node";
-import { loadKubeConfig, makeClients } from "../../src/kube/client.ts";
+import { apiMessage, apiStatus, isNamespaceTerminating, loadKubeConfig, makeClients } from "../../src/kube/client.ts";
 import { combinedPrefix, EventRecorder, type EventTarget } from "../../src/kube/events.ts";
 import { startCluster } from "../harness/cluster.ts";
 import { eventually } from "../harness/wait.ts";
@@ -59,6 +60,39 @@ Deno.test({
       const combined = created.find((event) => event.message!.startsWith(combinedPrefix));
       assert.equal(combined?.count, 20);
       assert.equal(combined?.message, `${combinedPrefix}Created runner Job app-30 for job 30`);
+
+      // A namespace being deleted (held by a finalizer of a ConfigMap in it): the API server refuses new objects there
+      // with the NamespaceLifecycle plugin's cause, which the operator recognizes: no retry for a create, and an Event
+      // dropped as such rather than as a failed write.
+      const closing = "closing";
+      await admin.createNamespace({ body: { metadata: { name: closing } } });
+      await admin.createNamespacedConfigMap({
+        namespace: closing,
+        body: { metadata: { name: "hold", finalizers: ["gitea.bpg.pw/test-hold"] } },
+      });
+      await admin.deleteNamespace({ name: closing });
+      const refusal = await eventually("a create in the namespace to be refused", async () => {
+        try {
+          await core.createNamespacedSecret({ namespace: closing, body: { metadata: { name: "late" } } });
+          return undefined;
+        } catch (error) {
+          return error;
+        }
+      }, { timeoutMs: 10_000 });
+      assert.equal(apiStatus(refusal), 403);
+      assert.equal(isNamespaceTerminating(refusal), true, `not recognized: ${apiMessage(refusal)}`);
+      const drops: [string, number][] = [];
+      const late = new EventRecorder(core, "gitea-runner-operator", "test-instance", {
+        onDropped: (reason, occurrences) => drops.push([reason, occurrences]),
+      });
+      await late.record({ ...target, namespace: closing }, "Warning", "SecretNotFound", "Secret tokens not found");
+      await late.stop(5_000);
+      assert.deepEqual(drops, [["namespace_terminating", 1]]);
+      await admin.patchNamespacedConfigMap({
+        namespace: closing,
+        name: "hold",
+        body: [{ op: "remove", path: "/metadata/finalizers" }],
+      });
     } finally {
       await cluster.dispose();
     }

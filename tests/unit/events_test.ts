@@ -12,6 +12,8 @@ import {
   type EventTarget,
   type EventWriter,
 } from "../../src/kube/events.ts";
+import { KubernetesApiError } from "../../src/kube/rest.ts";
+import { namespaceTerminatingStatus } from "./fixtures.ts";
 
 const group = (name = "app"): EventTarget => ({
   apiVersion: "gitea.bpg.pw/v1alpha1",
@@ -268,6 +270,20 @@ Deno.test("a failing write is logged and dropped; an expired Event is created ag
   assert.equal(api.patches, 0, "the patch found no Event to change");
   assert.equal(api.creates, 2, "so a new one was created");
   assert.equal(api.list()[0].count, 1);
+});
+
+Deno.test("an Event in a namespace being deleted is dropped as such, not as a failed write", async () => {
+  const api = new FakeEventsApi();
+  const { recorder, drops } = recorderWithDrops(api);
+  api.fail = new KubernetesApiError(403, namespaceTerminatingStatus, "POST", "/api/v1/namespaces/ci/events");
+  await recorder.record(group(), "Warning", "SecretNotFound", "Secret tokens not found");
+  await settle(recorder);
+  assert.deepEqual(drops, [["namespace_terminating", 1]]);
+  // Any other refusal is a failed write.
+  api.fail = new KubernetesApiError(403, { message: "forbidden by RBAC" }, "POST", "/api/v1/namespaces/ci/events");
+  await recorder.record(group(), "Warning", "SecretNotFound", "Secret tokens not found again");
+  await settle(recorder);
+  assert.deepEqual(drops, [["namespace_terminating", 1], ["write_failed", 1]]);
 });
 
 Deno.test("secrets registered with the log redactor never reach an event", async () => {

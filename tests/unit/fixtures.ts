@@ -24,3 +24,24 @@ export const repoSpec: RunnerGroupSpec = {
   maxActiveRunners: 2,
   authToken: { name: "tokens", key: "api" },
 } as RunnerGroupSpec;
+
+/** The Status the NamespaceLifecycle admission plugin answers (k8s.io/apiserver v0.35.4), as JSON on the wire. */
+export const namespaceTerminatingStatus = {
+  kind: "Status",
+  apiVersion: "v1",
+  status: "Failure",
+  message:
+    'jobs.batch "ci-7" is forbidden: unable to create new content in namespace team because it is being terminated',
+  reason: "Forbidden",
+  details: {
+    name: "ci-7",
+    group: "batch",
+    kind: "jobs",
+    causes: [{
+      reason: "NamespaceTerminating",
+      message: "namespace team is being terminated",
+      field: "metadata.namespace",
+    }],
+  },
+  code: 403,
+};

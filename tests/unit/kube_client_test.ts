@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
 import { ApiException } from "@kubernetes/client-node";
-import { apiMessage, apiStatus, decodeSecretData, makeClients } from "../../src/kube/client.ts";
+import { apiMessage, apiStatus, decodeSecretData, isNamespaceTerminating, makeClients } from "../../src/kube/client.ts";
 import { StaticCredentials } from "../../src/kube/credentials.ts";
 import { KubeConfig } from "../../src/kube/kubeconfig.ts";
 import { KubernetesApiError } from "../../src/kube/rest.ts";
+import { namespaceTerminatingStatus } from "./fixtures.ts";
 
 Deno.test("Secret data is decoded as UTF-8", () => {
   assert.equal(decodeSecretData(btoa(String.fromCharCode(...new TextEncoder().encode("tök€n")))), "tök€n");
@@ -130,4 +131,27 @@ Deno.test("apiStatus and apiMessage read client-node's ApiException (used by tes
   assert.equal(apiMessage(exception), 'secrets "s" not found');
   assert.equal(apiStatus(new Error("connection refused")), undefined);
   assert.equal(apiMessage(new Error("connection refused")), "connection refused");
+});
+
+Deno.test("isNamespaceTerminating tells a namespace being deleted from other refusals, through causes", () => {
+  const terminating = new KubernetesApiError(
+    403,
+    namespaceTerminatingStatus,
+    "POST",
+    "/apis/batch/v1/namespaces/team/jobs",
+  );
+  assert.equal(isNamespaceTerminating(terminating), true);
+  assert.equal(isNamespaceTerminating(new Error("Cannot create runner Job team/ci-7", { cause: terminating })), true);
+  // The same answer as text (an ApiException's body).
+  assert.equal(
+    isNamespaceTerminating(new ApiException(403, "Forbidden", JSON.stringify(namespaceTerminatingStatus), {})),
+    true,
+  );
+  // RBAC says 403 too, without the cause.
+  const rbac = { ...namespaceTerminatingStatus, details: { name: "ci-7", group: "batch", kind: "jobs" } };
+  assert.equal(isNamespaceTerminating(new KubernetesApiError(403, rbac, "POST", "/")), false);
+  // The cause on another status, or no API error at all.
+  assert.equal(isNamespaceTerminating(new KubernetesApiError(409, namespaceTerminatingStatus, "POST", "/")), false);
+  assert.equal(isNamespaceTerminating(new Error("unable to create new content in namespace team")), false);
+  assert.equal(isNamespaceTerminating(undefined), false);
 });
