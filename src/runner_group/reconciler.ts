@@ -30,7 +30,8 @@ import { planGroup } from "./plan_stage.ts";
 import type { RetryPolicy } from "./planner.ts";
 import { apiGroup, apiVersion, isPaused, kind, type RunnerGroup } from "./schema.ts";
 import { forgeObservation, type Observations, reportReconciled, type StatusCounts, writeStatus } from "./status.ts";
-import { addCleanupFinalizer, hasCleanupFinalizer, teardownForgeOf, tearDownGroup } from "./teardown.ts";
+import { addCleanupFinalizer, hasCleanupFinalizer } from "./teardown.ts";
+import { GroupDeletions } from "./deletion_stage.ts";
 import { effectiveWarmPool } from "./warm_schedule.ts";
 
 export { forgeTargetOf } from "./demand.ts";
@@ -95,6 +96,8 @@ export class RunnerGroupReconciler {
    * through the pollers' detector, so each is asked once, not per group or reconcile.
    */
   readonly #forges: ForgeConnector;
+  /** Deleted groups' teardowns, and the groups released already (deletion_stage.ts). */
+  readonly #deletions: GroupDeletions;
   #reconcileCount = 0;
 
   constructor(options: ReconcilerOptions) {
@@ -105,6 +108,15 @@ export class RunnerGroupReconciler {
       options.pollers.detector,
     );
     this.#readSecret = options.cache.secret ?? secretReaderOf(options.clients.core);
+    this.#deletions = new GroupDeletions({
+      clients: options.clients,
+      cache: options.cache,
+      events: options.events,
+      metrics: options.metrics,
+      readSecret: this.#readSecret,
+      connect: (spec, token) => this.#forges.connect(spec.giteaURL, token),
+      timeoutMs: options.deletionTimeoutMs ?? 10 * 60_000,
+    });
     this.#checks = new GroupChecks(options.clients.batch, this.#credentialsOptions(), options.events);
     this.#jobOutcomes = new JobOutcomes({
       workflowLabel: options.metrics?.jobWorkflowLabel ?? false,
@@ -132,8 +144,11 @@ export class RunnerGroupReconciler {
     if (!group || (group.metadata.deletionTimestamp && !hasCleanupFinalizer(group))) {
       // Gone, or deleted with nothing left for this operator to do: the garbage collector removes the rest.
       this.#forget(key, namespace, name);
+      this.#deletions.forget(key);
       return {};
     }
+    // Released already; the cache still shows the finalizer until the release's watch event arrives.
+    if (this.#deletions.wasReleased(key, group)) return {};
     const reconcileId = ++this.#reconcileCount;
     const log = this.#log.with({ group: key, reconcileId });
     const now = this.#options.now?.() ?? Date.now();
@@ -354,27 +369,11 @@ export class RunnerGroupReconciler {
     log: ReturnType<typeof logger>,
     now: number,
   ): Promise<ReconcileResult> {
-    const [namespace, name] = [group.metadata.namespace, group.metadata.name];
     this.#options.pollers.unsubscribe(key);
-    const result = await tearDownGroup({
-      group,
-      forge: await teardownForgeOf(group, {
-        knownApiToken: this.#memories.peek(key)?.apiToken,
-        readSecret: this.#readSecret,
-        connect: (spec, token) => this.#forges.connect(spec.giteaURL, token),
-      }),
-      runnerJobs: this.#options.cache.runnerJobs(),
-      batch: this.#options.clients.batch,
-      custom: this.#options.clients.custom,
-      events: this.#options.events,
-      metrics: this.#options.metrics,
-      target,
-      log,
-      now,
-      timeoutMs: this.#options.deletionTimeoutMs ?? 10 * 60_000,
-    });
+    const knownApiToken = this.#memories.peek(key)?.apiToken;
+    const result = await this.#deletions.tearDown({ key, group, knownApiToken, target, log, now });
     if (!result.released) return { requeueAfterMs: result.requeueAfterMs };
-    this.#forget(key, namespace, name);
+    this.#forget(key, group.metadata.namespace, group.metadata.name);
     return {};
   }
 

@@ -1,6 +1,7 @@
 /**
- * The reconcile's own decisions, with fake clients: here, a namespace that is being deleted ends a reconcile without an
- * error (no retry loop), while any other refusal is retried. The stages themselves have tests of their own.
+ * The reconcile's own decisions, with fake clients: a namespace that is being deleted ends a reconcile without an error
+ * (no retry loop), while any other refusal is retried; a deleted group is released once, however many reconciles the
+ * cache's lag lets through. The stages themselves have tests of their own.
  */
 import assert from "node:assert/strict";
 import type { V1Secret } from "@kubernetes/client-node";
@@ -84,4 +85,50 @@ Deno.test("a reconcile in a namespace being deleted ends without an error; anoth
   );
   const refused = reconcilerRefusing(rbac);
   await assert.rejects(refused.reconciler.reconcile("team/ci"), /forbidden by RBAC/);
+});
+
+Deno.test("a released group is not torn down again while the cache still shows its finalizer", async () => {
+  // Deleted, and its token Secret went first (the namespace is going): released at once, with a CleanupIncomplete.
+  const deleted = {
+    ...group,
+    metadata: { ...group.metadata, deletionTimestamp: new Date(), resourceVersion: "7" },
+  } as RunnerGroup;
+  const log: string[] = [];
+  let cached: RunnerGroup | undefined = deleted;
+  const reconciler = new RunnerGroupReconciler({
+    clients: {
+      batch: {},
+      core: {},
+      custom: {
+        patchNamespacedCustomObject: ({ body }: { body: { metadata: { finalizers: string[] } } }) => {
+          log.push(`finalizers [${body.metadata.finalizers.join(",")}]`);
+          return Promise.resolve(deleted);
+        },
+      },
+    } as unknown as KubeClients,
+    cache: {
+      group: () => cached,
+      groups: () => (cached ? [cached] : []),
+      runnerJobs: () => [],
+      secret: () => Promise.resolve(undefined),
+    },
+    pollers: { unsubscribe: () => {} } as unknown as DemandPollers,
+    events: {
+      record: (_t: unknown, _k: string, reason: string) => (log.push(`event ${reason}`), Promise.resolve()),
+    } as unknown as EventRecorder,
+    runnerImage: "runner:test",
+    retry: { limit: 3, baseDelayMs: 1000, maxDelayMs: 60_000 },
+    resyncIntervalMs: 60_000,
+  });
+  assert.deepEqual(await reconciler.reconcile("team/ci"), {});
+  assert.deepEqual(log, ["event CleanupIncomplete", "finalizers []"]);
+  // A reconcile queued meanwhile runs before the watch event of the release: nothing more happens.
+  assert.deepEqual(await reconciler.reconcile("team/ci"), {});
+  assert.deepEqual(log, ["event CleanupIncomplete", "finalizers []"]);
+  // Gone from the cache; a new group of the same name (another uid) is torn down on its own when deleted.
+  cached = undefined;
+  await reconciler.reconcile("team/ci");
+  cached = { ...deleted, metadata: { ...deleted.metadata, uid: "u2" } } as RunnerGroup;
+  await reconciler.reconcile("team/ci");
+  assert.equal(log.filter((line) => line === "event CleanupIncomplete").length, 2);
 });
