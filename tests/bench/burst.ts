@@ -29,6 +29,7 @@ import {
   type RawRound,
   rawWarmUpJobs,
   waitForQueued,
+  whenListed,
 } from "./raw_create.ts";
 import { type AuditedRequests, auditedRequests, cpuSeconds } from "./probes.ts";
 import { atLeast, atMost, distribution, type Figure, unionMs } from "./report.ts";
@@ -166,12 +167,11 @@ export async function measureBurst(ctx: BenchContext, shape: BurstShape, options
     const start = (): Promise<OperatorProcess> => ctx.startOperator(`operator-${tag}`, operatorArgs([tag]));
     let operator = shared;
     try {
+      // Live: as the raw loop warms its client up, the running operator creates as many runner Jobs before the
+      // measured push; their jobs and runner Jobs stay queued (no runner pod is ever scheduled).
+      const perGroup = operator ? Math.ceil(rawWarmUpJobs / shape.groups) : 0;
       if (operator) {
         await Promise.all(groups.map((group) => waitForFirstPoll(custom, tag, group)));
-        // The raw round warms its client up with a few creates first; a running operator's connections are open too,
-        // so it creates as many runner Jobs before it is measured. Their jobs stay queued (no runner pod is ever
-        // scheduled), and so do their runner Jobs, created before the measured push.
-        const perGroup = Math.ceil(rawWarmUpJobs / shape.groups);
         const warmUpPath = ".gitea/workflows/warm-up.yaml";
         const warmUp = ownPathWorkflow(warmUpPath, matrixJob("warm-up", perGroup));
         const warmUpAt = Date.now();
@@ -186,6 +186,8 @@ export async function measureBurst(ctx: BenchContext, shape: BurstShape, options
       const operatorPid = operator?.pid();
       const cpuAtPush = operatorPid === undefined ? undefined : cpuSeconds(operatorPid);
       const pushedAt = Date.now();
+      // Live: when Gitea lists each group's jobs, to place the twins' creates (below).
+      const listing = backlog ? undefined : whenListed(ctx, tag, groups, shape.jobsPerGroup + perGroup);
       await Promise.all(groups.map(async (group) => {
         await gitea.pushWorkflow(tag, group, path, workflow);
         accepted.set(group, Date.now());
@@ -250,19 +252,20 @@ export async function measureBurst(ctx: BenchContext, shape: BurstShape, options
         await new Promise((resolve) => setTimeout(resolve, 3_000));
         loadedRaw = await rawCreateAfterPoll(ctx, { ...twinRound, namespace: `${tag}-polled` });
       } else {
-        // The limit under the burst's own load: after a push, Gitea goes on working for seconds, on the same cores as
-        // the API server, and how much of that work overlaps the creates depends on when they start. So each twin's
-        // Jobs start as long after its push as the operator saw its group's jobs after that group's push (or once
-        // listed, when the observer saw none). The twins' jobs stay queued; no group serves them.
-        const seenAfterPush = groups.map((group) => {
+        // The limit under the burst's own load: Gitea works on a push for seconds, on the API server's cores, after a
+        // delay of its own that differs from push to push. So each twin's Jobs start as long after Gitea listed its
+        // jobs as the operator saw its group's jobs after Gitea listed them (at once when either is unknown).
+        const listed = await listing!;
+        const seenAfterListed = groups.map((group) => {
           const seen = windows.get(group)?.seen;
-          return seen === undefined ? 0 : pushedAt + seen - accepted.get(group)!;
+          const at = listed.get(group);
+          return seen === undefined || at === undefined ? 0 : Math.max(0, pushedAt + seen - at);
         });
         loadedRaw = await rawCreateUnderPush(ctx, {
           ...twinRound,
           namespace: `${tag}-loaded`,
           push: (repo) => gitea.pushWorkflow(tag, repo, path, workflow),
-          startAfterPushMs: seenAfterPush,
+          startAfterListedMs: seenAfterListed,
         });
       }
       const duplicates = [...perJob.values()].reduce((sum, count) => sum + count - 1, 0);

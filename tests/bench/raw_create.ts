@@ -91,36 +91,60 @@ async function setUpRawRound(
 
 /**
  * A raw round under the load of a burst, and shaped like it: pushes to `repos` at once and, once Gitea lists one
- * repository's `jobsPerRepo` queued jobs and `startAfterPushMs[index]` has passed since its push returned (the moment
- * the operator saw the burst's jobs, so that Gitea's work on the pushes overlaps the creates as it overlapped the
- * operator's), creates that many Jobs, every repository's creates sharing `concurrency` in flight as the operator's
- * groups share its limit. The rate counts the time when some repository's Jobs were due and not all created yet (the
- * union of each Job's [due, created]), as the burst's rate while busy counts [seen, created].
+ * repository's `jobsPerRepo` queued jobs and `startAfterListedMs[index]` has passed since then (as long as the operator
+ * took to see its group's jobs after Gitea listed them, so that Gitea's work on the pushes overlaps the creates as it
+ * overlapped the operator's), creates that many Jobs, every repository's creates sharing `concurrency` in flight as the
+ * operator's groups share its limit. The rate counts the time when some repository's Jobs were due and not all created
+ * yet (the union of each Job's [due, created]), as the burst's rate while busy counts [seen, created].
  */
 export async function rawCreateUnderPush(
   ctx: BenchContext,
   input: RepoRoundInput & {
     push: (repo: string) => Promise<void>;
-    /** Per repository: create no earlier than this long after its push returned. */
-    startAfterPushMs?: readonly number[];
+    /** Per repository: create no earlier than this long after Gitea listed its jobs. */
+    startAfterListedMs?: readonly number[];
   },
 ): Promise<RawRound> {
-  let pushed: number[] = [];
   return await perRepositoryRound(ctx, input, {
     before: async () => {
-      pushed = await Promise.all(input.repos.map(async (repo) => {
-        await input.push(repo);
-        return Date.now();
-      }));
+      await Promise.all(input.repos.map((repo) => input.push(repo)));
     },
     due: async (repo, index) => {
-      // Every 200 ms: the probes of five repositories must not load Gitea more than an operator's polls would.
-      await waitForQueued(ctx, input.owner, [repo], input.jobsPerRepo, "every", 200);
-      const due = pushed[index] + (input.startAfterPushMs?.[index] ?? 0);
+      await waitForQueued(ctx, input.owner, [repo], input.jobsPerRepo, "every", listedProbeMs);
+      const due = Date.now() + (input.startAfterListedMs?.[index] ?? 0);
       if (due > Date.now()) await new Promise((resolve) => setTimeout(resolve, due - Date.now()));
       return Date.now();
     },
   });
+}
+
+/**
+ * How often the bench asks Gitea whether a repository's jobs are listed: often enough to place the listing within a
+ * fifth of a second, seldom enough that the probes of five repositories do not load Gitea more than polls would.
+ */
+export const listedProbeMs = 200;
+
+/**
+ * When Gitea first listed `jobs` queued jobs in each of `repos` (ms since epoch), asking every {@linkcode listedProbeMs};
+ * a repository not listed within 2 minutes is left out. A burst's groups are probed as the loaded round probes its
+ * twins, so both rounds load Gitea alike.
+ */
+export async function whenListed(
+  ctx: BenchContext,
+  owner: string,
+  repos: readonly string[],
+  jobs: number,
+): Promise<Map<string, number>> {
+  const listed = new Map<string, number>();
+  await Promise.all(repos.map(async (repo) => {
+    try {
+      await waitForQueued(ctx, owner, [repo], jobs, "every", listedProbeMs);
+      listed.set(repo, Date.now());
+    } catch {
+      // Not listed in time: its twin's creates start once listed.
+    }
+  }));
+  return listed;
 }
 
 /**
