@@ -348,7 +348,7 @@ export async function measureBurst(ctx: BenchContext, shape: BurstShape, options
     part,
     what: backlog
       ? "raw create rate after polling the twins' backlog, each twin's Jobs once its poll is answered (the same polls)"
-      : "raw create rate under a twin push, each twin's Jobs when the operator saw its group's (the burst's load)",
+      : "raw create rate under a twin push, each twin's Jobs as long after its listing as the operator's after theirs (the burst's load)",
     unit: "Jobs/s",
     distribution: distribution(result.rounds.map((round) => round.loadedRawRate)),
   });
