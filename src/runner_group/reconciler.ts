@@ -130,8 +130,9 @@ export class RunnerGroupReconciler {
     } catch (error) {
       if (!isNamespaceTerminating(error)) throw error;
       // Nothing can be created in the namespace any more, and its deletion reaches the group (deletionTimestamp),
-      // which wakes it for its teardown: no retry, as Kubernetes' own controllers do.
-      this.#log.info("Namespace of {group} is being deleted: no runner Job is created there; its teardown follows", {
+      // which wakes it for its teardown: no retry, as Kubernetes' own controllers do. Each runner Job the deletion
+      // removes wakes the group meanwhile, so this is a debug line, not one per Job at info.
+      this.#log.debug("Namespace of {group} is being deleted: no runner Job is created there; its teardown follows", {
         group: key,
       });
       return {};
