@@ -111,8 +111,8 @@ export async function rawCreateUnderPush(
     },
     due: async (repo, index) => {
       await waitForQueued(ctx, input.owner, [repo], input.jobsPerRepo, "every", listedProbeMs);
-      const due = Date.now() + (input.startAfterListedMs?.[index] ?? 0);
-      if (due > Date.now()) await new Promise((resolve) => setTimeout(resolve, due - Date.now()));
+      const delayMs = input.startAfterListedMs?.[index] ?? 0;
+      if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
       return Date.now();
     },
   });
