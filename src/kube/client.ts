@@ -34,17 +34,22 @@ export function apiStatus(error: unknown): number | undefined {
   return typeof code === "number" ? code : undefined;
 }
 
+/** The API server's `Status` body of an API error, parsed when it came as text; undefined without one. */
+function statusBody(error: unknown): { message?: unknown; details?: { causes?: unknown } } | undefined {
+  const body = (error as { body?: unknown })?.body;
+  if (apiStatus(error) === undefined || body === undefined) return undefined;
+  if (typeof body !== "string") return body ?? undefined;
+  try {
+    return JSON.parse(body) ?? undefined;
+  } catch {
+    return undefined; // not JSON
+  }
+}
+
 /** The API server's message of an API error (from its `Status` body), else the error's own message. */
 export function apiMessage(error: unknown): string {
-  const body = (error as { body?: unknown })?.body;
-  if (apiStatus(error) !== undefined && body !== undefined) {
-    try {
-      const status = typeof body === "string" ? JSON.parse(body) : body;
-      if (status && typeof status.message === "string") return status.message;
-    } catch {
-      // not JSON; fall through
-    }
-  }
+  const message = statusBody(error)?.message;
+  if (typeof message === "string") return message;
   return error instanceof Error ? error.message : String(error);
 }
 
@@ -60,16 +65,8 @@ export function isNamespaceTerminating(error: unknown): boolean {
   let current = error;
   for (let depth = 0; depth < 8 && current instanceof Error; depth++, current = current.cause) {
     if (apiStatus(current) !== 403) continue;
-    let status = (current as { body?: unknown }).body;
-    if (typeof status === "string") {
-      try {
-        status = JSON.parse(status);
-      } catch {
-        continue;
-      }
-    }
     // A cause's type is its `reason` in JSON (`StatusCause.Type`, k8s.io/apimachinery v0.35.4 `meta/v1/types.go`).
-    const causes = (status as { details?: { causes?: unknown } } | undefined)?.details?.causes;
+    const causes = statusBody(current)?.details?.causes;
     if (Array.isArray(causes) && causes.some((cause) => cause?.reason === "NamespaceTerminating")) return true;
   }
   return false;
