@@ -179,8 +179,12 @@ Deno.test({
           return names.includes(startingJob) && names.includes(idleJob) &&
             (await registrationNames(env)).includes(idleJob);
         }, { timeoutMs: 90_000, detail });
-        const pods = await env.core.listNamespacedPod({ namespace, labelSelector: `${groupLabel}=starting` });
-        assert.deepEqual(pods.items.map((pod) => pod.status?.phase), ["Pending"], "the starting pod is Pending");
+        // The Job controller creates the starting Job's pod on its own time: wait for it, then it must be Pending.
+        const phases = await eventually("the starting runner Job's pod", async () => {
+          const pods = await env.core.listNamespacedPod({ namespace, labelSelector: `${groupLabel}=starting` });
+          return pods.items.length > 0 ? pods.items.map((pod) => pod.status?.phase) : undefined;
+        }, { timeoutMs: 30_000, detail });
+        assert.deepEqual(phases, ["Pending"], "the starting pod is Pending");
 
         await gitea.cancelRun("acme", "app", jobs[0].run_id);
         cancelled = await eventually("the run's jobs cancelled", async () => {
@@ -196,17 +200,20 @@ Deno.test({
           return !names.includes(startingJob) && !names.includes(idleJob) && !podGroups.includes("starting") &&
             !podGroups.includes("idle");
         }, { timeoutMs: 60_000, detail });
-        assert.ok(!(await registrationNames(env)).includes(idleJob), `registration ${idleJob} is gone from Gitea`);
+        // The registration is deleted after the runner Job, and the Events are written in the background: both are
+        // waited for a few seconds after the runner Jobs are gone, not read at once.
+        await eventually(`registration ${idleJob} gone from Gitea`, async () => {
+          return !(await registrationNames(env)).includes(idleJob);
+        }, { timeoutMs: 15_000, detail });
         assert.equal(
           env.kubelet.started.filter((pod) => pod.runnerGroup === "starting").length,
           0,
           "the starting pod never ran a runner",
         );
         for (const group of ["starting", "idle"]) {
-          assert.ok(
-            (await eventReasons(env, namespace, group)).includes("IdleRunnerRemoved"),
-            `event IdleRunnerRemoved on ${group}`,
-          );
+          await eventually(`event IdleRunnerRemoved on ${group}`, async () => {
+            return (await eventReasons(env, namespace, group)).includes("IdleRunnerRemoved");
+          }, { timeoutMs: 15_000, detail });
         }
       });
 
@@ -269,7 +276,9 @@ Deno.test({
             (await registrationNames(env)).includes("hand-made-runner"),
             "a registration of another name stays",
           );
-          assert.ok((await eventReasons(env, namespace, "idle")).includes("RunnerRegistrationRemoved"));
+          await eventually("event RunnerRegistrationRemoved on idle", async () => {
+            return (await eventReasons(env, namespace, "idle")).includes("RunnerRegistrationRemoved");
+          }, { timeoutMs: 15_000, detail });
         },
       );
 

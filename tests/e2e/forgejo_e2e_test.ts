@@ -66,8 +66,9 @@ Deno.test({
         needs: ["build"],
         runId: build.runId,
       });
-      // Longer than --idle-runner-grace: a busy runner must not be taken for an idle one.
-      const test = v15.queueJob(app15, { name: "test", runsOn: ["fj-linux"], steps: ["sleep 6"] });
+      // Far longer than --idle-runner-grace: a busy runner must not be taken for an idle one. Long enough, too, for
+      // build and deploy to run and their runners to exit while it runs (see the first step).
+      const test = v15.queueJob(app15, { name: "test", runsOn: ["fj-linux"], steps: ["sleep 40"] });
       const old = v11.queueJob(site11, { name: "site", runsOn: ["fj-old"] });
       const unmatched = v11.queueJob(site11, { name: "windows", runsOn: ["windows"] });
 
@@ -155,12 +156,34 @@ Deno.test({
         "Forgejo 15: each waiting job gets one runner of its own, bound to it; jobs run to success",
         async () => {
           await group("fj15", "app", { scope: "org", org: "acme", giteaURL: v15.url, labels: ["fj-linux:host"] });
-          // Forgejo does not name a running job's runner: the runner Job whose own job runs is the busy one.
-          await eventually("test to be running", () => test.status === "running", { detail: logTail });
-          await new Promise((resolve) => setTimeout(resolve, 2500));
-          const running = await getRunnerGroup(custom, "fj15", "app") as { status?: { idleRunners?: number } };
-          assert.equal(running.status?.idleRunners, 0, "the runner running test is busy, not idle");
-          assert.equal(test.status, "running", "the runner of a 6 s job is not removed after the 3 s idle grace");
+          // Forgejo does not name a running job's runner: the runner Job whose own job runs is the busy one. Checked
+          // once build and deploy have run and their runners have exited, so that test's runner is the only active
+          // one: a runner between the end of its job and its pod's exit is rightly counted idle for that moment.
+          const idleRunners = async (): Promise<number | undefined> =>
+            ((await getRunnerGroup(custom, "fj15", "app")) as { status?: { idleRunners?: number } }).status
+              ?.idleRunners;
+          const testRunnerActive = async (): Promise<boolean> =>
+            (await runnerJobs("fj15", "app")).some((job) =>
+              job.metadata!.labels![jobIdLabel] === String(test.id) && !isFinished(job)
+            );
+          await eventually("test running while build and deploy ran and their runner Jobs ended", async () => {
+            if (test.status !== "running" || !done(build) || !done(deploy)) return false;
+            const ended = (await runnerJobs("fj15", "app")).filter((job) =>
+              [build.id, deploy.id].includes(Number(job.metadata!.labels![jobIdLabel])) && isFinished(job)
+            );
+            return ended.length === 2;
+          }, { timeoutMs: 60_000, detail: logTail });
+          await eventually("no idle runner in the status", async () => (await idleRunners()) === 0, {
+            timeoutMs: 10_000,
+            detail: async () => `idleRunners ${await idleRunners()}\n${await logTail()}`,
+          });
+          // For longer than the 3 s idle grace: the runner running test stays busy, not idle, and is not removed.
+          for (const until = Date.now() + 4_000; Date.now() < until;) {
+            assert.equal(await idleRunners(), 0, "the runner running test is busy, not idle");
+            assert.ok(await testRunnerActive(), "the runner Job of test is still active");
+            await new Promise((resolve) => setTimeout(resolve, 250));
+          }
+          assert.equal(test.status, "running", "the runner of a long job is not removed after the 3 s idle grace");
           await eventually("build and test to run to success", () => done(build) && done(test), {
             timeoutMs: 90_000,
             detail: logTail,
