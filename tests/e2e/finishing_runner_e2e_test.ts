@@ -54,7 +54,8 @@ Deno.test({
         args: ["--poll-interval", "1s"],
       });
       await waitForFirstPoll(custom, namespace, "chain");
-      // build runs long enough for a poll to see its runner busy; report is queued when build ends.
+      // build runs long enough for a 1 s poll to see its runner busy, even with a few polls late on a loaded
+      // machine; report is queued when build ends.
       const path = ".gitea/workflows/chain.yaml";
       await gitea.pushWorkflow(
         "acme",
@@ -62,7 +63,7 @@ Deno.test({
         path,
         ownPathWorkflow(
           path,
-          "  build:\n    runs-on: chain\n    steps:\n      - run: sleep 4\n" +
+          "  build:\n    runs-on: chain\n    steps:\n      - run: sleep 8\n" +
             "  report:\n    needs: build\n    runs-on: chain\n    steps:\n      - run: echo report\n",
         ),
       );
