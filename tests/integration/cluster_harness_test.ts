@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { BatchV1Api, CoreV1Api, type V1EnvVar, type V1Job, type V1Pod } from "@kubernetes/client-node";
 import { startCluster } from "../harness/cluster.ts";
 import { type RunnerKubelet, startRunnerKubelet, toHostLabels } from "../harness/kubelet.ts";
+import { eventually } from "../harness/wait.ts";
 
 const namespace = "default";
 const echoOutput = Deno.env.get("GRO_HARNESS_DEBUG") === "1";
@@ -269,7 +270,7 @@ Deno.test({
         await eventually(
           "Job runner-after-restart is Complete",
           () => jobWithCondition(batch, "runner-after-restart", "Complete"),
-          90_000,
+          { timeoutMs: 90_000 },
         );
         assert.ok(runner.watchRestarts > restartsBefore, "the pod watch was never interrupted");
       });
@@ -326,26 +327,6 @@ async function onlyPod(core: CoreV1Api, jobName: string): Promise<V1Pod> {
   const pods = await core.listNamespacedPod({ namespace, labelSelector: `job-name=${jobName}` });
   assert.equal(pods.items.length, 1, `expected one pod for Job ${jobName}, found ${pods.items.length}`);
   return pods.items[0];
-}
-
-/** Polls until `probe` returns a value other than undefined. */
-async function eventually<T>(
-  what: string,
-  probe: () => Promise<T | undefined> | T | undefined,
-  timeoutMs = 30_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const value = await probe();
-      if (value !== undefined) return value;
-    } catch (error) {
-      lastError = error;
-    }
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-  throw new Error(`Timed out waiting until ${what}`, { cause: lastError });
 }
 
 function processExists(pid: number): boolean {
