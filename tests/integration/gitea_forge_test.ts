@@ -9,6 +9,7 @@
 import assert from "node:assert/strict";
 import { GiteaApiError, type GiteaHarness, type GiteaJob, runTestRunner, startGitea } from "../harness/gitea.ts";
 import { ensureTools } from "../harness/tools.ts";
+import { eventually } from "../harness/wait.ts";
 import { GiteaClient } from "../../src/forge/gitea_client.ts";
 import { apiContractSteps } from "./gitea_api_contract.ts";
 
@@ -18,16 +19,6 @@ const owner = "gitea-admin";
 function note(message: string): void {
   // deno-lint-ignore no-console
   console.error(`[gitea_forge_test] ${message}`);
-}
-
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 250));
-  }
 }
 
 function byName(jobs: GiteaJob[]): Record<string, GiteaJob> {
@@ -111,7 +102,7 @@ async function forgeContract(t: Deno.TestContext, version: string): Promise<void
 
     await gitea.createRepo(owner, "matrix");
     await gitea.pushWorkflow(owner, "matrix", ".gitea/workflows/forge-test.yaml", matrixWorkflow);
-    const jobs = await waitFor("the push to start 5 jobs", async () => {
+    const jobs = await eventually("the push to start 5 jobs", async () => {
       const page = await repoJobs("matrix");
       return page.jobs.length === 5 ? byName(page.jobs) : undefined;
     });
@@ -151,7 +142,7 @@ async function forgeContract(t: Deno.TestContext, version: string): Promise<void
         GITEA_RUNNER_EPHEMERAL: "true",
       });
       try {
-        const registered = await waitFor("the idle runner to register", async () => {
+        const registered = await eventually("the idle runner to register", async () => {
           const runners = await gitea.listRunners();
           return runners.find((runner) => runner.name === "idle-runner");
         });
@@ -185,7 +176,7 @@ async function forgeContract(t: Deno.TestContext, version: string): Promise<void
           TEST_RUNNER_FETCH_DELAY: "3s",
         });
         try {
-          const registered = await waitFor("the runner to register", async () => {
+          const registered = await eventually("the runner to register", async () => {
             return (await client.listRunners(endpoint)).find((entry) => entry.name === "disabled-runner");
           });
           assert.deepEqual(
@@ -197,7 +188,7 @@ async function forgeContract(t: Deno.TestContext, version: string): Promise<void
           const disabled = await client.setRunnerDisabled(endpoint, registered.id, true);
           assert.equal(disabled.disabled, true);
           // The runner now asks for tasks (after its 3 s delay) and is online, but Gitea hands it none.
-          await waitFor("the disabled runner to poll", async () => {
+          await eventually("the disabled runner to poll", async () => {
             return (await client.listRunners(endpoint)).find((entry) => entry.name === "disabled-runner")?.online;
           });
           await new Promise((resolve) => setTimeout(resolve, 3_000));
@@ -303,10 +294,10 @@ async function forgeContract(t: Deno.TestContext, version: string): Promise<void
       const { code, output } = await runner.exited.finally(() => clearTimeout(timer));
       assert.equal(code, 0, output);
       const finishedAt = Date.now();
-      const report = await waitFor("the needs-job to become queued", async () => {
+      const report = await eventually("the needs-job to become queued", async () => {
         const job = byName((await repoJobs("matrix")).jobs).report;
         return job.status === "queued" ? job : undefined;
-      }, 10_000);
+      }, { timeoutMs: 10_000 });
       note(`"report" became queued ${Date.now() - finishedAt} ms after the last needed job finished`);
       assert.deepEqual(report.labels, ["linux-test"]);
     });
@@ -321,7 +312,7 @@ async function forgeContract(t: Deno.TestContext, version: string): Promise<void
         GITEA_RUNNER_EPHEMERAL: "true",
       });
       try {
-        await waitFor("the slow job to start", async () => {
+        await eventually("the slow job to start", async () => {
           const [job] = (await repoJobs("slow", ["in_progress"])).jobs;
           return job;
         });
@@ -340,7 +331,7 @@ async function forgeContract(t: Deno.TestContext, version: string): Promise<void
     await t.step("a failing step fails the job, skips later steps and the runner still exits 0", async () => {
       await gitea.createRepo(owner, "failing");
       await gitea.pushWorkflow(owner, "failing", ".gitea/workflows/fail.yaml", failingWorkflow);
-      const [queued] = await waitFor("the failing job to be queued", async () => {
+      const [queued] = await eventually("the failing job to be queued", async () => {
         const page = await repoJobs("failing", ["queued"]);
         return page.jobs.length === 1 ? page.jobs : undefined;
       });
@@ -366,7 +357,7 @@ async function forgeContract(t: Deno.TestContext, version: string): Promise<void
       await gitea.createRepo(owner, "paging");
       await gitea.pushWorkflow(owner, "paging", ".gitea/workflows/many.yaml", pagingWorkflow(60));
       const scope = { kind: "repo", owner, repo: "paging" } as const;
-      await waitFor("60 queued jobs", async () => {
+      await eventually("60 queued jobs", async () => {
         const page = await gitea.listJobs(scope, { status: ["queued"], limit: 1 });
         return page.totalCount === 60 ? true : undefined;
       });
