@@ -195,7 +195,11 @@ export async function measureBurst(ctx: BenchContext, shape: BurstShape, options
       if (backlog) {
         // The twins get the same backlog, for the raw round after the polls (below).
         await Promise.all(twins.map((twin) => gitea.pushWorkflow(tag, twin, path, workflow)));
-        await waitForQueued(ctx, tag, [...groups, ...twins], shape.jobsPerGroup, "every");
+        // Untimed: Gitea is asked once a second; its queueing time grows with the backlog (2 x 5x100 took over 2 min
+        // on a 2-core AMD EPYC machine on 73ce7fc), so the limit grows by 0.3 s per job.
+        const all = [...groups, ...twins];
+        const limitMs = 120_000 + 300 * all.length * shape.jobsPerGroup;
+        await waitForQueued(ctx, tag, all, shape.jobsPerGroup, "every", 1_000, limitMs);
         // Gitea's work on the push goes on for a while after its jobs are listed.
         await new Promise((resolve) => setTimeout(resolve, 5_000));
         operator = await start();

@@ -209,8 +209,8 @@ async function perRepositoryRound(ctx: BenchContext, input: RepoRoundInput, step
 }
 
 /**
- * Waits until Gitea lists `jobs` queued jobs in `every` one of `repos`, or in `some` one of them (at most 2 minutes),
- * asking every `everyMs`.
+ * Waits until Gitea lists `jobs` queued jobs in `every` one of `repos`, or in `some` one of them (at most `timeoutMs`,
+ * 2 minutes by default), asking every `everyMs`.
  */
 export async function waitForQueued(
   ctx: BenchContext,
@@ -219,12 +219,15 @@ export async function waitForQueued(
   jobs: number,
   which: "every" | "some",
   everyMs = 50,
+  timeoutMs = 120_000,
 ): Promise<void> {
   const queued = async (repo: string): Promise<boolean> =>
     (await ctx.env.gitea.listJobs({ kind: "repo", owner, repo }, { status: ["queued"], limit: 1 })).totalCount >= jobs;
-  const deadline = Date.now() + 120_000;
+  const deadline = Date.now() + timeoutMs;
   while (!(await Promise.all(repos.map(queued)))[which]((done) => done)) {
-    if (Date.now() > deadline) throw new Error(`Gitea did not queue ${jobs} jobs in ${which} of ${repos} in 2 minutes`);
+    if (Date.now() > deadline) {
+      throw new Error(`Gitea did not queue ${jobs} jobs in ${which} of ${repos} in ${timeoutMs / 1000} s`);
+    }
     await new Promise((resolve) => setTimeout(resolve, everyMs));
   }
 }
