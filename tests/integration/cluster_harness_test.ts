@@ -13,6 +13,10 @@ import { type RunnerKubelet, startRunnerKubelet, toHostLabels } from "../harness
 import { eventually } from "../harness/wait.ts";
 
 const namespace = "default";
+
+/** How long a wait in this file may take before the test fails (the harness's default is longer). */
+const waitLimit = { timeoutMs: 30_000 };
+
 const echoOutput = Deno.env.get("GRO_HARNESS_DEBUG") === "1";
 
 /**
@@ -39,7 +43,7 @@ async function stubReady(workDir: string): Promise<void> {
     } catch {
       return false;
     }
-  });
+  }, waitLimit);
 }
 
 Deno.test({
@@ -102,6 +106,7 @@ Deno.test({
         const job = await eventually(
           "Job runner-ok is Complete",
           () => jobWithCondition(batch, "runner-ok", "Complete"),
+          waitLimit,
         );
         assert.equal(job.status?.succeeded, 1);
         const pod = await onlyPod(core, "runner-ok");
@@ -129,6 +134,7 @@ Deno.test({
         const job = await eventually(
           "Job runner-fails is Failed",
           () => jobWithCondition(batch, "runner-fails", "Failed"),
+          waitLimit,
         );
         assert.equal(job.status?.conditions?.find((c) => c.type === "Failed")?.reason, "BackoffLimitExceeded");
         const pod = await onlyPod(core, "runner-fails");
@@ -145,7 +151,7 @@ Deno.test({
         const pod = await eventually("the runner-deleted pod is Running", async () => {
           const found = await onlyPod(core, "runner-deleted").catch(() => undefined);
           return found?.status?.phase === "Running" ? found : undefined;
-        });
+        }, waitLimit);
         const started = runner.observation(namespace, pod.metadata?.name ?? "");
         assert.ok(started && started.exitCode === undefined, "the runner is not running");
         assert.ok(processExists(started.pid));
@@ -154,7 +160,7 @@ Deno.test({
         await eventually("the runner-deleted pod is gone", async () => {
           const pods = await core.listNamespacedPod({ namespace, labelSelector: "job-name=runner-deleted" });
           return pods.items.length === 0 ? true : undefined;
-        });
+        }, waitLimit);
         assert.equal(started.killedOnDeletion, true);
         assert.equal(started.exitCode, 143);
         assert.equal(processExists(started.pid), false);
@@ -171,7 +177,7 @@ Deno.test({
           const pod = await eventually("the runner-idle pod is Running", async () => {
             const found = await onlyPod(core, "runner-idle").catch(() => undefined);
             return found?.status?.phase === "Running" ? found : undefined;
-          });
+          }, waitLimit);
           const podName = pod.metadata?.name ?? "";
           const started = runner.observation(namespace, podName);
           assert.ok(started && started.exitCode === undefined, "the runner is not running");
@@ -202,9 +208,13 @@ Deno.test({
             const failed = await eventually("the runner-idle pod is Failed", async () => {
               const found = await core.readNamespacedPod({ name: podName, namespace });
               return found.status?.phase === "Failed" ? found : undefined;
-            });
+            }, waitLimit);
             assert.equal(failed.status?.containerStatuses?.[0].state?.terminated?.exitCode, 143);
-            await eventually("Job runner-idle is Failed", () => jobWithCondition(batch, "runner-idle", "Failed"));
+            await eventually(
+              "Job runner-idle is Failed",
+              () => jobWithCondition(batch, "runner-idle", "Failed"),
+              waitLimit,
+            );
             assert.equal(started.exitCode, 143);
             assert.equal(started.killedOnDeletion, false);
             assert.equal((await Deno.readTextFile(join(started.workDir, "signal"))).trim(), "SIGTERM");
@@ -226,7 +236,7 @@ Deno.test({
           const found = await onlyPod(core, "runner-no-secret").catch(() => undefined);
           const waiting = found?.status?.containerStatuses?.[0].state?.waiting;
           return waiting?.reason === "CreateContainerConfigError" ? found : undefined;
-        });
+        }, waitLimit);
         assert.equal(pod.status?.phase, "Pending");
         assert.match(
           pod.status?.containerStatuses?.[0].state?.waiting?.message ?? "",
@@ -237,7 +247,7 @@ Deno.test({
         await eventually("the runner-no-secret pod is gone", async () => {
           const pods = await core.listNamespacedPod({ namespace, labelSelector: "job-name=runner-no-secret" });
           return pods.items.length === 0 ? true : undefined;
-        });
+        }, waitLimit);
       });
 
       await t.step("pods that are not runner pods are left Pending", async () => {
@@ -248,6 +258,7 @@ Deno.test({
         await eventually(
           "the stand-in saw not-a-runner",
           () => runner.ignoredPods.has("default/not-a-runner") || undefined,
+          waitLimit,
         );
         const pod = await core.readNamespacedPod({ name: "not-a-runner", namespace });
         assert.equal(pod.spec?.nodeName, cluster.nodeName);

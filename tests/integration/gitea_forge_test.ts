@@ -15,6 +15,9 @@ import { apiContractSteps } from "./gitea_api_contract.ts";
 
 const owner = "gitea-admin";
 
+/** How long a wait in this file may take before the test fails (the harness's default is longer). */
+const waitLimit = { timeoutMs: 30_000 };
+
 /** Test output goes to stderr so it stays readable next to Deno's report. */
 function note(message: string): void {
   // deno-lint-ignore no-console
@@ -105,7 +108,7 @@ async function forgeContract(t: Deno.TestContext, version: string): Promise<void
     const jobs = await eventually("the push to start 5 jobs", async () => {
       const page = await repoJobs("matrix");
       return page.jobs.length === 5 ? byName(page.jobs) : undefined;
-    });
+    }, waitLimit);
 
     await t.step("a push queues each matrix job with its runs-on values as labels", () => {
       for (const shard of [1, 2, 3]) {
@@ -145,7 +148,7 @@ async function forgeContract(t: Deno.TestContext, version: string): Promise<void
         const registered = await eventually("the idle runner to register", async () => {
           const runners = await gitea.listRunners();
           return runners.find((runner) => runner.name === "idle-runner");
-        });
+        }, waitLimit);
         assert.deepEqual(registered.labels.map((label) => label.name).sort(), ["idle-label", "other-idle-label"]);
         assert.equal(registered.ephemeral, true);
       } finally {
@@ -178,7 +181,7 @@ async function forgeContract(t: Deno.TestContext, version: string): Promise<void
         try {
           const registered = await eventually("the runner to register", async () => {
             return (await client.listRunners(endpoint)).find((entry) => entry.name === "disabled-runner");
-          });
+          }, waitLimit);
           assert.deepEqual(
             { online: registered.online, busy: registered.busy, disabled: registered.disabled },
             { online: false, busy: false, disabled: false },
@@ -190,7 +193,7 @@ async function forgeContract(t: Deno.TestContext, version: string): Promise<void
           // The runner now asks for tasks (after its 3 s delay) and is online, but Gitea hands it none.
           await eventually("the disabled runner to poll", async () => {
             return (await client.listRunners(endpoint)).find((entry) => entry.name === "disabled-runner")?.online;
-          });
+          }, waitLimit);
           await new Promise((resolve) => setTimeout(resolve, 3_000));
           const queuedAfter = (await repoJobs("matrix", ["queued"])).jobs.map((job) => job.id).sort();
           assert.deepEqual(queuedAfter, queuedBefore, "a disabled runner took a job");
@@ -315,7 +318,7 @@ async function forgeContract(t: Deno.TestContext, version: string): Promise<void
         await eventually("the slow job to start", async () => {
           const [job] = (await repoJobs("slow", ["in_progress"])).jobs;
           return job;
-        });
+        }, waitLimit);
       } finally {
         runner.kill("SIGTERM");
       }
@@ -334,7 +337,7 @@ async function forgeContract(t: Deno.TestContext, version: string): Promise<void
       const [queued] = await eventually("the failing job to be queued", async () => {
         const page = await repoJobs("failing", ["queued"]);
         return page.jobs.length === 1 ? page.jobs : undefined;
-      });
+      }, waitLimit);
       const runner = runTestRunner(tools.testRunner, {
         GITEA_INSTANCE_URL: gitea.url,
         GITEA_RUNNER_REGISTRATION_TOKEN: await gitea.registrationToken({ kind: "repo", owner, repo: "failing" }),
@@ -360,7 +363,7 @@ async function forgeContract(t: Deno.TestContext, version: string): Promise<void
       await eventually("60 queued jobs", async () => {
         const page = await gitea.listJobs(scope, { status: ["queued"], limit: 1 });
         return page.totalCount === 60 ? true : undefined;
-      });
+      }, waitLimit);
       const capped = await gitea.listJobs(scope, { status: ["queued"], limit: 100 });
       assert.equal(capped.jobs.length, 50);
       assert.equal(capped.totalCount, 60);
