@@ -42,8 +42,8 @@ Measures the operator against the local control plane and Gitea, prints a table 
   --create-concurrency N     creates in flight for the raw rate, and the operator's flag when it has one (default 8)
   --raw-jobs N               Jobs per raw round (default 500)
   --raw-rounds N             raw rounds (default 3)
-  --bursts LIST              GROUPSxJOBS[*ROUNDS], comma-separated (default 5x20*9,5x100)
-  --backlog-bursts LIST      the same for an operator started with the jobs already queued (default 5x20*9,5x100)
+  --bursts LIST              GROUPSxJOBS[*ROUNDS], comma-separated (default 5x20*9,5x100*3)
+  --backlog-bursts LIST      the same for an operator started with the jobs already queued (default 5x20*9,5x100*3)
   --burst-poll-interval D    the operator's --poll-interval during bursts (default 2s)
   --push-samples N           single pushes in push mode (default 20)
   --idle-seconds N           idle window (default 120)
@@ -84,8 +84,8 @@ export function parseBenchArgs(args: readonly string[]): BenchArgs {
         "create-concurrency": { type: "string", default: "8" },
         "raw-jobs": { type: "string", default: "500" },
         "raw-rounds": { type: "string", default: "3" },
-        bursts: { type: "string", default: "5x20*9,5x100" },
-        "backlog-bursts": { type: "string", default: "5x20*9,5x100" },
+        bursts: { type: "string", default: "5x20*9,5x100*3" },
+        "backlog-bursts": { type: "string", default: "5x20*9,5x100*3" },
         "burst-poll-interval": { type: "string", default: "2s" },
         "push-samples": { type: "string", default: "20" },
         "idle-seconds": { type: "string", default: "120" },
