@@ -31,14 +31,11 @@ import {
   waitForQueued,
   whenListed,
 } from "./raw_create.ts";
-import { type AuditedRequests, auditedRequests, cpuSeconds } from "./probes.ts";
-import { atLeast, atMost, distribution, type Figure, unionMs } from "./report.ts";
+import { auditedRequests, cpuSeconds } from "./probes.ts";
+import { type Figure, unionMs } from "./report.ts";
+import { burstFigures, type BurstRound, type BurstShape, type FailedRound } from "./burst_figures.ts";
 
-export interface BurstShape {
-  groups: number;
-  jobsPerGroup: number;
-  rounds: number;
-}
+export type { BurstShape } from "./burst_figures.ts";
 
 /** Parses `5x20` or `5x20*3` (three rounds). */
 export function parseBurstShape(text: string): BurstShape {
@@ -61,39 +58,6 @@ export interface BurstOptions {
   createConcurrency: number;
 }
 
-interface BurstRound {
-  jobs: number;
-  /** Runner Jobs per second from the first to the last runner Job. */
-  rate: number;
-  /**
-   * Runner Jobs per second while the operator had work: over the union of each job's [seen, runner Job] interval,
-   * so that time spent waiting for the next poll (which a raw create loop never waits for) does not count.
-   */
-  busyRate: number;
-  /** The raw create rate of a round of the same size right before the burst (see raw_create.ts). */
-  rawRate: number;
-  /**
-   * The same number of Jobs under the load the burst itself brought, in its shape and at its moment. Live: right after
-   * the burst, a push of the same shape to twin repositories (which no group serves), each twin's Jobs created once
-   * Gitea lists its jobs and as long after its push as the operator saw its group's jobs after that group's push, while
-   * Gitea still works on the other twins (see `rawCreateUnderPush`). Backlog: once the operator has stopped, the twins'
-   * backlog (queued with the groups') polled as the operator polls and each twin's Jobs created once its answer is in,
-   * while Gitea answers the other polls (see `rawCreateAfterPoll`).
-   */
-  loadedRawRate: number;
-  /**
-   * CPU milliseconds per runner Job of the operator process from the push to the last runner Job (its polls while
-   * Gitea queues the jobs included); live bursts only, as a backlog's operator starts up inside that time.
-   */
-  operatorCpuMsPerJob?: number;
-  /** The same for the raw loop's process during the raw round with the API server alone. */
-  rawCpuMsPerJob: number;
-  duplicates: number;
-  kubeRequests: AuditedRequests;
-  /** Per group: when the poll first listed one of its jobs, and its first and last runner Job (ms since the push). */
-  groups: { group: string; seen?: number; first: number; last: number }[];
-}
-
 export interface BurstResult {
   shape: BurstShape;
   /** Seconds from push accepted to runner Job, per job (all rounds). */
@@ -103,8 +67,13 @@ export interface BurstResult {
   /** Seconds from seen to runner Job: the operator's own part. */
   seenToJob: number[];
   rounds: BurstRound[];
+  /** Rounds that did not finish: left out of the figures, and named in their notes. */
+  failed: FailedRound[];
   figures: Figure[];
 }
+
+/** After this many failed rounds a shape's remaining rounds are skipped: something is wrong beyond one round. */
+const failedRoundsLimit = 2;
 
 /** A job `name` on the `burst` label with an n-job matrix. */
 const matrixJob = (name: string, jobs: number): string =>
@@ -115,7 +84,15 @@ const matrixJob = (name: string, jobs: number): string =>
 export async function measureBurst(ctx: BenchContext, shape: BurstShape, options: BurstOptions): Promise<BurstResult> {
   const { gitea, custom } = ctx.env;
   const total = shape.groups * shape.jobsPerGroup;
-  const result: BurstResult = { shape, acceptedToJob: [], acceptedToSeen: [], seenToJob: [], rounds: [], figures: [] };
+  const result: BurstResult = {
+    shape,
+    acceptedToJob: [],
+    acceptedToSeen: [],
+    seenToJob: [],
+    rounds: [],
+    failed: [],
+    figures: [],
+  };
   const backlog = options.backlog === true;
   const tagOf = (round: number): string =>
     `${backlog ? "backlog" : "burst"}-${shape.groups}x${shape.jobsPerGroup}-${round}`;
@@ -137,9 +114,18 @@ export async function measureBurst(ctx: BenchContext, shape: BurstShape, options
     operatorArgs(Array.from({ length: shape.rounds }, (_, index) => tagOf(index + 1))),
   );
   try {
-    for (let round = 1; round <= shape.rounds; round++) {
-      await measureRound(round);
+    // A failed round is reported and the next one runs: the finished rounds still make the part's figures.
+    for (let round = 1; round <= shape.rounds && result.failed.length < failedRoundsLimit; round++) {
+      try {
+        await measureRound(round);
+      } catch (error) {
+        const message = error instanceof Error ? error.message : String(error);
+        result.failed.push({ round, error: message });
+        ctx.say(`  ${tagOf(round)} failed: ${message}`);
+      }
     }
+    const skipped = shape.rounds - result.rounds.length - result.failed.length;
+    if (skipped > 0) ctx.say(`  ${skipped} rounds skipped after ${failedRoundsLimit} failed`);
   } finally {
     if (shared) await ctx.stopOperator(shared);
   }
@@ -199,7 +185,7 @@ export async function measureBurst(ctx: BenchContext, shape: BurstShape, options
         // on a 2-core AMD EPYC machine on 73ce7fc), so the limit grows by 0.3 s per job.
         const all = [...groups, ...twins];
         const limitMs = 120_000 + 300 * all.length * shape.jobsPerGroup;
-        await waitForQueued(ctx, tag, all, shape.jobsPerGroup, "every", 1_000, limitMs);
+        await waitForQueued(ctx, tag, all, shape.jobsPerGroup, { everyMs: 1_000, timeoutMs: limitMs });
         // Gitea's work on the push goes on for a while after its jobs are listed.
         await new Promise((resolve) => setTimeout(resolve, 5_000));
         operator = await start();
@@ -218,6 +204,7 @@ export async function measureBurst(ctx: BenchContext, shape: BurstShape, options
         return { ...job, labels: jobLabels };
       });
       const times = added.map((job) => job.at).sort((a, b) => a - b);
+      const samples = { acceptedToJob: [] as number[], acceptedToSeen: [] as number[], seenToJob: [] as number[] };
       const perJob = new Map<string, number>();
       const busy: [number, number][] = [];
       const windows = new Map<string, { seen?: number; first: number; last: number }>();
@@ -230,13 +217,13 @@ export async function measureBurst(ctx: BenchContext, shape: BurstShape, options
         const id = job.labels[labelKeys.jobId];
         perJob.set(id, (perJob.get(id) ?? 0) + 1);
         const pushed = accepted.get(job.labels[labelKeys.groupName])!;
-        result.acceptedToJob.push((job.at - pushed) / 1000);
+        samples.acceptedToJob.push((job.at - pushed) / 1000);
         const seen = ctx.forge.seenAt(Number(id));
         if (seen !== undefined) {
           window.seen = Math.min(window.seen ?? Infinity, seen - pushedAt);
           busy.push([seen, job.at]);
-          result.acceptedToSeen.push((seen - pushed) / 1000);
-          result.seenToJob.push((job.at - seen) / 1000);
+          samples.acceptedToSeen.push((seen - pushed) / 1000);
+          samples.seenToJob.push((job.at - seen) / 1000);
         }
       }
       const span = (times.at(-1)! - times[0]) / 1000;
@@ -274,6 +261,10 @@ export async function measureBurst(ctx: BenchContext, shape: BurstShape, options
       }
       const duplicates = [...perJob.values()].reduce((sum, count) => sum + count - 1, 0);
       const kubeRequests = await auditedRequests(ctx.auditLogPath, operatorUser, pushedAt, times.at(-1)! + 1);
+      // Only a finished round's samples count.
+      result.acceptedToJob.push(...samples.acceptedToJob);
+      result.acceptedToSeen.push(...samples.acceptedToSeen);
+      result.seenToJob.push(...samples.seenToJob);
       result.rounds.push({
         jobs: added.length,
         rate,
@@ -295,109 +286,10 @@ export async function measureBurst(ctx: BenchContext, shape: BurstShape, options
       );
     } finally {
       if (operator && operator !== shared) await ctx.stopOperator(operator);
+      await ctx.deleteNamespace(tag);
     }
-    await ctx.deleteNamespace(tag);
   }
 
-  const part = `${backlog ? "backlog" : "burst"} ${shape.groups}x${shape.jobsPerGroup}` +
-    `${shape.rounds > 1 ? ` (${shape.rounds} rounds)` : ""}`;
-  const rate = distribution(result.rounds.map((round) => round.rate));
-  const busyRates = result.rounds.map((round) => round.busyRate).filter((value) => !Number.isNaN(value));
-  const busyRate = busyRates.length > 0 ? distribution(busyRates) : undefined;
-  const duplicates = result.rounds.reduce((sum, round) => sum + round.duplicates, 0);
-  const requests = result.rounds.reduce((sum, round) => sum + round.kubeRequests.total, 0);
-  const jobs = result.rounds.reduce((sum, round) => sum + round.jobs, 0);
-  const byKind: Record<string, number> = {};
-  for (const round of result.rounds) {
-    for (const [kind, count] of Object.entries(round.kubeRequests.byKind)) byKind[kind] = (byKind[kind] ?? 0) + count;
-  }
-  const topKinds = Object.entries(byKind).sort((a, b) => b[1] - a[1]).slice(0, 5)
-    .map(([kind, count]) => `${kind} ${count}`).join(", ");
-  const seenToJob = result.seenToJob.length > 0 ? distribution(result.seenToJob) : undefined;
-  result.figures.push(
-    { part, what: "push accepted -> runner Job exists", unit: "s", distribution: distribution(result.acceptedToJob) },
-    ...(result.acceptedToSeen.length > 0
-      ? [{
-        part,
-        what: "push accepted -> job seen by the operator's poll",
-        unit: "s",
-        distribution: distribution(result.acceptedToSeen),
-      }]
-      : []),
-    {
-      part,
-      what: "job seen -> runner Job exists (operator's part)",
-      unit: "s",
-      distribution: seenToJob,
-      ...(seenToJob && total === 100 ? { target: atMost(seenToJob.max, 2, "s (max)") } : {}),
-      ...(result.seenToJob.length < jobs
-        ? { note: `${jobs - result.seenToJob.length} of ${jobs} jobs were never seen through the forge observer` }
-        : {}),
-    },
-    { part, what: "runner Jobs per second, first to last", unit: "Jobs/s", distribution: rate },
-    {
-      part,
-      what: "runner Jobs per second while jobs were seen, not yet created",
-      unit: "Jobs/s",
-      distribution: busyRate,
-    },
-  );
-  result.figures.push({
-    part,
-    what: "raw create rate right before each round (API server alone)",
-    unit: "Jobs/s",
-    distribution: distribution(result.rounds.map((round) => round.rawRate)),
-  });
-  result.figures.push({
-    part,
-    what: backlog
-      ? "raw create rate after polling the twins' backlog, each twin's Jobs once its poll is answered (the same polls)"
-      : "raw create rate under a twin push, each twin's Jobs as long after its listing as the operator's after theirs (the burst's load)",
-    unit: "Jobs/s",
-    distribution: distribution(result.rounds.map((round) => round.loadedRawRate)),
-  });
-  const measured = result.rounds.filter((round) => !Number.isNaN(round.busyRate));
-  if (measured.length > 0) {
-    result.figures.push({
-      part,
-      what: "runner Job rate while busy / raw rate, API server alone",
-      unit: "%",
-      distribution: distribution(measured.map((round) => (round.busyRate / round.rawRate) * 100)),
-    });
-    // The target: the limit under the forge work the same jobs bring, a push (live) or the polls (backlog).
-    const loaded = distribution(measured.map((round) => (round.busyRate / round.loadedRawRate) * 100));
-    result.figures.push({
-      part,
-      what: `runner Job rate while busy / raw rate ${backlog ? "after the same polls" : "under the same Gitea load"}`,
-      unit: "%",
-      distribution: loaded,
-      target: atLeast(loaded.median, 80, "% (median)"),
-    });
-  }
-  const operatorCpu = result.rounds.flatMap((round) => round.operatorCpuMsPerJob ?? []);
-  if (operatorCpu.length > 0) {
-    result.figures.push({
-      part,
-      what: "operator CPU per runner Job, push -> last runner Job (polls included)",
-      unit: "ms",
-      distribution: distribution(operatorCpu),
-    });
-  }
-  result.figures.push({
-    part,
-    what: "raw loop's CPU per Job (its process, raw round with the API server alone)",
-    unit: "ms",
-    distribution: distribution(result.rounds.map((round) => round.rawCpuMsPerJob)),
-  });
-  result.figures.push(
-    { part, what: "duplicate runner Jobs", unit: "", value: duplicates, target: atMost(duplicates, 0, "") },
-    {
-      part,
-      what: "operator's Kubernetes API requests per runner Job",
-      unit: "",
-      value: requests / jobs,
-      note: `${requests} requests in all, most: ${topKinds}`,
-    },
-  );
+  result.figures = burstFigures({ ...result, shape, backlog });
   return result;
 }

@@ -110,7 +110,7 @@ export async function rawCreateUnderPush(
       await Promise.all(input.repos.map((repo) => input.push(repo)));
     },
     due: async (repo, index) => {
-      await waitForQueued(ctx, input.owner, [repo], input.jobsPerRepo, "every", listedProbeMs);
+      await waitForQueued(ctx, input.owner, [repo], input.jobsPerRepo, { everyMs: listedProbeMs });
       const delayMs = input.startAfterListedMs?.[index] ?? 0;
       if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
       return Date.now();
@@ -138,7 +138,7 @@ export async function whenListed(
   const listed = new Map<string, number>();
   await Promise.all(repos.map(async (repo) => {
     try {
-      await waitForQueued(ctx, owner, [repo], jobs, "every", listedProbeMs);
+      await waitForQueued(ctx, owner, [repo], jobs, { everyMs: listedProbeMs });
       listed.set(repo, Date.now());
     } catch {
       // Not listed in time: its twin's creates start once listed.
@@ -209,24 +209,22 @@ async function perRepositoryRound(ctx: BenchContext, input: RepoRoundInput, step
 }
 
 /**
- * Waits until Gitea lists `jobs` queued jobs in `every` one of `repos`, or in `some` one of them (at most `timeoutMs`,
- * 2 minutes by default), asking every `everyMs`.
+ * Waits until Gitea lists `jobs` queued jobs in every one of `repos`, asking every `everyMs` (default 50), for at most
+ * `timeoutMs` (default 2 minutes).
  */
 export async function waitForQueued(
   ctx: BenchContext,
   owner: string,
   repos: readonly string[],
   jobs: number,
-  which: "every" | "some",
-  everyMs = 50,
-  timeoutMs = 120_000,
+  { everyMs = 50, timeoutMs = 120_000 }: { everyMs?: number; timeoutMs?: number } = {},
 ): Promise<void> {
   const queued = async (repo: string): Promise<boolean> =>
     (await ctx.env.gitea.listJobs({ kind: "repo", owner, repo }, { status: ["queued"], limit: 1 })).totalCount >= jobs;
   const deadline = Date.now() + timeoutMs;
-  while (!(await Promise.all(repos.map(queued)))[which]((done) => done)) {
+  while (!(await Promise.all(repos.map(queued))).every((done) => done)) {
     if (Date.now() > deadline) {
-      throw new Error(`Gitea did not queue ${jobs} jobs in ${which} of ${repos} in ${timeoutMs / 1000} s`);
+      throw new Error(`Gitea did not queue ${jobs} jobs in every one of ${repos} in ${timeoutMs / 1000} s`);
     }
     await new Promise((resolve) => setTimeout(resolve, everyMs));
   }

@@ -52,8 +52,16 @@ function machine(): Record<string, unknown> {
   };
 }
 
+interface PartResult {
+  figures: Figure[];
+  detail?: unknown;
+  /** What failed when the part measured only some of its figures. */
+  error?: string;
+}
+
 async function runParts(ctx: BenchContext, args: BenchArgs, records: PartRecord[], figures: Figure[]): Promise<void> {
-  const run = async (part: Part, measure: () => Promise<{ figures: Figure[]; detail?: unknown }>): Promise<void> => {
+  /** Runs one part; a part that measured some of its figures and failed in the rest gives both. */
+  const run = async (part: Part, measure: () => Promise<PartResult>): Promise<void> => {
     if (!args.parts.includes(part)) return;
     say(`\n== ${part}`);
     const started = performance.now();
@@ -63,6 +71,10 @@ async function runParts(ctx: BenchContext, args: BenchArgs, records: PartRecord[
       figures.push(...result.figures);
       record.detail = result.detail;
       for (const figure of result.figures) say(`  ${formatTable([figure]).split("\n")[2]}`);
+      if (result.error !== undefined) {
+        record.error = result.error;
+        complain(`Part ${part} gave some of its figures and failed in the rest: ${record.error}`);
+      }
     } catch (error) {
       record.error = error instanceof Error ? (error.stack ?? error.message) : String(error);
       complain(`Part ${part} failed: ${record.error}`);
@@ -87,21 +99,32 @@ async function runParts(ctx: BenchContext, args: BenchArgs, records: PartRecord[
     });
     return { figures: result.figures, detail: { rates: result.rates, createLatencyMs: result.createLatencyMs } };
   });
-  /** The burst shapes one after another, live or with a backlog. */
-  const bursts = async (shapes: readonly BurstShape[], backlog: boolean) => {
+  /**
+   * The burst shapes one after another, live or with a backlog. A shape that fails, or a round of it, does not lose
+   * the others' figures; the part is reported as failed with what went wrong.
+   */
+  const bursts = async (shapes: readonly BurstShape[], backlog: boolean): Promise<PartResult> => {
     const results = [];
+    const errors: string[] = [];
     for (const shape of shapes) {
-      results.push(
-        await measureBurst(ctx, shape, {
+      const name = `${shape.groups}x${shape.jobsPerGroup}`;
+      try {
+        const result = await measureBurst(ctx, shape, {
           pollInterval: args.burstPollInterval,
           createConcurrency: args.createConcurrency,
           backlog,
-        }),
-      );
+        });
+        results.push(result);
+        errors.push(...result.failed.map(({ round, error }) => `${name} round ${round}: ${error}`));
+      } catch (error) {
+        errors.push(`${name}: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+        complain(`  ${name} failed: ${errors.at(-1)}`);
+      }
     }
     return {
       figures: results.flatMap((result) => result.figures),
       detail: results.map(({ figures: _, ...rest }) => rest),
+      ...(errors.length > 0 ? { error: errors.join("\n") } : {}),
     };
   };
   await run("burst", () => bursts(args.bursts, false));

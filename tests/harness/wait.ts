@@ -7,6 +7,12 @@ export interface EventuallyOptions {
   detail?: () => Promise<string> | string;
 }
 
+/**
+ * A shorter limit than {@linkcode eventually}'s default, for waits on a state the test's own action brings about
+ * within seconds (a create seen by a watch, a poll's answer): 30 s before the test fails.
+ */
+export const waitLimit: EventuallyOptions = { timeoutMs: 30_000 };
+
 /** Calls `check` until it returns a value other than undefined/false, and returns it; throws after the timeout. */
 export async function eventually<T>(
   what: string,

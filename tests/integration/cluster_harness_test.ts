@@ -10,12 +10,9 @@ import { join } from "node:path";
 import { BatchV1Api, CoreV1Api, type V1EnvVar, type V1Job, type V1Pod } from "@kubernetes/client-node";
 import { startCluster } from "../harness/cluster.ts";
 import { type RunnerKubelet, startRunnerKubelet, toHostLabels } from "../harness/kubelet.ts";
-import { eventually } from "../harness/wait.ts";
+import { eventually, waitLimit } from "../harness/wait.ts";
 
 const namespace = "default";
-
-/** How long a wait in this file may take before the test fails (the harness's default is longer). */
-const waitLimit = { timeoutMs: 30_000 };
 
 const echoOutput = Deno.env.get("GRO_HARNESS_DEBUG") === "1";
 

@@ -9,14 +9,11 @@
 import assert from "node:assert/strict";
 import { GiteaApiError, type GiteaHarness, type GiteaJob, runTestRunner, startGitea } from "../harness/gitea.ts";
 import { ensureTools } from "../harness/tools.ts";
-import { eventually } from "../harness/wait.ts";
+import { eventually, waitLimit } from "../harness/wait.ts";
 import { GiteaClient } from "../../src/forge/gitea_client.ts";
 import { apiContractSteps } from "./gitea_api_contract.ts";
 
 const owner = "gitea-admin";
-
-/** How long a wait in this file may take before the test fails (the harness's default is longer). */
-const waitLimit = { timeoutMs: 30_000 };
 
 /** Test output goes to stderr so it stays readable next to Deno's report. */
 function note(message: string): void {
