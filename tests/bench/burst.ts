@@ -134,25 +134,26 @@ export async function measureBurst(ctx: BenchContext, shape: BurstShape, options
     const tag = tagOf(round);
     await gitea.createOrg(tag);
     await ctx.createNamespace(tag);
-    const groups = Array.from({ length: shape.groups }, (_, index) => `g${index + 1}`);
-    const twins = groups.map((group) => `twin-${group}`);
-    for (const twin of twins) await gitea.createRepo(tag, twin);
-    for (const group of groups) {
-      await gitea.createRepo(tag, group);
-      await ctx.createGroup(tag, group, {
-        scope: "repo",
-        org: tag,
-        repo: group,
-        giteaURL: ctx.forge.url,
-        labels: ["burst"],
-        maxActiveRunners: Math.min(10_000, 2 * shape.jobsPerGroup),
-        template: { nodeSelector: unschedulable },
-      });
-    }
-    const creates = await AuditedCreates.follow(ctx.auditLogPath, operatorUser, tag);
     const start = (): Promise<OperatorProcess> => ctx.startOperator(`operator-${tag}`, operatorArgs([tag]));
     let operator = shared;
+    // A round that fails leaves nothing behind for the next: its operator stops and its namespace goes.
     try {
+      const groups = Array.from({ length: shape.groups }, (_, index) => `g${index + 1}`);
+      const twins = groups.map((group) => `twin-${group}`);
+      for (const twin of twins) await gitea.createRepo(tag, twin);
+      for (const group of groups) {
+        await gitea.createRepo(tag, group);
+        await ctx.createGroup(tag, group, {
+          scope: "repo",
+          org: tag,
+          repo: group,
+          giteaURL: ctx.forge.url,
+          labels: ["burst"],
+          maxActiveRunners: Math.min(10_000, 2 * shape.jobsPerGroup),
+          template: { nodeSelector: unschedulable },
+        });
+      }
+      const creates = await AuditedCreates.follow(ctx.auditLogPath, operatorUser, tag);
       // Live: as the raw loop warms its client up, the running operator creates as many runner Jobs before the
       // measured push; their jobs and runner Jobs stay queued (no runner pod is ever scheduled).
       const perGroup = operator ? Math.ceil(rawWarmUpJobs / shape.groups) : 0;
