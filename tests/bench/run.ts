@@ -117,8 +117,9 @@ async function runParts(ctx: BenchContext, args: BenchArgs, records: PartRecord[
         results.push(result);
         errors.push(...result.failed.map(({ round, error }) => `${name} round ${round}: ${error}`));
       } catch (error) {
-        errors.push(`${name}: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
-        complain(`  ${name} failed: ${errors.at(-1)}`);
+        const message = error instanceof Error ? (error.stack ?? error.message) : String(error);
+        errors.push(`${name}: ${message}`);
+        complain(`  ${name} failed: ${message}`);
       }
     }
     return {
