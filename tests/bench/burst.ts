@@ -17,6 +17,7 @@
 import { ownPathWorkflow } from "../harness/gitea.ts";
 import { waitForFirstPoll } from "../harness/environment.ts";
 import { labelKeys } from "../../src/runner_group/runner_job.ts";
+import { describeError } from "../../src/log.ts";
 import type { BenchContext } from "./context.ts";
 import type { OperatorProcess } from "../harness/operator.ts";
 import { operatorUser, unschedulable } from "./context.ts";
@@ -119,7 +120,7 @@ export async function measureBurst(ctx: BenchContext, shape: BurstShape, options
       try {
         await measureRound(round);
       } catch (error) {
-        const message = error instanceof Error ? error.message : String(error);
+        const message = describeError(error);
         result.failed.push({ round, error: message });
         ctx.say(`  ${tagOf(round)} failed: ${message}`);
       }

@@ -74,12 +74,14 @@ export function burstPart(shape: BurstShape, backlog: boolean): string {
 /** The figures of a burst shape's finished rounds; there must be at least one. */
 export function burstFigures(samples: BurstSamples): Figure[] {
   const { shape, backlog, rounds, failed } = samples;
-  if (rounds.length === 0) throw new Error(`No round of ${burstPart(shape, backlog)} finished`);
   const part = burstPart(shape, backlog);
+  const failures = failed.map(({ round, error }) => `round ${round} failed: ${error}`).join("; ");
+  if (rounds.length === 0) throw new Error(`No round of ${part} finished: ${failures}`);
   const total = shape.groups * shape.jobsPerGroup;
   // The figures with a target, and the first, say which rounds they leave out.
-  const roundsNote = failed.length === 0 ? undefined : `${rounds.length} of ${rounds.length + failed.length} rounds; ` +
-    failed.map(({ round, error }) => `round ${round} failed: ${error}`).join("; ");
+  const roundsNote = failed.length === 0
+    ? undefined
+    : `${rounds.length} of ${rounds.length + failed.length} rounds; ${failures}`;
   const rate = distribution(rounds.map((round) => round.rate));
   const busyRates = rounds.map((round) => round.busyRate).filter((value) => !Number.isNaN(value));
   const busyRate = busyRates.length > 0 ? distribution(busyRates) : undefined;

@@ -52,6 +52,9 @@ function machine(): Record<string, unknown> {
   };
 }
 
+/** An error as the run reports it: its stack when it has one. */
+const errorText = (error: unknown): string => error instanceof Error ? (error.stack ?? error.message) : String(error);
+
 interface PartResult {
   figures: Figure[];
   detail?: unknown;
@@ -73,10 +76,14 @@ async function runParts(ctx: BenchContext, args: BenchArgs, records: PartRecord[
       for (const figure of result.figures) say(`  ${formatTable([figure]).split("\n")[2]}`);
       if (result.error !== undefined) {
         record.error = result.error;
-        complain(`Part ${part} gave some of its figures and failed in the rest: ${record.error}`);
+        complain(
+          result.figures.length > 0
+            ? `Part ${part} gave some of its figures and failed in the rest: ${record.error}`
+            : `Part ${part} failed: ${record.error}`,
+        );
       }
     } catch (error) {
-      record.error = error instanceof Error ? (error.stack ?? error.message) : String(error);
+      record.error = errorText(error);
       complain(`Part ${part} failed: ${record.error}`);
     }
     record.seconds = (performance.now() - started) / 1000;
@@ -117,7 +124,7 @@ async function runParts(ctx: BenchContext, args: BenchArgs, records: PartRecord[
         results.push(result);
         errors.push(...result.failed.map(({ round, error }) => `${name} round ${round}: ${error}`));
       } catch (error) {
-        const message = error instanceof Error ? (error.stack ?? error.message) : String(error);
+        const message = errorText(error);
         errors.push(`${name}: ${message}`);
         complain(`  ${name} failed: ${message}`);
       }

@@ -66,9 +66,9 @@ Deno.test("a failed round is left out of the figures and named in the notes of t
   assert.equal(find(figures, /requests per runner Job/).value, 204 / 200);
 });
 
-Deno.test("a shape with no finished round has no figures: it fails, naming the part", () => {
+Deno.test("a shape with no finished round has no figures: it fails, naming the part and why its rounds failed", () => {
   assert.throws(
     () => burstFigures(samples([], [{ round: 1, error: "boom" }])),
-    /No round of backlog 5x20 finished/,
+    /No round of backlog 5x20 finished: round 1 failed: boom/,
   );
 });
