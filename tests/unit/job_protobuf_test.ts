@@ -42,13 +42,30 @@ function watchEvent(type: string, kind: string, object: number[], envelope = tru
 }
 
 function framed(...frames: Uint8Array[]): Uint8Array<ArrayBuffer> {
-  const out: number[] = [];
-  for (const frame of frames) out.push(...[24, 16, 8, 0].map((shift) => (frame.length >>> shift) & 0xff), ...frame);
-  return new Uint8Array(out);
+  const out = new Uint8Array(frames.reduce((sum, frame) => sum + 4 + frame.length, 0));
+  let offset = 0;
+  for (const frame of frames) {
+    new DataView(out.buffer).setUint32(offset, frame.length);
+    out.set(frame, offset + 4);
+    offset += 4 + frame.length;
+  }
+  return out;
 }
 
-async function* chunks(bytes: Uint8Array, size: number): AsyncIterable<Uint8Array> {
-  for (let offset = 0; offset < bytes.length; offset += size) yield bytes.slice(offset, offset + size);
+/** `bytes` as a byte stream (as a fetch body is) that enqueues chunks of `size`, or as a plain stream of them. */
+function chunks(bytes: Uint8Array, size: number, kind: "bytes" | "plain" = "bytes"): ReadableStream<Uint8Array> {
+  let offset = 0;
+  const pull = (controller: ReadableStreamDefaultController<Uint8Array> | ReadableByteStreamController): void => {
+    if (offset >= bytes.length) {
+      controller.close();
+      // A byte stream closed under a pending BYOB read answers it with no bytes, as a fetch body does.
+      if ("byobRequest" in controller) controller.byobRequest?.respond(0);
+      return;
+    }
+    controller.enqueue(bytes.slice(offset, offset + size));
+    offset += size;
+  };
+  return kind === "bytes" ? new ReadableStream({ type: "bytes", pull }) : new ReadableStream({ pull });
 }
 
 const gone = [
@@ -74,20 +91,35 @@ Deno.test("an ERROR event's Status decodes with its code, message, reason and st
 
 Deno.test("frames are found however the stream is cut into chunks", async () => {
   const frames = [new Uint8Array([1, 2, 3]), new Uint8Array(0), new Uint8Array(300).fill(7)];
-  for (const size of [1, 2, 3, 5, 64, 1000]) {
-    const seen: number[][] = [];
-    let data = 0;
-    await readFrames(chunks(framed(...frames), size), () => data++, (frame) => seen.push([...frame]));
-    assert.deepEqual(seen, frames.map((frame) => [...frame]), `chunks of ${size}`);
-    assert.ok(data > 0);
+  for (const kind of ["bytes", "plain"] as const) {
+    for (const size of [1, 2, 3, 5, 64, 1000]) {
+      const seen: number[][] = [];
+      let data = 0;
+      await readFrames(chunks(framed(...frames), size, kind), () => data++, (frame) => seen.push([...frame]));
+      assert.deepEqual(seen, frames.map((frame) => [...frame]), `${kind} chunks of ${size}`);
+      assert.ok(data > 0);
+    }
+  }
+});
+
+Deno.test("a frame longer than the read buffer is read whole, and the frames after it too", async () => {
+  // The reader's buffer is 64 KiB: a frame of 200 KB needs a larger one, and the buffer is reused after it.
+  const big = new Uint8Array(200_000).map((_, index) => index % 251);
+  const frames = [new Uint8Array([9]), big, new Uint8Array(70_000).fill(3), new Uint8Array([4, 5])];
+  for (const size of [1000, 65_536, 300_000]) {
+    const seen: Uint8Array[] = [];
+    await readFrames(chunks(framed(...frames), size), () => {}, (frame) => seen.push(frame.slice()));
+    assert.deepEqual(seen, frames, `chunks of ${size}`);
   }
 });
 
 Deno.test("a stream that ends inside a frame, or announces a huge one, is an error", async () => {
   const cut = framed(new Uint8Array(10)).subarray(0, 8);
-  await assert.rejects(readFrames(chunks(cut, 3), () => {}, () => {}), /ended inside a frame/);
   const huge = new Uint8Array([0xff, 0xff, 0xff, 0xff, 1]);
-  await assert.rejects(readFrames(chunks(huge, 5), () => {}, () => {}), /too long/);
+  for (const kind of ["bytes", "plain"] as const) {
+    await assert.rejects(readFrames(chunks(cut, 3, kind), () => {}, () => {}), /ended inside a frame \(8 bytes left\)/);
+    await assert.rejects(readFrames(chunks(huge, 5, kind), () => {}, () => {}), /too long/);
+  }
 });
 
 Deno.test("frames that are not Kubernetes protobuf Jobs or Statuses are refused", () => {
