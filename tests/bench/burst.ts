@@ -137,6 +137,7 @@ export async function measureBurst(ctx: BenchContext, shape: BurstShape, options
     await ctx.createNamespace(tag);
     const start = (): Promise<OperatorProcess> => ctx.startOperator(`operator-${tag}`, operatorArgs([tag]));
     let operator = shared;
+    let stopSampling = (): void => {};
     // A round that fails leaves nothing behind for the next: its operator stops and its namespace goes.
     try {
       const groups = Array.from({ length: shape.groups }, (_, index) => `g${index + 1}`);
@@ -171,8 +172,8 @@ export async function measureBurst(ctx: BenchContext, shape: BurstShape, options
       const path = ".gitea/workflows/burst.yaml";
       const workflow = ownPathWorkflow(path, matrixJob("burst", shape.jobsPerGroup));
       const accepted = new Map<string, number>();
-      const operatorPid = operator?.pid();
-      const cpuAtPush = operatorPid === undefined ? undefined : cpuSeconds(operatorPid);
+      let operatorPid = operator?.pid();
+      let cpuAtPush = operatorPid === undefined ? undefined : cpuSeconds(operatorPid);
       const pushedAt = Date.now();
       // Live: when Gitea lists each group's jobs, to place the twins' creates (below).
       const listing = backlog ? undefined : whenListed(ctx, tag, groups, shape.jobsPerGroup + perGroup);
@@ -190,10 +191,18 @@ export async function measureBurst(ctx: BenchContext, shape: BurstShape, options
         await waitForQueued(ctx, tag, all, shape.jobsPerGroup, { everyMs: 1_000, timeoutMs: limitMs });
         // Gitea's work on the push goes on for a while after its jobs are listed.
         await new Promise((resolve) => setTimeout(resolve, 5_000));
-        operator = await start();
+        // The operator's CPU counts from its first poll of this round's repositories, where the raw round's does.
+        const started = await start();
+        stopSampling = ctx.forge.onJobsRequest((path) => {
+          if (cpuAtPush !== undefined || !path.includes(`/repos/${tag}/`)) return;
+          operatorPid = started.pid();
+          if (operatorPid !== undefined) cpuAtPush = cpuSeconds(operatorPid);
+        });
+        operator = started;
       }
       await creates.waitFor(total, pushedAt, 600_000);
       const operatorCpu = cpuAtPush === undefined ? undefined : cpuSeconds(operatorPid!) - cpuAtPush;
+      stopSampling();
       // Anything beyond one runner Job per job (a duplicate) would come within a poll or two.
       await new Promise((resolve) => setTimeout(resolve, 3_000));
       await creates.read();
@@ -275,6 +284,7 @@ export async function measureBurst(ctx: BenchContext, shape: BurstShape, options
         loadedRawRate: loadedRaw.rate,
         ...(operatorCpu === undefined ? {} : { operatorCpuMsPerJob: (operatorCpu * 1000) / total }),
         rawCpuMsPerJob: raw.cpuMsPerJob,
+        ...(backlog ? { loadedRawCpuMsPerJob: loadedRaw.cpuMsPerJob } : {}),
         duplicates,
         kubeRequests,
         groups: [...windows].map(([group, window]) => ({ group, ...window })).sort((a, b) => a.first - b.first),
@@ -287,6 +297,7 @@ export async function measureBurst(ctx: BenchContext, shape: BurstShape, options
           `${kubeRequests.total} API requests`,
       );
     } finally {
+      stopSampling();
       if (operator && operator !== shared) await ctx.stopOperator(operator);
       await ctx.deleteNamespace(tag);
     }

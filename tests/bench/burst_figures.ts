@@ -34,12 +34,15 @@ export interface BurstRound {
    */
   loadedRawRate: number;
   /**
-   * CPU milliseconds per runner Job of the operator process from the push to the last runner Job (its polls while
-   * Gitea queues the jobs included); live bursts only, as a backlog's operator starts up inside that time.
+   * CPU milliseconds per runner Job of the operator process. Live: from the push to the last runner Job (its polls
+   * while Gitea queues the jobs included). Backlog: from its first poll of the round's repositories to the last runner
+   * Job, in a process that has just started (its start-up before that poll not included).
    */
   operatorCpuMsPerJob?: number;
   /** The same for the raw loop's process during the raw round with the API server alone. */
   rawCpuMsPerJob: number;
+  /** Backlog: the raw loop's process from its first poll to its last create, in the raw round after the polls. */
+  loadedRawCpuMsPerJob?: number;
   duplicates: number;
   kubeRequests: AuditedRequests;
   /** Per group: when the poll first listed one of its jobs, and its first and last runner Job (ms since the push). */
@@ -169,9 +172,20 @@ export function burstFigures(samples: BurstSamples): Figure[] {
   if (operatorCpu.length > 0) {
     figures.push({
       part,
-      what: "operator CPU per runner Job, push -> last runner Job (polls included)",
+      what: backlog
+        ? "operator CPU per runner Job, first poll -> last runner Job (a process just started)"
+        : "operator CPU per runner Job, push -> last runner Job (polls included)",
       unit: "ms",
       distribution: distribution(operatorCpu),
+    });
+  }
+  const loadedRawCpu = rounds.flatMap((round) => round.loadedRawCpuMsPerJob ?? []);
+  if (loadedRawCpu.length > 0) {
+    figures.push({
+      part,
+      what: "raw loop's CPU per Job, first poll -> last create (raw round after the same polls)",
+      unit: "ms",
+      distribution: distribution(loadedRawCpu),
     });
   }
   figures.push(

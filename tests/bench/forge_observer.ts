@@ -19,6 +19,7 @@ export class ForgeObserver {
   readonly #seen = new Map<number, number>();
   /** Per jobs path: the queued job ids of the poll in progress. */
   readonly #pollInProgress = new Map<string, Set<number>>();
+  readonly #pollListeners = new Set<(path: string) => void>();
   #requests = 0;
 
   #server?: Deno.HttpServer<Deno.NetAddr>;
@@ -49,6 +50,15 @@ export class ForgeObserver {
     return this.#seen.get(jobId);
   }
 
+  /**
+   * Calls `listener` with the path of each jobs request (a poll's page) as it arrives, before it is forwarded, e.g. to
+   * sample a process's CPU at its first poll. Returns the function that removes the listener.
+   */
+  onJobsRequest(listener: (path: string) => void): () => void {
+    this.#pollListeners.add(listener);
+    return () => this.#pollListeners.delete(listener);
+  }
+
   async stop(): Promise<void> {
     await this.#server?.shutdown();
   }
@@ -56,6 +66,9 @@ export class ForgeObserver {
   async #forward(request: Request): Promise<Response> {
     this.#requests++;
     const url = new URL(request.url);
+    if (request.method === "GET" && url.pathname.endsWith("/actions/jobs")) {
+      for (const listener of this.#pollListeners) listener(url.pathname);
+    }
     const headers = new Headers(request.headers);
     headers.delete("host");
     const hasBody = request.method !== "GET" && request.method !== "HEAD";

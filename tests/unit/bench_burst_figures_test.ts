@@ -72,3 +72,18 @@ Deno.test("a shape with no finished round has no figures: it fails, naming the p
     /No round of backlog 5x20 finished: round 1 failed: boom/,
   );
 });
+
+Deno.test("a backlog's CPU per Job is reported for both sides from their first poll, where a round has it", () => {
+  const measured = (operatorCpuMsPerJob: number, loadedRawCpuMsPerJob: number): BurstRound => ({
+    ...round(400, 500),
+    operatorCpuMsPerJob,
+    loadedRawCpuMsPerJob,
+  });
+  const figures = burstFigures(samples([measured(1.2, 0.7), measured(1.8, 0.9), measured(1.5, 0.8), round(450, 500)]));
+  const operator = find(figures, /operator CPU per runner Job, first poll -> last runner Job/);
+  assert.deepEqual([operator.distribution?.n, operator.distribution?.median], [3, 1.5]);
+  const raw = find(figures, /raw loop's CPU per Job, first poll -> last create/);
+  assert.deepEqual([raw.distribution?.n, raw.distribution?.median], [3, 0.8]);
+  const none = burstFigures(samples([round(400, 500)]));
+  assert.equal(none.some((figure) => /CPU per (runner )?Job, first poll/.test(figure.what)), false);
+});
