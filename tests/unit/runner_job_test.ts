@@ -7,6 +7,7 @@ import {
   buildRunnerJob,
   defaultRunnerImage,
   describeRunnerJob,
+  forgeLabel,
   isGroupRunnerName,
   labelKeys,
   managedRegistrationSecret,
@@ -69,6 +70,15 @@ Deno.test("the runner Job's name is deterministic, DNS-safe and at most 63 chara
   }
   assert.notEqual(runnerJobName(long, 1, 0), runnerJobName(`${long}b`, 1, 0), "cut names stay distinct");
   assert.notEqual(runnerJobName("team.runners", 1, 0), runnerJobName("team-runners", 1, 0));
+});
+
+Deno.test("names and labels carry sha256 prefixes of their texts, the same for each length asked, call after call", () => {
+  // Expected values: sha256 of the text, hex, cut (computed outside the project).
+  for (let call = 0; call < 2; call++) {
+    assert.equal(runnerJobName("Team.Runners", 1, 0), "team-runners-62756-1");
+    assert.equal(forgeLabel("Team.Runners"), "627564445229");
+    assert.equal(forgeLabel("https://gitea.example.com"), "8e0360d53bd4");
+  }
 });
 
 Deno.test("the registration token is referenced through secretKeyRef, never written as a value", () => {
