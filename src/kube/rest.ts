@@ -6,9 +6,9 @@
  * HTTP/1.1 only: under Deno, an HTTP/2 connection that the API server closes (on a restart or upgrade) crashed the
  * whole process inside the HTTP/2 layer (seen in tests/integration against a real kube-apiserver, with
  * client-node's undici dispatcher); HTTP/1.1 fails as an ordinary request error that the informers and work queue
- * retry. It is also the faster here: with this client over HTTP/2 (Deno 2.9.6's fetch, kube-apiserver 1.35.4 serving
- * it), both the operator and a plain create loop made about 40 % fewer creates per second than over HTTP/1.1 in the
- * benchmark's backlog rounds ("A backlog's first 100 ms" in tests/bench/NOTES.md).
+ * retry. It was also the faster in the one run measured: with this client over HTTP/2 (Deno 2.9.6's fetch,
+ * kube-apiserver 1.35.4 serving it), both the operator and a plain create loop made about 40 % fewer creates per second
+ * than over HTTP/1.1 in five of the benchmark's backlog rounds ("A backlog's first 100 ms" in tests/bench/NOTES.md).
  */
 import type { KubeConfig, RequestCredentials } from "./kubeconfig.ts";
 
