@@ -87,3 +87,10 @@ Deno.test("a backlog's CPU per Job is reported for both sides from their first p
   const none = burstFigures(samples([round(400, 500)]));
   assert.equal(none.some((figure) => /CPU per (runner )?Job, first poll/.test(figure.what)), false);
 });
+
+Deno.test("with six rounds or more, the rate target's note gives the median's 95 % interval", () => {
+  const nine = [300, 320, 340, 360, 380, 400, 420, 440, 460].map((busy) => round(busy, 500));
+  const ratio = find(burstFigures(samples(nine)), /raw rate after the same polls/);
+  assert.equal(ratio.distribution?.median, 76);
+  assert.equal(ratio.note, "the median's 95 % interval is 64-88 % over 9 rounds");
+});
