@@ -135,8 +135,14 @@ const settings = {
   workers: {
     flag: "workers",
     env: "GRO_WORKERS",
-    default: "8",
-    description: "Reconcile workers (1–64): groups are reconciled in parallel, one group never by two workers.",
+    // A reconcile that creates runner Jobs keeps its worker until every group's creates are done (the creates-first
+    // wait in apply.ts), so with fewer workers than groups that see jobs at once, the rest wait for a worker and their
+    // runner Jobs come in waves. With 20 groups and a backlog of 5 jobs each, 32 workers made 163-203 runner Jobs/s
+    // while busy against 99-139 with 8 (eight rounds each, tests/bench/NOTES.md).
+    default: "32",
+    description:
+      "Reconcile workers (1–64): groups are reconciled in parallel, one group never by two workers. Set it " +
+      "to at least the number of groups that may see queued jobs at the same moment.",
     schema: integer(1, 64),
   },
   createConcurrency: {

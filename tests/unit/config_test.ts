@@ -9,7 +9,7 @@ Deno.test("defaults give a working config for the run command", () => {
   const config = parseConfig([], noEnv);
   assert.equal(config.command, "run");
   assert.deepEqual(config.namespaces, []);
-  assert.equal(config.workers, 8);
+  assert.equal(config.workers, 32);
   assert.equal(config.pollInterval, 10_000);
   assert.equal(config.resyncInterval, 60_000);
   assert.equal(config.healthPort, 8081);
