@@ -141,9 +141,9 @@ const settings = {
     // while busy against 99-139 with 8 (eight rounds each, tests/bench/NOTES.md).
     default: "32",
     description:
-      "Reconcile workers (1–64): groups are reconciled in parallel, one group never by two workers. Set it " +
+      "Reconcile workers (1–256): groups are reconciled in parallel, one group never by two workers. Set it " +
       "to at least the number of groups that may see queued jobs at the same moment.",
-    schema: integer(1, 64),
+    schema: integer(1, 256),
   },
   createConcurrency: {
     flag: "create-concurrency",

@@ -25,6 +25,7 @@ Deno.test("flags win over their environment twins, which win over defaults", () 
     >)[name];
   const config = parseConfig(["run", "--workers", "2", "--log-format=text"], env);
   assert.equal(config.workers, 2);
+  assert.equal(parseConfig(["run", "--workers", "256"], env).workers, 256);
   assert.deepEqual(config.namespaces, ["ci", "build"]);
   assert.equal(config.pollInterval, 2000);
   assert.equal(config.logFormat, "text");
@@ -34,7 +35,11 @@ Deno.test("flags win over their environment twins, which win over defaults", () 
 
 Deno.test("a bad value is a one-line error naming the flag, its variable and the accepted values", () => {
   const cases: [string[], RegExp][] = [
-    [["--workers", "0"], /^Invalid value "0" for --workers \(GRO_WORKERS\): expected a whole number from 1 to 64$/],
+    [["--workers", "0"], /^Invalid value "0" for --workers \(GRO_WORKERS\): expected a whole number from 1 to 256$/],
+    [
+      ["--workers", "257"],
+      /^Invalid value "257" for --workers \(GRO_WORKERS\): expected a whole number from 1 to 256$/,
+    ],
     [["--poll-interval", "fast"], /--poll-interval \(GRO_POLL_INTERVAL\): expected a duration such as 10s/],
     [["--log-level", "loud"], /--log-level \(GRO_LOG_LEVEL\): expected one of debug, info, warning, error/],
     [["--runner-image", "gitea/act_runner:nightly"], /--runner-image .*pinned image tag/],
