@@ -7,6 +7,9 @@
 import type { AuditedRequests } from "./probes.ts";
 import { atLeast, atMost, distribution, type Figure, medianInterval, round as rounded } from "./report.ts";
 
+/** The rate target: the median of the rounds' ratios to the raw round under the same load, at least this, in %. */
+export const rateTargetPercent = 80;
+
 export interface BurstShape {
   groups: number;
   jobsPerGroup: number;
@@ -173,7 +176,7 @@ export function burstFigures(samples: BurstSamples): Figure[] {
       what: `runner Job rate while busy / raw rate ${backlog ? "after the same polls" : "under the same Gitea load"}`,
       unit: "%",
       distribution: loaded,
-      target: atLeast(loaded.median, 80, "% (median)"),
+      target: atLeast(loaded.median, rateTargetPercent, "% (median)"),
       ...noted(roundsNote, intervalNote),
     });
   }

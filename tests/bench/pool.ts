@@ -10,7 +10,8 @@
  * in the error and nothing is printed. Rounds of different commits are pooled as given, and the commits are listed.
  */
 import { z } from "zod";
-import { distribution, medianInterval, round } from "./report.ts";
+import { rateTargetPercent } from "./burst_figures.ts";
+import { distribution, markdownTable, type MedianInterval, medianInterval, round } from "./report.ts";
 
 const roundSchema = z.object({ busyRate: z.number().nullable(), loadedRawRate: z.number() });
 const shapeSchema = z.object({
@@ -21,9 +22,6 @@ const resultsSchema = z.object({
   machine: z.object({ commit: z.string(), cpu: z.string() }),
   parts: z.array(z.object({ part: z.string(), detail: z.unknown().optional() })),
 });
-
-/** The part's rate target: the median ratio at least this, in %. */
-export const targetPercent = 80;
 
 export interface PooledShape {
   part: "burst" | "backlog";
@@ -88,12 +86,11 @@ export function pool(perFile: readonly PooledShape[][]): PooledShape[] {
 
 export type PooledVerdict = "above" | "below" | "undecided" | "too few rounds";
 
-/** Where the 95 % interval of the median lies against the target. */
-export function verdictOf(ratios: readonly number[]): PooledVerdict {
-  const interval = medianInterval(ratios);
+/** Where the 95 % interval of the median (`medianInterval` of the rounds' ratios) lies against the target. */
+export function verdictOf(interval: MedianInterval | undefined): PooledVerdict {
   if (!interval) return "too few rounds";
-  if (interval.low >= targetPercent) return "above";
-  if (interval.high < targetPercent) return "below";
+  if (interval.low >= rateTargetPercent) return "above";
+  if (interval.high < rateTargetPercent) return "below";
   return "undecided";
 }
 
@@ -104,7 +101,7 @@ export function formatPooled(shapes: readonly PooledShape[]): string {
     "rounds",
     "median",
     "95 % interval of the median",
-    `rounds >= ${targetPercent} %`,
+    `rounds >= ${rateTargetPercent} %`,
     "verdict",
   ];
   const rows = shapes.map((entry) => {
@@ -117,17 +114,13 @@ export function formatPooled(shapes: readonly PooledShape[]): string {
       interval
         ? `${round(interval.low)}-${round(interval.high)} % (covers ${(interval.coverage * 100).toFixed(1)} %)`
         : "(fewer than 6 rounds)",
-      String(entry.ratios.filter((ratio) => ratio >= targetPercent).length),
-      verdictOf(entry.ratios),
+      String(entry.ratios.filter((ratio) => ratio >= rateTargetPercent).length),
+      verdictOf(interval),
     ];
   });
-  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => row[column].length)));
-  const line = (cells: string[]): string => `| ${cells.map((cell, i) => cell.padEnd(widths[i])).join(" | ")} |`;
   const commits = [...new Set(shapes.flatMap((entry) => entry.commits))];
   return [
-    line(header),
-    line(widths.map((width) => "-".repeat(width))),
-    ...rows.map(line),
+    markdownTable(header, rows),
     "",
     `Commits pooled: ${commits.join(", ")}. The ratio is each round's rate while busy over the raw round under the ` +
     `same load (after the same polls for a backlog); the median is nearest-rank, as in the run's own table.`,

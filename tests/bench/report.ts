@@ -125,17 +125,18 @@ export function formatTable(figures: readonly Figure[]): string {
       figure.target ? (figure.target.pass ? "PASS" : "MISS") : "",
     ];
   });
-  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => row[column].length)));
-  const line = (cells: string[]): string => `| ${cells.map((cell, i) => cell.padEnd(widths[i])).join(" | ")} |`;
   const notes = figures.filter((figure) => figure.note).map((figure) =>
     `- ${figure.part}, ${figure.what}: ${figure.note}`
   );
-  return [
-    line(header),
-    line(widths.map((width) => "-".repeat(width))),
-    ...rows.map(line),
-    ...(notes.length > 0 ? ["", ...notes] : []),
-  ].join("\n");
+  return [markdownTable(header, rows), ...(notes.length > 0 ? ["", ...notes] : [])].join("\n");
+}
+
+/** A Markdown table whose columns are padded to their widest cell. */
+export function markdownTable(header: readonly string[], rows: readonly (readonly string[])[]): string {
+  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => row[column].length)));
+  const line = (cells: readonly string[]): string =>
+    `| ${cells.map((cell, i) => cell.padEnd(widths[i])).join(" | ")} |`;
+  return [line(header), line(widths.map((width) => "-".repeat(width))), ...rows.map(line)].join("\n");
 }
 
 /** The length of the union of intervals, in their unit. */

@@ -61,10 +61,10 @@ Deno.test("rounds of several runs are pooled by part and shape, their ratios as 
 });
 
 Deno.test("the verdict says which side of 80 % the median's interval lies on, or that it spans it", () => {
-  assert.equal(verdictOf([81, 82, 83, 84, 85, 86]), "above");
-  assert.equal(verdictOf([70, 71, 72, 73, 74, 79.9]), "below");
-  assert.equal(verdictOf([70, 75, 79, 81, 85, 90]), "undecided");
-  assert.equal(verdictOf([90, 90, 90]), "too few rounds");
+  assert.equal(verdictOf(medianInterval([81, 82, 83, 84, 85, 86])), "above");
+  assert.equal(verdictOf(medianInterval([70, 71, 72, 73, 74, 79.9])), "below");
+  assert.equal(verdictOf(medianInterval([70, 75, 79, 81, 85, 90])), "undecided");
+  assert.equal(verdictOf(medianInterval([90, 90, 90])), "too few rounds");
 });
 
 Deno.test("a file that is not the benchmark's results, or has no burst or backlog rounds, is named in the error", () => {
