@@ -67,7 +67,17 @@ export function computeConditions(
         },
     );
   }
-  if (forge) {
+  // Before the first answer for the group's forge target in this process, ForgeReachable stays as it was observed for
+  // this generation: an operator restart, a leader failover or a rotated API token (a new target) does not turn the
+  // condition and Ready to Unknown and back, nor costs a status write per group. A new generation starts as Pending.
+  const kept = forge && !forge.ok && forge.reason === "Pending" && generation !== undefined
+    ? previous?.find((old) =>
+      old.type === conditionTypes.forgeReachable && old.observedGeneration === generation && old.reason !== "Pending"
+    )
+    : undefined;
+  if (kept) {
+    wanted.push({ type: kept.type, status: kept.status, reason: kept.reason, message: kept.message });
+  } else if (forge) {
     wanted.push(
       forge.ok
         ? { type: conditionTypes.forgeReachable, status: "True", reason: "Reachable", message: forge.message }

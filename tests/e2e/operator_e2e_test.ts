@@ -255,7 +255,15 @@ Deno.test({
               ),
             { timeoutMs: 60_000, detail: logTails },
           );
+          // Each group's Ready and ForgeReachable as the first process left them, to compare after the restart.
+          const groupNames = ["repo", "org", "user", "global"];
+          const conditionsBefore = new Map<string, unknown[]>();
+          for (const name of groupNames) {
+            const conditions = (await statusOf(name)).conditions as Record<string, unknown>[];
+            conditionsBefore.set(name, conditions.filter((c) => c.type === "Ready" || c.type === "ForgeReachable"));
+          }
           const code = await operator!.stop("SIGKILL");
+          const killedAt = Date.now();
           assert.notEqual(code, 0, "the operator was killed");
           operator = await startOperator({
             kubeconfigPath: env.cluster.kubeconfigPath,
@@ -275,6 +283,21 @@ Deno.test({
               r.metadata!.labels![jobIdLabel] === String(job.id)
             ).length;
             assert.equal(count, 1, `runner Jobs for ${name}`);
+          }
+          // A restart does not turn a group's conditions Unknown until the forge answers again: once the new process
+          // has an answer for every group, Ready and ForgeReachable are as they were, transition times included.
+          for (const name of groupNames) {
+            await eventually(
+              `${name}'s status checked by the new process`,
+              async () => Date.parse(String((await statusOf(name)).lastCheckTime)) > killedAt,
+              { timeoutMs: 60_000, detail: logTails },
+            );
+            const conditions = (await statusOf(name)).conditions as Record<string, unknown>[];
+            assert.deepEqual(
+              conditions.filter((c) => c.type === "Ready" || c.type === "ForgeReachable"),
+              conditionsBefore.get(name),
+              `${name}'s Ready and ForgeReachable across the restart`,
+            );
           }
         },
       );

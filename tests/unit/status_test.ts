@@ -56,6 +56,46 @@ Deno.test("a paused group is not Ready, with reason Paused; a failure still come
   assert.equal(running[0].lastTransitionTime, t1.toISOString());
 });
 
+Deno.test("before the forge first answers, ForgeReachable stays as observed for this generation (a restart)", () => {
+  const pending = { ok: false, reason: "Pending", message: "Waiting for the first answer from the forge" } as const;
+  const fine = { spec: { ok: true }, credentials: { ok: true } } as const;
+  const reachable = computeConditions(
+    { ...fine, forge: { ok: true, message: "Gitea 1.26.0 answered" } },
+    undefined,
+    3,
+    t0,
+  );
+  // A new process (or a new API token) has no answer yet: Ready and ForgeReachable keep status and transition time.
+  const restarted = computeConditions({ ...fine, forge: pending }, reachable, 3, t1);
+  assert.deepEqual(restarted, reachable);
+  assert.equal(statusNeedsWrite({ conditions: reachable }, { conditions: restarted }, 60_000), false);
+
+  const refused = computeConditions(
+    { ...fine, forge: { ok: false, reason: "Unauthorized", message: "401" } },
+    reachable,
+    3,
+    t1,
+  );
+  const stillRefused = computeConditions({ ...fine, forge: pending }, refused, 3, t1);
+  assert.deepEqual(stillRefused.map((c) => [c.type, c.status, c.reason]), [
+    ["Ready", "False", "Unauthorized"],
+    ["SpecValid", "True", "Valid"],
+    ["CredentialsAvailable", "True", "Found"],
+    ["ForgeReachable", "False", "Unauthorized"],
+  ]);
+
+  // A new generation (giteaURL or token Secret changed) has not been observed: Pending until its first answer.
+  const changed = computeConditions({ ...fine, forge: pending }, reachable, 4, t1);
+  assert.deepEqual(changed.map((c) => [c.type, c.status, c.reason]), [
+    ["Ready", "Unknown", "Pending"],
+    ["SpecValid", "True", "Valid"],
+    ["CredentialsAvailable", "True", "Found"],
+    ["ForgeReachable", "Unknown", "Pending"],
+  ]);
+  // So is a group never checked.
+  assert.equal(computeConditions({ ...fine, forge: pending }, undefined, 3, t0)[0].reason, "Pending");
+});
+
 Deno.test("an invalid spec reports SpecValid False and Ready False with the message", () => {
   const conditions = computeConditions(
     { spec: { ok: false, reason: "InvalidLabels", message: 'Cannot parse runner label "a::b"' } },
