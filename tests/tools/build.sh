@@ -27,10 +27,25 @@ go version | grep -qE 'go1\.(2[6-9]|[3-9][0-9])' || die "Go >= 1.26 is needed, f
 export GOFLAGS="${GOFLAGS:-} -mod=mod"
 export CGO_ENABLED="${CGO_ENABLED:-1}"
 
+# net COMMAND...: a step that only downloads (go get, go mod download, go mod tidy). A request to the module proxy can
+# hang on an open connection (seen: 9 minutes without a byte, on a cold machine), so each attempt is cut after
+# GRO_TOOLS_NET_TIMEOUT seconds (default 600) and run again, up to three times; what an attempt downloaded stays in Go's
+# module cache for the next. A command that fails is not retried.
+net() {
+  local attempt code limit="${GRO_TOOLS_NET_TIMEOUT:-600}"
+  for attempt in 1 2 3; do
+    timeout --kill-after=10 "$limit" "$@"
+    code=$?
+    [[ $code -eq 124 || $code -eq 137 ]] || return "$code"
+    log "  no end after ${limit}s (attempt $attempt of 3): $*"
+  done
+  return "$code"
+}
+
 # module_dir MODULE@VERSION: downloads a module through the Go module proxy and prints its read-only folder.
 module_dir() {
   local out
-  out="$(cd "$(mktemp -d)" && go mod download -json "$1" 2>&1)" ||
+  out="$(cd "$(mktemp -d)" && net go mod download -json "$1" 2>&1)" ||
     die "cannot download $1 through the Go module proxy ($(go env GOPROXY)): $(printf '%s' "$out" | tr '\n' ' ' | cut -c1-300)"
   printf '%s' "$out" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p'
 }
@@ -46,7 +61,7 @@ build_etcd() {
   printf 'module etcdbuild\n\ngo 1.25\n' >"$work/go.mod"
   printf 'package main\n\nimport (\n\t"os"\n\n\t"go.etcd.io/etcd/server/v3/etcdmain"\n)\n\nfunc main() { etcdmain.Main(os.Args) }\n' >"$work/main.go"
   mkdir -p "$dir"
-  (cd "$work" && go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" && go mod tidy &&
+  (cd "$work" && net go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" && net go mod tidy &&
     CGO_ENABLED=0 go build -ldflags "-s -w" -o "$dir/etcd" .) || die "etcd build failed"
   touch "$dir/.done"; rm -rf "$work"
 }
@@ -71,7 +86,7 @@ build_kubernetes() {
     ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
   done
   mkdir -p "$dir"
-  (cd "$work" && go get "k8s.io/kubernetes@$K8S_VERSION") || die "cannot resolve k8s.io/kubernetes@$K8S_VERSION"
+  (cd "$work" && net go get "k8s.io/kubernetes@$K8S_VERSION") || die "cannot resolve k8s.io/kubernetes@$K8S_VERSION"
   for cmd in kube-apiserver kube-controller-manager kube-scheduler; do
     log "  go build $cmd"
     (cd "$work" && CGO_ENABLED=0 go build -ldflags "$ldflags" -o "$dir/$cmd" "k8s.io/kubernetes/cmd/$cmd") || die "$cmd build failed"
@@ -117,7 +132,7 @@ use_code_gitea_io_mirrors() {
     pinned="$(awk -v m="gitea.dev/$name" -v v="$version" '$1 == m && $2 == v {print $3}' "$src/go.sum")"
     [[ -n "$pinned" ]] || die "Gitea's go.sum has no hash for gitea.dev/$name $version"
     # The checksum database may not know the twin: the hash comparison below stands in for it.
-    json="$(cd "$(mktemp -d)" && GONOSUMDB="code.gitea.io/$name" go mod download -json "code.gitea.io/$name@$version" 2>&1)" ||
+    json="$(cd "$(mktemp -d)" && GONOSUMDB="code.gitea.io/$name" net go mod download -json "code.gitea.io/$name@$version" 2>&1)" ||
       die "cannot download code.gitea.io/$name@$version for gitea.dev/$name: $(tr '\n' ' ' <<<"$json" | cut -c1-300)"
     twin_dir="$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p' <<<"$json")"
     twin_sum="$(sed -n 's/^[[:space:]]*"Sum": "\(.*\)",$/\1/p' <<<"$json")"
@@ -156,7 +171,7 @@ build_helm() {
   local work; work="$(mktemp -d)"
   printf 'module helmbuild\n\ngo 1.26\n' >"$work/go.mod"
   mkdir -p "$dir"
-  (cd "$work" && go get "helm.sh/helm/v3/cmd/helm@$HELM_VERSION") || die "cannot resolve helm.sh/helm/v3@$HELM_VERSION"
+  (cd "$work" && net go get "helm.sh/helm/v3/cmd/helm@$HELM_VERSION") || die "cannot resolve helm.sh/helm/v3@$HELM_VERSION"
   # As Helm's Makefile does: the version, and the Kubernetes version that `helm template` and `helm lint` assume,
   # taken from the client-go release Helm is built with (v0.X.Y is Kubernetes 1.X).
   local client_go minor ldflags="-s -w"
@@ -179,7 +194,7 @@ build_kustomize() {
   local work; work="$(mktemp -d)"
   printf 'module kustomizebuild\n\ngo 1.26\n' >"$work/go.mod"
   mkdir -p "$dir"
-  (cd "$work" && go get "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION") ||
+  (cd "$work" && net go get "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION") ||
     die "cannot resolve sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION"
   (cd "$work" && CGO_ENABLED=0 go build -trimpath \
     -ldflags "-s -w -X sigs.k8s.io/kustomize/api/provenance.version=kustomize/$KUSTOMIZE_VERSION" \
