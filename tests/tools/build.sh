@@ -42,6 +42,11 @@ net() {
   return "$code"
 }
 
+# fetch_deps ARG...: in the current folder and with the go build's environment (GOTOOLCHAIN, CGO_ENABLED, tags), downloads
+# every module that the packages named in ARG import (and the toolchain that GOTOOLCHAIN names), as a download step
+# under net; the go build after it then reads Go's module cache only, so it is not cut, however long it compiles.
+fetch_deps() { net go list -deps "$@" >/dev/null; }
+
 # module_dir MODULE@VERSION: downloads a module through the Go module proxy and prints its read-only folder.
 module_dir() {
   local out
@@ -62,7 +67,7 @@ build_etcd() {
   printf 'package main\n\nimport (\n\t"os"\n\n\t"go.etcd.io/etcd/server/v3/etcdmain"\n)\n\nfunc main() { etcdmain.Main(os.Args) }\n' >"$work/main.go"
   mkdir -p "$dir"
   (cd "$work" && net go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" && net go mod tidy &&
-    CGO_ENABLED=0 go build -ldflags "-s -w" -o "$dir/etcd" .) || die "etcd build failed"
+    CGO_ENABLED=0 fetch_deps . && CGO_ENABLED=0 go build -ldflags "-s -w" -o "$dir/etcd" .) || die "etcd build failed"
   touch "$dir/.done"; rm -rf "$work"
 }
 
@@ -87,6 +92,8 @@ build_kubernetes() {
   done
   mkdir -p "$dir"
   (cd "$work" && net go get "k8s.io/kubernetes@$K8S_VERSION") || die "cannot resolve k8s.io/kubernetes@$K8S_VERSION"
+  (cd "$work" && CGO_ENABLED=0 fetch_deps k8s.io/kubernetes/cmd/{kube-apiserver,kube-controller-manager,kube-scheduler}) ||
+    die "cannot download the modules of kube-apiserver, kube-controller-manager and kube-scheduler $K8S_VERSION"
   for cmd in kube-apiserver kube-controller-manager kube-scheduler; do
     log "  go build $cmd"
     (cd "$work" && CGO_ENABLED=0 go build -ldflags "$ldflags" -o "$dir/$cmd" "k8s.io/kubernetes/cmd/$cmd") || die "$cmd build failed"
@@ -157,6 +164,8 @@ build_gitea() {
   use_code_gitea_io_mirrors "$dir/src"
   local toolchain; toolchain="$(go_toolchain_for "$dir/src/go.mod")"
   [[ "$toolchain" == local ]] || log "  with GOTOOLCHAIN=$toolchain (Gitea's go.mod asks for it)"
+  (cd "$dir/src" && GOTOOLCHAIN="$toolchain" GOFLAGS=-mod=mod fetch_deps -tags 'sqlite sqlite_unlock_notify' .) ||
+    die "cannot download gitea $version's modules"
   (cd "$dir/src" && GOTOOLCHAIN="$toolchain" GOFLAGS=-mod=mod go build -tags 'sqlite sqlite_unlock_notify' \
     -ldflags "-s -w -X main.Version=${version#v} -X main.Tags=sqlite" -o "$dir/gitea" .) || die "gitea $version build failed"
   # Templates and options are read from the source tree at run time (no bindata); keep only what Gitea reads.
@@ -182,6 +191,7 @@ build_helm() {
   for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
     ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$minor"
   done
+  (cd "$work" && CGO_ENABLED=0 fetch_deps helm.sh/helm/v3/cmd/helm) || die "cannot download helm $HELM_VERSION's modules"
   (cd "$work" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$dir/helm" helm.sh/helm/v3/cmd/helm) ||
     die "helm build failed"
   touch "$dir/.done"; rm -rf "$work"
@@ -196,6 +206,8 @@ build_kustomize() {
   mkdir -p "$dir"
   (cd "$work" && net go get "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION") ||
     die "cannot resolve sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION"
+  (cd "$work" && CGO_ENABLED=0 fetch_deps sigs.k8s.io/kustomize/kustomize/v5) ||
+    die "cannot download kustomize $KUSTOMIZE_VERSION's modules"
   (cd "$work" && CGO_ENABLED=0 go build -trimpath \
     -ldflags "-s -w -X sigs.k8s.io/kustomize/api/provenance.version=kustomize/$KUSTOMIZE_VERSION" \
     -o "$dir/kustomize" sigs.k8s.io/kustomize/kustomize/v5) || die "kustomize build failed"
@@ -226,6 +238,7 @@ build_runner() {
   [[ -f "$dir/.done" ]] && { log "test runner $hash cached"; return; }
   log "building test runner $hash"
   mkdir -p "$dir"
+  (cd "$HERE/../harness/runner" && CGO_ENABLED=0 fetch_deps .) || die "cannot download the test runner's modules"
   (cd "$HERE/../harness/runner" && CGO_ENABLED=0 go build -o "$dir/test-runner" .) || die "test runner build failed"
   touch "$dir/.done"
 }
